@@ -1,0 +1,137 @@
+"""The `dream3d` command line: run | resume | export | eval | config show."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+EXIT_BAD_INPUT, EXIT_INTERRUPTED = 2, 130
+
+
+def _cmd_run(args) -> int:
+    from dream3d.config import load_config
+    from dream3d.trainer import run
+
+    cfg = load_config(args.config, args.overrides)
+    result = run(cfg, Path(args.config).stem if args.config else "default")
+    print(f"run folder: {result['run_dir']}")
+    _print_export(result["export"])
+    return 0
+
+
+def _cmd_resume(args) -> int:
+    from dream3d.trainer import resume
+
+    result = resume(args.run_dir, tuple(args.overrides))
+    print(f"run folder: {result['run_dir']}")
+    _print_export(result["export"])
+    return 0
+
+
+def _print_export(export: dict) -> None:
+    if "error" in export:
+        print(f"no mesh exported: {export['error']}")
+    else:
+        for fmt, path in export["files"].items():
+            print(f"{fmt}: {path}  ({export['vertices']} vertices, {export['faces']} faces, level {export['level']:.3g})")
+
+
+def _cmd_export(args) -> int:
+    from dream3d.export import export_scene
+    from dream3d.trainer import load_run
+
+    trainer, _ = load_run(args.run_dir)
+    e = trainer.cfg.output.export
+    level = e.level if args.level is None else (args.level if args.level == "auto" else float(args.level))
+    out = export_scene(trainer.scene, Path(args.run_dir) / "model", args.format or e.formats,
+                       args.resolution or e.resolution, level, e.min_component_fraction, args.method or e.method,
+                       tuple(trainer.cfg.camera.elevation_range))
+    _print_export(out)
+    return 0
+
+
+def _cmd_eval(args) -> int:
+    from dream3d.evaluate import evaluate_run
+
+    r = evaluate_run(args.run_dir)
+    print(f"{'metric':<18}value")
+    for k in ("silhouette_iou", "colour_error", "saturation", "saturation_gt", "volumetric_iou"):
+        v = r.get(k)
+        print(f"{k:<18}{'n/a' if v is None else f'{v:.4f}'}")
+    print(f"written to {Path(args.run_dir) / 'eval.json'}")
+    if args.json:
+        print(json.dumps(r, indent=2))
+    return 0
+
+
+def _cmd_config(args) -> int:
+    from dream3d.config import load_config, to_yaml
+
+    print(to_yaml(load_config(args.config, args.overrides)), end="")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dream3d", description="Text-to-3D by score distillation.")
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="optimise a scene for a prompt and export it",
+                       description="Example: dream3d run configs/toy/sds-nerf.yaml prompt=\"a red cube\" seed=3")
+    r.add_argument("config", help="YAML preset, e.g. configs/toy/sds-nerf.yaml")
+    r.add_argument("overrides", nargs="*", help="key=value overrides (dotted keys)")
+    r.set_defaults(func=_cmd_run)
+    s = sub.add_parser("resume", help="continue a run from its last checkpoint")
+    s.add_argument("run_dir")
+    s.add_argument("overrides", nargs="*", help="only train.steps=N and output.* may change")
+    s.set_defaults(func=_cmd_resume)
+    x = sub.add_parser("export", help="re-export a run's mesh from its checkpoint")
+    x.add_argument("run_dir")
+    x.add_argument("--format", action="append", choices=["glb", "obj", "ply"])
+    x.add_argument("--resolution", type=int)
+    x.add_argument("--method", choices=["visibility", "density"], help="isosurface method")
+    x.add_argument("--level", help="density method: 'auto' or a density value")
+    x.set_defaults(func=_cmd_export)
+    e = sub.add_parser("eval", help="score a ToyWorld run against ground truth")
+    e.add_argument("run_dir")
+    e.add_argument("--json", action="store_true", help="also print the full results as JSON")
+    e.set_defaults(func=_cmd_eval)
+    c = sub.add_parser("config", help="config tools")
+    csub = c.add_subparsers(dest="config_command", required=True)
+    cs = csub.add_parser("show", help="print the merged, validated config")
+    cs.add_argument("config", nargs="?", default=None)
+    cs.add_argument("overrides", nargs="*")
+    cs.set_defaults(func=_cmd_config)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from dream3d.config import ConfigError
+    from dream3d.export import EmptySceneError
+    from dream3d.runs import CheckpointError
+    from dream3d.toyworld import PromptError
+    from dream3d.trainer import NonFiniteError
+
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
+    try:
+        return args.func(args)
+    except (ConfigError, PromptError, CheckpointError, EmptySceneError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except NonFiniteError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ninterrupted: checkpoint saved and the current scene exported; continue with "
+              "`dream3d resume RUN_DIR`", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except OSError as e:
+        print(f"error: could not write output ({e}); free disk space or choose another output.out_dir",
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,210 @@
+"""Typed run configuration: dataclass schema + YAML presets + dotlist overrides (OmegaConf).
+
+`prior`, `guidance` and `scene` are sections whose schema is chosen by their `name` from the
+registries, so `guidance.name=sds` accepts exactly SDS's keys. Every key and value is checked
+before any work; errors name the key and the valid options.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from dream3d.schema import ConfigError, bounded, choice, validate_fields
+
+MAX_PROMPT_CHARS = 300
+
+
+@dataclass
+class CameraConfig:
+    elevation_range: list[float] = field(default_factory=lambda: [-10.0, 45.0])
+    azimuth_range: list[float] = field(default_factory=lambda: [-180.0, 180.0])
+    distance: float = bounded(2.5, 0.5, 100.0)
+    fovy: float = bounded(40.0, 1.0, 150.0)
+
+
+@dataclass
+class TrainConfig:
+    steps: int = bounded(1000, 1, 1_000_000)
+    batch_size: int = bounded(4, 1, 64)  # views per step
+    resolution: int = bounded(32, 8, 1024)  # render resolution during training
+    max_bad_steps: int = bounded(20, 1, None)  # consecutive non-finite steps before the run stops
+
+
+@dataclass
+class ExportConfig:
+    formats: list[str] = field(default_factory=lambda: ["glb", "obj"])
+    method: str = choice("visibility", ("visibility", "density"))  # solid behind the rendered surface | density level set
+    resolution: int = bounded(128, 16, 1024)  # marching-cubes grid per axis
+    level: Any = "auto"  # density method only: "auto" or a density value
+    min_component_fraction: float = bounded(0.05, 0.0, 1.0)  # drop pieces smaller than this x the largest
+
+
+@dataclass
+class OutputConfig:
+    out_dir: str = "runs"
+    name: str | None = None  # run folder name; default from prompt, config and seed
+    checkpoint_every: int = bounded(200, 1, None)
+    val_every: int = bounded(200, 1, None)
+    val_resolution: int = bounded(64, 8, 1024)
+    turntable_frames: int = bounded(36, 0, 720)  # 0 = no turntable
+    turntable_resolution: int = bounded(128, 16, 1024)
+    video_format: str = choice("mp4", ("mp4", "gif"))
+    export: ExportConfig = field(default_factory=ExportConfig)
+    progress: bool = True
+
+
+@dataclass
+class EvalConfig:
+    num_cameras: int = bounded(8, 1, 256)
+    resolution: int = bounded(64, 16, 512)
+    volume_resolution: int = bounded(64, 16, 256)
+
+
+@dataclass
+class RunConfig:
+    prompt: str = "a red cube"
+    negative_prompt: str = ""
+    seed: int = 0
+    camera: CameraConfig = field(default_factory=CameraConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    prior: Any = field(default_factory=lambda: {"name": "toyworld"})
+    guidance: Any = field(default_factory=lambda: {"name": "sds"})
+    scene: Any = field(default_factory=lambda: {"name": "nerf"})
+    output: OutputConfig = field(default_factory=OutputConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+EXPORT_FORMATS = ("glb", "obj", "ply")
+
+
+def registries() -> dict[str, dict[str, tuple[type, type]]]:
+    from guidance import GUIDANCES
+    from guidance.priors import PRIORS
+    from renderers import SCENES
+
+    return {"prior": PRIORS, "guidance": GUIDANCES, "scene": SCENES}
+
+
+def _unknown_key_error(key: str, valid: list[str], where: str) -> ConfigError:
+    close = difflib.get_close_matches(key.rsplit(".", 1)[-1], valid, n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return ConfigError(f"unknown config key '{key}'{hint}; valid keys in {where}: {', '.join(sorted(valid))}")
+
+
+def _check_keys(data: Any, cls: type, prefix: str, where: str) -> None:
+    if not isinstance(data, dict):
+        raise ConfigError(f"'{prefix.rstrip('.') or 'config'}' must be a mapping of keys to values, got {data!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key, value in data.items():
+        if key not in fields:
+            raise _unknown_key_error(prefix + str(key), list(fields), where)
+        factory = fields[key].default_factory
+        default = factory() if factory is not dataclasses.MISSING else None
+        if dataclasses.is_dataclass(default) and isinstance(value, dict):
+            _check_keys(value, type(default), f"{prefix}{key}.", f"'{prefix}{key}'")
+
+
+def _typed(cls: type, data: dict, prefix: str) -> Any:
+    """Merge data into the dataclass schema with OmegaConf's type checks; return the dataclass."""
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(cls), data)
+        return OmegaConf.to_object(merged)
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None) or ""
+        msg = str(e).splitlines()[0]
+        raise ConfigError(f"bad value for '{prefix}{key}': {msg}") from None
+
+
+def _section(kind: str, data: Any) -> Any:
+    reg = registries()[kind]
+    if not isinstance(data, dict):
+        raise ConfigError(f"'{kind}' must be a mapping with a 'name'; valid names: {', '.join(reg)}")
+    name = data.get("name")
+    if name not in reg:
+        raise ConfigError(f"{kind}.name = {name!r} is not valid; valid: {', '.join(reg)}")
+    _, schema = reg[name]
+    _check_keys(data, schema, f"{kind}.", f"{kind} '{name}'")
+    return _typed(schema, data, f"{kind}.")
+
+
+def check_prompt(prompt: str, key: str = "prompt") -> str:
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ConfigError(f"{key} is empty; give a description such as prompt=\"a red cube\"")
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise ConfigError(f"{key} has {len(prompt)} characters; the limit is {MAX_PROMPT_CHARS}")
+    return prompt.strip()
+
+
+def build_config(data: dict) -> RunConfig:
+    """Validate a plain dict (YAML + overrides) into a typed RunConfig."""
+    _check_keys(data, RunConfig, "", "the run config")
+    for key in ("prompt", "negative_prompt"):
+        if key in data and data[key] is None:
+            data[key] = ""
+    sections = {k: data.pop(k) for k in ("prior", "guidance", "scene") if k in data}
+    cfg: RunConfig = _typed(RunConfig, data, "")
+    defaults = RunConfig()
+    for kind in ("prior", "guidance", "scene"):
+        setattr(cfg, kind, _section(kind, sections.get(kind, getattr(defaults, kind))))
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: RunConfig) -> None:
+    cfg.prompt = check_prompt(cfg.prompt)
+    if len(cfg.negative_prompt) > MAX_PROMPT_CHARS:
+        raise ConfigError(f"negative_prompt has {len(cfg.negative_prompt)} characters; the limit is {MAX_PROMPT_CHARS}")
+    validate_fields(cfg)
+    for key in ("elevation_range", "azimuth_range"):
+        lo, hi = getattr(cfg.camera, key)
+        if len(getattr(cfg.camera, key)) != 2 or lo > hi:
+            raise ConfigError(f"camera.{key} must be [min, max] with min <= max, got {getattr(cfg.camera, key)}")
+    if not (-90 <= cfg.camera.elevation_range[0] and cfg.camera.elevation_range[1] <= 90):
+        raise ConfigError(f"camera.elevation_range must lie within [-90, 90], got {cfg.camera.elevation_range}")
+    for fmt in cfg.output.export.formats:
+        if fmt not in EXPORT_FORMATS:
+            raise ConfigError(f"output.export.formats: {fmt!r} is not valid; valid: {', '.join(EXPORT_FORMATS)}")
+    level = cfg.output.export.level
+    if level != "auto" and not (isinstance(level, (int, float)) and level > 0):
+        raise ConfigError(f"output.export.level = {level!r}; valid: 'auto' or a positive density value")
+    for section in (cfg.guidance, cfg.scene, cfg.prior):
+        if hasattr(section, "validate"):
+            section.validate()
+
+
+def to_dict(cfg: RunConfig) -> dict:
+    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
+
+
+def to_yaml(cfg: RunConfig) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """Load a YAML preset (or the defaults), apply `key=value` overrides and validate."""
+    base = OmegaConf.create({})
+    if path is not None:
+        path = Path(path)
+        if not path.exists():
+            raise ConfigError(f"config file {str(path)!r} does not exist")
+        try:
+            base = OmegaConf.load(path)
+        except Exception as e:
+            raise ConfigError(f"could not read {str(path)!r} as YAML: {e}") from None
+    for o in overrides:
+        if "=" not in o:
+            raise ConfigError(f"override {o!r} must look like key=value (e.g. guidance.guidance_scale=7.5)")
+    try:
+        merged = OmegaConf.merge(base, OmegaConf.from_dotlist(list(overrides)))
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"could not apply overrides: {e}") from None
+    data = OmegaConf.to_container(merged, resolve=True)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must contain a mapping of config keys")
+    return build_config(data)

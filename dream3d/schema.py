@@ -1,0 +1,57 @@
+"""Field helpers for typed configs: declare choices, ranges and schedules beside the default,
+and one validator that checks them for every config dataclass."""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+from dream3d.schedules import Schedule
+
+
+class ConfigError(ValueError):
+    """A config problem, with the key and what would be valid."""
+
+
+def choice(default: str, options: tuple[str, ...]):
+    return dataclasses.field(default=default, metadata={"choices": tuple(options)})
+
+
+def bounded(default, lo=None, hi=None, *, schedule: bool = False, nullable: bool = False):
+    """A number (or a schedule of numbers) that must lie in [lo, hi]."""
+    return dataclasses.field(default=default, metadata={"range": (lo, hi), "schedule": schedule, "nullable": nullable})
+
+
+def _check_number(key: str, v: float, lo, hi) -> None:
+    if not math.isfinite(v):
+        raise ConfigError(f"{key} = {v} must be a finite number")
+    if (lo is not None and v < lo) or (hi is not None and v > hi):
+        raise ConfigError(f"{key} = {v} is out of range; valid: [{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}]")
+
+
+def validate_fields(obj: Any, prefix: str = "") -> None:
+    """Check choices/ranges/schedules of a dataclass instance and its nested dataclasses."""
+    for f in dataclasses.fields(obj):
+        key, value = f"{prefix}{f.name}", getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            validate_fields(value, key + ".")
+            continue
+        if "choices" in f.metadata and value not in f.metadata["choices"]:
+            raise ConfigError(f"{key} = {value!r} is not valid; valid: {', '.join(f.metadata['choices'])}")
+        if "range" in f.metadata:
+            if value is None:
+                if f.metadata["nullable"]:
+                    continue
+                raise ConfigError(f"{key} must be set")
+            lo, hi = f.metadata["range"]
+            if f.metadata["schedule"]:
+                try:
+                    sched = Schedule.parse(value, key)
+                except ValueError as e:
+                    raise ConfigError(str(e)) from None
+                for v in (sched.start, sched.end):
+                    _check_number(key, v, lo, hi)
+            else:
+                if not isinstance(value, (int, float)) or isinstance(value, bool):
+                    raise ConfigError(f"{key} = {value!r} must be a number")
+                _check_number(key, float(value), lo, hi)

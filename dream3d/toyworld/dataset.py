@@ -1,0 +1,120 @@
+"""ToyWorld multi-view images: rendered once per shape and camera, tinted per colour, cached.
+
+Geometry is rendered once per (shape, camera) into three antialiased layers [N,3,H,W]:
+coverage, shading of the unmarked surface, shading of the marker region (outward normal
+n_z > 0.7). Any item is then an exact linear tint of those layers on a white background:
+`img = (1 - cov) + base * albedo + marker * marker_albedo`.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from dream3d.cameras import Cameras
+from dream3d.runs import atomic_torch_save
+from dream3d.toyworld.catalogue import COLOURS, Item
+from dream3d.toyworld.geometry import LIGHT, intersect
+
+CACHE_VERSION = "v1"
+MARKER_NZ = 0.7
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("DREAM3D_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "dream3d"
+    )
+    return Path(root) / "toyworld" / CACHE_VERSION
+
+
+def render_layers(shape: str, cameras: Cameras, resolution: int, supersample: int = 2, chunk: int = 8) -> Tensor:
+    """Antialiased geometry layers [B,3,H,W] (coverage, base shading, marker shading)."""
+    out = []
+    for i in range(0, len(cameras), chunk):
+        o, d = cameras[i : i + chunk].rays(resolution, resolution, supersample)
+        t, n = intersect(shape, o, d)
+        hit = torch.isfinite(t)
+        shade = 0.35 + 0.65 * (n @ LIGHT).clamp(min=0)
+        marker = hit & (n[..., 2] > MARKER_NZ)
+        layers = torch.stack([hit.float(), (hit & ~marker) * shade, marker * shade], 1)  # [b,3,Hs,Ws]
+        out.append(F.avg_pool2d(layers, supersample) if supersample > 1 else layers)
+    return torch.cat(out)
+
+
+def tint(layers: Tensor, item_colour: str, marker: str | None = None) -> Tensor:
+    """Images in [0,1] [B,3,H,W] from geometry layers [B,3,H,W]."""
+    body = torch.tensor(COLOURS[item_colour])[None, :, None, None]
+    mark = torch.tensor(COLOURS[marker or item_colour])[None, :, None, None]
+    cov, base, mk = layers[:, 0:1].float(), layers[:, 1:2].float(), layers[:, 2:3].float()
+    return (1 - cov) + base * body + mk * mark
+
+
+def render_gt(item: Item, cameras: Cameras, resolution: int, colour: str | None = None) -> tuple[Tensor, Tensor]:
+    """Ground-truth images [B,3,H,W] and coverage masks [B,1,H,W] of an item from any cameras."""
+    layers = render_layers(item.shape, cameras, resolution)
+    return tint(layers, colour or item.colours[0], item.marker), layers[:, :1]
+
+
+def sample_dataset_cameras(
+    n: int, seed: int, distribution: str = "uniform", kappa: float = 2.0, uniform_floor: float = 0.2,
+    elevation_range: tuple[float, float] = (-10.0, 45.0), distance: float = 2.5, fovy: float = 40.0,
+) -> Cameras:
+    """Dataset cameras: elevation U[range]; azimuth uniform or front-biased (von Mises around 0
+    with concentration kappa, mixed with a uniform floor)."""
+    rng = np.random.default_rng(seed)
+    el = rng.uniform(*elevation_range, size=n)
+    az = rng.uniform(-180.0, 180.0, size=n)
+    if distribution == "front_biased":
+        vm = np.degrees(rng.vonmises(0.0, kappa, size=n))
+        az = np.where(rng.uniform(size=n) < uniform_floor, az, vm)
+    elif distribution != "uniform":
+        raise ValueError(f"unknown camera distribution {distribution!r}; valid: uniform, front_biased")
+    return Cameras.make(torch.from_numpy(el).float(), torch.from_numpy(az).float(), distance, fovy)
+
+
+@dataclass
+class ShapeViews:
+    """One shape's cached geometry layers [N,3,H,W] (float16) and camera angles [N] (degrees)."""
+
+    layers: Tensor
+    elevation: Tensor
+    azimuth: Tensor
+
+    def images(self, colour: str, marker: str | None, resolution: int) -> Tensor:
+        """Tinted images in [0,1], area-downsampled to `resolution` [N,3,r,r] (float32)."""
+        layers = self.layers.float()
+        if resolution != layers.shape[-1]:
+            layers = F.interpolate(layers, size=(resolution, resolution), mode="area")
+        return tint(layers, colour, marker)
+
+
+def load_shape_views(
+    shape: str, num_views: int = 1024, resolution: int = 64, seed: int = 0,
+    distribution: str = "uniform", kappa: float = 2.0, progress: bool = False,
+) -> ShapeViews:
+    """Build (once) or load the cached views of a shape; deterministic in the seed."""
+    key = f"{shape}-n{num_views}-r{resolution}-s{seed}-{distribution}" + (f"-k{kappa}" if distribution != "uniform" else "")
+    path = cache_dir() / f"{key}.pt"
+    cams = sample_dataset_cameras(num_views, seed, distribution, kappa)
+    if path.exists():
+        try:
+            data = torch.load(path, weights_only=True)
+            if data["layers"].shape == (num_views, 3, resolution, resolution):
+                return ShapeViews(data["layers"], cams.elevation, cams.azimuth)
+        except Exception:  # a corrupt cache entry is rebuilt, never trusted
+            pass
+    chunks = range(0, num_views, 64)
+    if progress:
+        from tqdm import tqdm
+
+        chunks = tqdm(chunks, desc=f"ToyWorld: rendering {num_views} views of the {shape}", unit="x64", leave=False)
+    layers = torch.cat([render_layers(shape, cams[i : i + 64], resolution) for i in chunks]).half()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_torch_save({"layers": layers, "digest": hashlib.sha1(key.encode()).hexdigest()}, path)
+    return ShapeViews(layers, cams.elevation, cams.azimuth)

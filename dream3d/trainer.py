@@ -1,0 +1,235 @@
+"""The optimisation loop: sample cameras -> scene.render -> guidance -> backward -> step.
+
+The trainer only wires a prior, a guidance and a scene together; it owns the run folder,
+the random generator (every random draw goes through it, so runs are reproducible and a
+resumed run continues exactly), checkpoints, previews, the turntable and the export.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from dream3d.cameras import CameraSampler
+from dream3d.config import RunConfig, to_dict, to_yaml
+from dream3d.export import EmptySceneError, export_scene
+from dream3d.runs import RunDir, to_uint8, write_image, write_json, write_video
+from guidance import build_guidance
+from guidance.priors import build_prior
+from renderers import build_scene
+
+log = logging.getLogger("dream3d")
+
+
+class NonFiniteError(RuntimeError):
+    """Too many consecutive steps with NaN/Inf gradients."""
+
+
+class Trainer:
+    def __init__(self, cfg: RunConfig, run_dir: RunDir, progress: bool | None = None, prior=None):
+        self.cfg, self.run = cfg, run_dir
+        self.progress = cfg.output.progress if progress is None else progress
+        torch.manual_seed(cfg.seed)  # parameter initialisation
+        self.generator = torch.Generator().manual_seed(cfg.seed)  # every random draw of the loop
+        self.cameras = CameraSampler(tuple(cfg.camera.elevation_range), tuple(cfg.camera.azimuth_range),
+                                     cfg.camera.distance, cfg.camera.fovy)
+        self.prior = prior or build_prior(cfg.prior, progress=self.progress)
+        self.guidance = build_guidance(cfg.guidance, self.prior)
+        self.cond = self.guidance.embed(cfg.prompt, cfg.negative_prompt)
+        self.scene = build_scene(cfg.scene)
+        groups = self.scene.optimizer_groups()
+        if list(self.guidance.parameters()):
+            groups.append({"params": list(self.guidance.parameters()), "lr": 1e-4, "name": "guidance"})
+        self.optimizer = torch.optim.Adam(groups, betas=(0.9, 0.99), eps=1e-15)
+        self.step = 0
+        self.bad_steps = 0
+        self.skipped_steps = 0
+        self.timings: dict[str, float] = defaultdict(float)
+        self.history: list[dict] = []
+
+    # -- state -----------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"step": self.step, "config": to_dict(self.cfg), "scene": self.scene.state_dict(),
+                "guidance": self.guidance.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "generator": self.generator.get_state(), "torch_rng": torch.get_rng_state(),
+                "skipped_steps": self.skipped_steps, "timings": dict(self.timings), "history": self.history}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore everything, or raise before changing anything."""
+        from dream3d.runs import CheckpointError
+
+        scene, guidance = build_scene(self.cfg.scene), build_guidance(self.cfg.guidance, self.prior)
+        try:
+            scene.load_state_dict(state["scene"])
+            guidance.load_state_dict(state["guidance"])
+            optimizer = torch.optim.Adam(scene.optimizer_groups() + (
+                [{"params": list(guidance.parameters()), "lr": 1e-4, "name": "guidance"}] if list(guidance.parameters()) else []),
+                betas=(0.9, 0.99), eps=1e-15)
+            optimizer.load_state_dict(state["optimizer"])
+        except (KeyError, RuntimeError, ValueError) as e:
+            raise CheckpointError(f"checkpoint does not match this config ({type(e).__name__}: {str(e)[:300]})") from None
+        self.scene, self.guidance, self.optimizer = scene, guidance, optimizer
+        self.step, self.skipped_steps = state["step"], state.get("skipped_steps", 0)
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        self.timings = defaultdict(float, state.get("timings", {}))
+        self.history = state.get("history", [])
+
+    def save_checkpoint(self) -> Path:
+        return self.run.save_checkpoint(self.state_dict())
+
+    # -- one step --------------------------------------------------------------------------
+    def train_step(self) -> dict:
+        cfg, gen = self.cfg, self.generator
+        t0 = time.perf_counter()
+        cams = self.cameras.sample(cfg.train.batch_size, gen)
+        out = self.scene.render(cams, cfg.train.resolution, cfg.train.resolution, gen)
+        t1 = time.perf_counter()
+        g = self.guidance(out.rgb, cams, self.cond, self.step, gen)
+        t2 = time.perf_counter()
+        losses = {"guidance": g.loss, **g.aux_losses, **self.scene.regularizers(out, self.step)}
+        self.optimizer.zero_grad(set_to_none=True)
+        sum(losses.values()).backward()
+        finite = all(torch.isfinite(p.grad).all() for grp in self.optimizer.param_groups
+                     for p in grp["params"] if p.grad is not None)
+        if finite:
+            self.scene.post_backward(self.step, out)
+            self.optimizer.step()
+            self.bad_steps = 0
+        else:
+            self.bad_steps += 1
+            self.skipped_steps += 1
+            log.warning("step %d: non-finite gradient, step skipped (%d in a row)", self.step, self.bad_steps)
+            if self.bad_steps >= cfg.train.max_bad_steps:
+                raise NonFiniteError(f"{self.bad_steps} consecutive steps had NaN/Inf gradients (last: step {self.step}); "
+                                     "the last finite state is checkpointed. Lower the learning rates or "
+                                     "guidance.guidance_scale, or set guidance.grad_clip.")
+        t3 = time.perf_counter()
+        for k, v in (("render", t1 - t0), ("guidance", t2 - t1), ("backward_step", t3 - t2)):
+            self.timings[k] += v
+        self.timings["steps"] += 1
+        self.step += 1
+        return {**g.stats, "alpha": float(out.alpha.detach().mean())}
+
+    # -- outputs ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def save_preview(self) -> Path:
+        res = self.cfg.output.val_resolution
+        out = self.scene.render(self.cameras.orbit(4, 15.0), res, res, train=False)
+        grid = torch.cat([out.rgb, out.alpha.expand_as(out.rgb)], dim=2)  # colour over opacity
+        return write_image(self.run.previews / f"step_{self.step:06d}.png", grid)
+
+    @torch.no_grad()
+    def save_turntable(self) -> Path | None:
+        n, res = self.cfg.output.turntable_frames, self.cfg.output.turntable_resolution
+        if n == 0:
+            return None
+        cams = self.cameras.orbit(n, 15.0)
+        frames = [to_uint8(self.scene.render(cams[i:i + 1], res, res, train=False).rgb[0]) for i in range(n)]
+        return write_video(self.run.video(self.cfg.output.video_format), frames)
+
+    def export(self) -> dict:
+        e = self.cfg.output.export
+        try:
+            return export_scene(self.scene, self.run.path / "model", e.formats, e.resolution, e.level,
+                                e.min_component_fraction, e.method, tuple(self.cfg.camera.elevation_range))
+        except EmptySceneError as err:
+            log.error("export skipped: %s", err)
+            return {"error": str(err)}
+
+    def write_metrics(self, status: str, wall: float, extra: dict | None = None) -> None:
+        n = max(self.timings.get("steps", 0), 1)
+        write_json(self.run.metrics, {
+            "status": status, "prompt": self.cfg.prompt, "seed": self.cfg.seed, "step": self.step,
+            "steps": self.cfg.train.steps, "wall_time_s": round(wall, 2), "skipped_steps": self.skipped_steps,
+            "ms_per_step": {k: round(1000 * v / n, 2) for k, v in self.timings.items() if k != "steps"},
+            "history": self.history, **(extra or {}),
+        })
+
+    # -- the loop --------------------------------------------------------------------------
+    def fit(self) -> dict:
+        """Train to cfg.train.steps, then preview, checkpoint, turntable, export, metrics.
+        On Ctrl-C: checkpoint and export what exists, then re-raise."""
+        cfg, start = self.cfg, time.perf_counter()
+        self.run.config.write_text(to_yaml(cfg))
+        bar = tqdm(total=cfg.train.steps, initial=self.step, disable=not self.progress, desc="dream3d", unit="step",
+                   dynamic_ncols=True)
+        status = "finished"
+        try:
+            while self.step < cfg.train.steps:
+                stats = self.train_step()
+                bar.update(1)
+                bar.set_postfix(grad=f"{stats['grad_norm']:.3g}", alpha=f"{stats['alpha']:.2f}", refresh=False)
+                if self.step % cfg.output.val_every == 0 or self.step == cfg.train.steps:
+                    self.history.append({"step": self.step, **{k: round(v, 5) for k, v in stats.items()}})
+                    self.save_preview()
+                if self.step % cfg.output.checkpoint_every == 0 and self.step < cfg.train.steps:
+                    self.save_checkpoint()
+        except KeyboardInterrupt:
+            status = "interrupted"
+        except NonFiniteError:
+            status = "non_finite"
+            raise
+        finally:
+            bar.close()
+            self.save_checkpoint()
+            if status == "non_finite":
+                self.write_metrics(status, time.perf_counter() - start)
+        export = self.export()
+        turntable = self.save_turntable() if status == "finished" else None
+        self.write_metrics(status, time.perf_counter() - start, {"export": export,
+                                                                 "turntable": str(turntable) if turntable else None})
+        if status == "interrupted":
+            raise KeyboardInterrupt
+        return {"status": status, "run_dir": str(self.run.path), "export": export}
+
+
+# -- the Python API (the CLI and the web UI both call these) ---------------------------------
+RESUMABLE_CHANGES = ("train.steps", "output.")
+
+
+def run(cfg: RunConfig, config_name: str = "config", progress: bool | None = None) -> dict:
+    """Start a new run in a fresh run folder and train it to the end. The prompt is checked
+    against the prior before the folder is made."""
+    prior = build_prior(cfg.prior, progress=cfg.output.progress if progress is None else progress)
+    prior.embed(cfg.prompt)
+    folder = RunDir.create(cfg.output.out_dir, cfg.prompt, config_name, cfg.seed, cfg.output.name)
+    return Trainer(cfg, folder, progress, prior).fit()
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        out.update(_flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def load_run(run_dir: str | Path, overrides: tuple[str, ...] = ()) -> tuple[Trainer, dict]:
+    """A trainer restored from a run folder's last checkpoint (scene, optimiser, RNG, step).
+    Overrides may change only train.steps and output.* (anything else would not be the same run)."""
+    from dream3d.config import ConfigError, load_config
+
+    folder = RunDir(run_dir)
+    if not folder.config.exists():
+        raise ConfigError(f"{run_dir} is not a dream3d run folder (no config.yaml)")
+    cfg = load_config(folder.config, list(overrides))
+    saved = _flatten(to_dict(load_config(folder.config)))
+    changed = [k for k, v in _flatten(to_dict(cfg)).items() if saved.get(k) != v and not k.startswith(RESUMABLE_CHANGES)]
+    if changed:
+        raise ConfigError(f"a resumed run can change only train.steps and output.*; not {', '.join(changed)}")
+    state = folder.load_checkpoint()
+    trainer = Trainer(cfg, folder, progress=False)
+    trainer.load_state_dict(state)
+    trainer.progress = cfg.output.progress
+    return trainer, state
+
+
+def resume(run_dir: str | Path, overrides: tuple[str, ...] = (), progress: bool | None = None) -> dict:
+    trainer, _ = load_run(run_dir, overrides)
+    if progress is not None:
+        trainer.progress = progress
+    return trainer.fit()

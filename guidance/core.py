@@ -1,0 +1,157 @@
+"""Shared score-distillation machinery (shared/docs/guidance.md): timestep sampling, weightings
+w(t), classifier-free guidance in one batched prior call, view-dependent prompt embeddings,
+gradient clean-up and injection. Each guidance subclasses `ScoreDistillation` and writes only
+`gradient`, the few lines that differ."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from dream3d.cameras import Cameras, view_bucket
+from dream3d.schedules import Schedule
+from dream3d.schema import ConfigError, bounded, choice
+from guidance.priors.base import DiffusionPrior
+
+WEIGHTINGS = ("sds", "uniform", "fantasia3d", "ism")
+
+
+@dataclass
+class GuidanceConfig:
+    """Knobs every guidance shares. Scheduled knobs take a number or [start_step, start, end, end_step]."""
+
+    name: str = "sds"
+    guidance_scale: Any = bounded(1.0, 0.0, 1000.0, schedule=True)  # diffusers CFG: eps_u + w (eps_y - eps_u)
+    weighting: str = choice("sds", WEIGHTINGS)
+    t_min: Any = bounded(0.02, 0.0, 1.0, schedule=True)  # timestep range as fractions of T
+    t_max: Any = bounded(0.98, 0.0, 1.0, schedule=True)
+    grad_clip: Any = bounded(None, 0.0, None, schedule=True, nullable=True)  # elementwise clip of G, null = off
+    loss_weight: float = bounded(1.0, 0.0, None)  # multiplies G
+    view_dependent_prompt: bool = True
+
+    def validate(self) -> None:
+        lo, hi = Schedule.parse(self.t_min), Schedule.parse(self.t_max)
+        for step in {0, lo.start_step, lo.end_step, hi.start_step, hi.end_step}:
+            if lo(step) >= hi(step):
+                raise ConfigError(f"guidance.t_min ({lo(step)}) must be < guidance.t_max ({hi(step)}) at step {step}")
+
+
+@dataclass
+class GuidanceOutput:
+    """`loss` injects the gradient (its value is meaningless; log stats['grad_norm'])."""
+
+    loss: Tensor
+    aux_losses: dict[str, Tensor] = field(default_factory=dict)
+    stats: dict[str, float] = field(default_factory=dict)
+
+
+def weighting(name: str, alphas_cumprod: Tensor, t: Tensor) -> Tensor:
+    """w(t) [B]: sds = 1-abar, uniform = 1, fantasia3d = a_t (1-abar), ism = s_t / a_t."""
+    abar = alphas_cumprod[t]
+    if name == "sds":
+        return 1 - abar
+    if name == "uniform":
+        return torch.ones_like(abar)
+    if name == "fantasia3d":
+        return abar.sqrt() * (1 - abar)
+    if name == "ism":
+        return (1 - abar).sqrt() / abar.sqrt()
+    raise ValueError(f"unknown weighting {name!r}; valid: {', '.join(WEIGHTINGS)}")
+
+
+class TimestepSampler:
+    """t ~ U{t_min*T .. t_max*T} per batch element, with annealable bounds."""
+
+    def __init__(self, t_min: Any, t_max: Any, num_timesteps: int):
+        self.t_min, self.t_max = Schedule.parse(t_min, "t_min"), Schedule.parse(t_max, "t_max")
+        self.T = num_timesteps
+
+    def range(self, step: int) -> tuple[int, int]:
+        lo = int(round(self.t_min(step) * self.T))
+        hi = int(round(self.t_max(step) * self.T))
+        lo, hi = max(0, min(lo, self.T - 1)), max(0, min(hi, self.T - 1))
+        return lo, max(lo, hi)
+
+    def sample(self, batch: int, step: int, generator: torch.Generator | None = None) -> Tensor:
+        lo, hi = self.range(step)
+        return torch.randint(lo, hi + 1, (batch,), generator=generator)
+
+
+class Conditioning:
+    """A prompt and its negative, embedded once per distinct (view-dependent) text and cached."""
+
+    def __init__(self, prior: DiffusionPrior, prompt: str, negative: str = "", view_dependent: bool = True):
+        self.prior, self.prompt, self.negative, self.view_dependent = prior, prompt, negative, view_dependent
+        self._cache: dict[str, Any] = {}
+        self.embedding(prompt)  # validate early: a bad prompt fails before any work
+
+    def embedding(self, text: str) -> Any:
+        if text not in self._cache:
+            self._cache[text] = self.prior.embed(text)
+        return self._cache[text]
+
+    def view_prompt(self, elevation: float, azimuth: float) -> str:
+        return f"{self.prompt}, {view_bucket(elevation, azimuth)} view" if self.view_dependent else self.prompt
+
+    def cond(self, cameras: Cameras) -> list[Any]:
+        return [self.embedding(self.view_prompt(float(e), float(a))) for e, a in zip(cameras.elevation, cameras.azimuth)]
+
+    def uncond(self, cameras: Cameras) -> list[Any]:
+        return [self.embedding(self.negative)] * len(cameras)
+
+
+def cfg_predict(prior: DiffusionPrior, x_t: Tensor, t: Tensor, cond: Conditioning, cameras: Cameras,
+                scale: float) -> tuple[Tensor, Tensor, Tensor | None]:
+    """(eps_w, eps_y, eps_u) with eps_w = eps_u + scale (eps_y - eps_u), from one prior call on
+    [cond; uncond] (2B). At scale 1 eps_w = eps_y exactly and the unconditional half is skipped."""
+    with torch.no_grad():
+        if scale == 1.0:
+            eps_y = prior.predict_eps(x_t, t, cond.cond(cameras), cameras)
+            return eps_y, eps_y, None
+        eps = prior.predict_eps(torch.cat([x_t, x_t]), torch.cat([t, t]), cond.cond(cameras) + cond.uncond(cameras),
+                                cameras.repeat(2))
+        eps_y, eps_u = eps.chunk(2)
+        return eps_u + scale * (eps_y - eps_u), eps_y, eps_u
+
+
+def inject_gradient(x: Tensor, grad: Tensor) -> Tensor:
+    """loss = 0.5 |x - stopgrad(x - G)|^2 / B, so d loss / d x = G / B."""
+    target = (x - grad).detach()
+    return 0.5 * ((x - target) ** 2).sum() / x.shape[0]
+
+
+class ScoreDistillation(nn.Module):
+    """Base of every guidance: encode renders, ask `gradient` for G, clean it, inject it."""
+
+    Config = GuidanceConfig
+
+    def __init__(self, cfg: GuidanceConfig, prior: DiffusionPrior):
+        super().__init__()
+        self.cfg, self.prior = cfg, prior
+        self.timesteps = TimestepSampler(cfg.t_min, cfg.t_max, prior.num_timesteps)
+        self.guidance_scale = Schedule.parse(cfg.guidance_scale, "guidance_scale")
+        self.grad_clip = None if cfg.grad_clip is None else Schedule.parse(cfg.grad_clip, "grad_clip")
+
+    def embed(self, prompt: str, negative: str = "") -> Conditioning:
+        return Conditioning(self.prior, prompt, negative, self.cfg.view_dependent_prompt)
+
+    def weight(self, t: Tensor, ndim: int) -> Tensor:
+        return weighting(self.cfg.weighting, self.prior.alphas_cumprod, t).reshape(-1, *([1] * (ndim - 1)))
+
+    def gradient(self, x: Tensor, cameras: Cameras, cond: Conditioning, step: int,
+                 generator: torch.Generator | None) -> tuple[Tensor, dict[str, float]]:
+        """G [B,...] with respect to x (no graph), and stats to log."""
+        raise NotImplementedError
+
+    def forward(self, img: Tensor, cameras: Cameras, cond: Conditioning, step: int,
+                generator: torch.Generator | None = None) -> GuidanceOutput:
+        x = self.prior.encode(img)
+        grad, stats = self.gradient(x.detach(), cameras, cond, step, generator)
+        grad = torch.nan_to_num(grad * self.cfg.loss_weight, nan=0.0, posinf=0.0, neginf=0.0)
+        if self.grad_clip is not None:
+            c = self.grad_clip(step)
+            grad = grad.clamp(-c, c)
+        stats["grad_norm"] = float(grad.norm())
+        return GuidanceOutput(inject_gradient(x, grad), {}, stats)

@@ -1,0 +1,173 @@
+"""ToyWorld's closed-form diffusion prior (shared/docs/toyworld.md).
+
+For the dataset images x_i of a prompt, the noised marginal is p_t(x) = mean_i N(x; a_t x_i, s_t^2 I)
+and its optimal denoiser is exact: D(x_t) = sum_i softmax_i(-|x_t - a_t x_i|^2 / 2 s_t^2) x_i,
+eps = (x_t - a_t D) / s_t. Views can be weighted by camera (a log-weight added to the softmax).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from dream3d.cameras import Cameras, view_bucket, wrap_degrees
+from dream3d.schema import bounded, choice
+from dream3d.toyworld.catalogue import Item, all_items, parse_prompt
+from dream3d.toyworld.dataset import load_shape_views
+from guidance.priors.base import DiffusionPrior, scaled_linear_alphas_cumprod
+
+VIEW_CONDITIONING = ("none", "text", "camera")
+
+
+@dataclass
+class ToyWorldPriorConfig:
+    name: str = "toyworld"
+    resolution: int = bounded(32, 8, 64)  # the prior's pixel resolution; renders are area-resized to it
+    num_views: int = bounded(2048, 8, 16384)  # dataset views per shape
+    dataset_resolution: int = bounded(64, 8, 256)
+    dataset_seed: int = 0
+    camera_distribution: str = choice("uniform", ("uniform", "front_biased"))
+    kappa: float = bounded(2.0, 0.0, 100.0)  # von Mises concentration for front_biased
+    view_conditioning: str = choice("camera", VIEW_CONDITIONING)
+    window_azimuth: float = bounded(15.0, 0.1, 180.0)  # camera conditioning: half-widths of the view window (deg)
+    window_elevation: float = bounded(10.0, 0.1, 90.0)
+    min_views: int = bounded(4, 1, None)  # fewer views in the window -> the nearest `min_views` are used
+    uncond_views_per_item: int = bounded(256, 1, None)  # unconditional set: views of every catalogue item
+
+
+@dataclass(frozen=True)
+class ToyWorldEmbedding:
+    """The item a prompt denotes, or None for the unconditional (empty) prompt."""
+
+    item: Item | None
+
+    @property
+    def key(self) -> str:
+        return self.item.key if self.item else "<uncond>"
+
+
+@dataclass
+class _ViewSet:
+    x: Tensor  # [N,D] images in [-1,1]
+    sq_norm: Tensor  # [N]
+    elevation: Tensor  # [N]
+    azimuth: Tensor  # [N]
+
+
+class ToyWorldPrior(DiffusionPrior):
+    """Exact noise prediction for ToyWorld prompts, in pixel space x = img*2-1 [B,3,r,r]."""
+
+    def __init__(self, cfg: ToyWorldPriorConfig | None = None, progress: bool = False):
+        self.cfg = cfg or ToyWorldPriorConfig()
+        if self.cfg.view_conditioning not in VIEW_CONDITIONING:
+            raise ValueError(f"view_conditioning {self.cfg.view_conditioning!r}; valid: {', '.join(VIEW_CONDITIONING)}")
+        self.alphas_cumprod = scaled_linear_alphas_cumprod()
+        self.progress = progress
+        self._sets: dict[str, _ViewSet] = {}
+        self._shapes: dict[str, object] = {}
+
+    # -- prior-space mapping -------------------------------------------------------------
+    def encode(self, img: Tensor) -> Tensor:
+        r = self.cfg.resolution
+        if img.shape[-2:] != (r, r):
+            img = F.interpolate(img, size=(r, r), mode="area" if img.shape[-1] > r else "bilinear")
+        return img * 2 - 1
+
+    def decode(self, x: Tensor) -> Tensor:
+        return ((x + 1) / 2).clamp(0, 1)
+
+    def embed(self, prompt: str) -> ToyWorldEmbedding:
+        return ToyWorldEmbedding(parse_prompt(prompt) if prompt.strip() else None)
+
+    # -- data ------------------------------------------------------------------------------
+    def _shape(self, shape: str):
+        if shape not in self._shapes:
+            c = self.cfg
+            self._shapes[shape] = load_shape_views(
+                shape, c.num_views, c.dataset_resolution, c.dataset_seed, c.camera_distribution, c.kappa, self.progress
+            )
+        return self._shapes[shape]
+
+    def view_set(self, emb: ToyWorldEmbedding) -> _ViewSet:
+        """The images S(y) of an embedding (cached): all colours of the item, or the subsampled
+        union of every catalogue item for the unconditional prompt."""
+        if emb.key in self._sets:
+            return self._sets[emb.key]
+        r = self.cfg.resolution
+        parts = []
+        if emb.item is None:
+            rng = np.random.default_rng(self.cfg.dataset_seed)
+            for it in all_items():
+                sv = self._shape(it.shape)
+                idx = torch.from_numpy(np.sort(rng.choice(len(sv.elevation), min(self.cfg.uncond_views_per_item, len(sv.elevation)), replace=False)))
+                parts.append((sv.images(it.colours[0], None, r)[idx], sv.elevation[idx], sv.azimuth[idx]))
+        else:
+            sv = self._shape(emb.item.shape)
+            for colour in emb.item.colours:
+                parts.append((sv.images(colour, emb.item.marker, r), sv.elevation, sv.azimuth))
+        x = torch.cat([p[0] for p in parts]).reshape(sum(len(p[0]) for p in parts), -1) * 2 - 1
+        vs = _ViewSet(x, (x * x).sum(-1), torch.cat([p[1] for p in parts]), torch.cat([p[2] for p in parts]))
+        self._sets[emb.key] = vs
+        return vs
+
+    def view_log_weights(self, vs: _ViewSet, cameras: Cameras | None, batch: int) -> Tensor:
+        """Log-weights [B,N] of dataset views for each query camera (0 = in, -inf = out)."""
+        n = vs.x.shape[0]
+        mode = self.cfg.view_conditioning
+        if mode == "none" or cameras is None:
+            return torch.zeros(batch, n)
+        if mode == "text":
+            buckets = [view_bucket(float(e), float(a)) for e, a in zip(cameras.elevation, cameras.azimuth)]
+            data_b = [view_bucket(float(e), float(a)) for e, a in zip(vs.elevation, vs.azimuth)]
+            keep = torch.tensor([[b == d for d in data_b] for b in buckets])
+            # a bucket with no dataset views (overhead) falls back to all views
+            keep[~keep.any(-1)] = True
+            return torch.where(keep, 0.0, -math.inf)
+        d_az = wrap_degrees(vs.azimuth[None] - cameras.azimuth[:, None]).abs()
+        d_el = (vs.elevation[None] - cameras.elevation[:, None]).abs()
+        keep = (d_az < self.cfg.window_azimuth) & (d_el < self.cfg.window_elevation)
+        k = min(self.cfg.min_views, n)
+        nearest = torch.zeros_like(keep)
+        nearest.scatter_(1, (d_az**2 + d_el**2).topk(k, dim=1, largest=False).indices, True)
+        keep = torch.where(keep.sum(-1, keepdim=True) >= k, keep, keep | nearest)
+        return torch.where(keep, 0.0, -math.inf)
+
+    # -- the closed form -------------------------------------------------------------------
+    def logits(self, x_t: Tensor, t: Tensor, vs: _ViewSet, log_w: Tensor) -> Tensor:
+        """Posterior logits over dataset views [B,N]: -|x_t - a_t x_i|^2 / 2 s_t^2 + log w_i."""
+        abar = self.alphas_cumprod[t].to(x_t.dtype)[:, None]
+        xf = x_t.reshape(x_t.shape[0], -1)
+        d2 = (xf * xf).sum(-1, keepdim=True) - 2 * abar.sqrt() * (xf @ vs.x.T.to(xf.dtype)) + abar * vs.sq_norm[None].to(xf.dtype)
+        return -d2.clamp(min=0) / (2 * (1 - abar)) + log_w.to(xf.dtype)
+
+    def denoise(self, x_t: Tensor, t: Tensor, emb: ToyWorldEmbedding, cameras: Cameras | None = None) -> Tensor:
+        """The exact posterior mean D(x_t) = E[x_0 | x_t] [B,...]."""
+        vs = self.view_set(emb)
+        w = torch.softmax(self.logits(x_t, t, vs, self.view_log_weights(vs, cameras, x_t.shape[0])), -1)
+        return (w @ vs.x.to(w.dtype)).reshape(x_t.shape)
+
+    def log_prob(self, x_t: Tensor, t: Tensor, emb: ToyWorldEmbedding, cameras: Cameras | None = None) -> Tensor:
+        """log p_t(x_t) [B] of the (camera-weighted) mixture."""
+        vs = self.view_set(emb)
+        log_w = self.view_log_weights(vs, cameras, x_t.shape[0])
+        log_w = log_w - torch.logsumexp(log_w, -1, keepdim=True)
+        abar = self.alphas_cumprod[t].to(x_t.dtype)
+        dim = x_t[0].numel()
+        return torch.logsumexp(self.logits(x_t, t, vs, log_w), -1) - 0.5 * dim * torch.log(2 * math.pi * (1 - abar))
+
+    @torch.no_grad()
+    def predict_eps(self, x_t: Tensor, t: Tensor, text: Sequence[ToyWorldEmbedding], cameras: Cameras | None = None) -> Tensor:
+        eps = torch.empty_like(x_t)
+        a, s = self.coefficients(t, x_t.ndim)
+        for key in dict.fromkeys(e.key for e in text):
+            idx = torch.tensor([i for i, e in enumerate(text) if e.key == key])
+            emb = next(e for e in text if e.key == key)
+            cams = cameras[idx] if cameras is not None else None
+            d = self.denoise(x_t[idx], t[idx], emb, cams)
+            eps[idx] = (x_t[idx] - a[idx] * d) / s[idx]
+        return eps

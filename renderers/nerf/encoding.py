@@ -1,0 +1,67 @@
+"""Multi-resolution grid encoding (Mueller et al. 2022, Instant-NGP) in pure PyTorch.
+
+Levels whose dense grid fits in the table size are stored densely and read with trilinear
+`grid_sample`; finer levels use Instant-NGP's spatial hash into a table of 2^log2_size rows.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+PRIMES = (1, 2654435761, 805459861)
+CORNERS = torch.tensor([[(i >> 2) & 1, (i >> 1) & 1, i & 1] for i in range(8)])  # [8,3]
+
+
+def level_resolutions(num_levels: int, base: int, finest: int) -> list[int]:
+    if num_levels == 1:
+        return [base]
+    growth = math.exp((math.log(finest) - math.log(base)) / (num_levels - 1))
+    return [int(math.floor(base * growth**i + 1e-6)) for i in range(num_levels)]
+
+
+def hash_index(corner: Tensor, table_size: int) -> Tensor:
+    """Instant-NGP's spatial hash of integer corners [...,3] -> [0, table_size)."""
+    h = corner[..., 0] * PRIMES[0]
+    h = torch.bitwise_xor(h, corner[..., 1] * PRIMES[1])
+    h = torch.bitwise_xor(h, corner[..., 2] * PRIMES[2])
+    return h % table_size
+
+
+def hashed_lookup(table: Tensor, x: Tensor, resolution: int) -> Tensor:
+    """Trilinear interpolation of hashed corner features. table [S,F], x [N,3] in [0,1] -> [N,F]."""
+    pos = x * (resolution - 1)
+    base = pos.floor().clamp(0, resolution - 2)
+    frac = pos - base
+    corners = base.long()[:, None, :] + CORNERS[None]  # [N,8,3]
+    w = torch.where(CORNERS[None].bool(), frac[:, None, :], 1 - frac[:, None, :]).prod(-1)  # [N,8]
+    feats = table[hash_index(corners, table.shape[0])]  # [N,8,F]
+    return (w[..., None] * feats).sum(1)
+
+
+class GridEncoding(nn.Module):
+    """Points [N,3] in [0,1]^3 -> features [N, num_levels * features]."""
+
+    def __init__(self, num_levels: int = 4, base_resolution: int = 16, max_resolution: int = 64,
+                 features: int = 2, log2_hashmap_size: int = 18, init_scale: float = 1e-4):
+        super().__init__()
+        self.resolutions = level_resolutions(num_levels, base_resolution, max_resolution)
+        table = 2**log2_hashmap_size
+        self.dense = nn.ParameterList()
+        self.hashed = nn.ParameterList()
+        for r in self.resolutions:
+            if r**3 <= table:
+                self.dense.append(nn.Parameter(torch.empty(1, features, r, r, r).uniform_(-init_scale, init_scale)))
+            else:
+                self.hashed.append(nn.Parameter(torch.empty(table, features).uniform_(-init_scale, init_scale)))
+        self.out_dim = num_levels * features
+
+    def forward(self, x: Tensor) -> Tensor:
+        g = (x * 2 - 1).reshape(1, 1, 1, -1, 3)  # grid_sample wants (x, y, z) -> (W, H, D)
+        out = [F.grid_sample(grid, g, mode="bilinear", align_corners=True).reshape(grid.shape[1], -1).T
+               for grid in self.dense]
+        dense_res = len(self.dense)
+        out += [hashed_lookup(t, x, r) for t, r in zip(self.hashed, self.resolutions[dense_res:])]
+        return torch.cat(out, -1)

@@ -1,0 +1,22 @@
+"""End-to-end quality on ToyWorld with the default preset (minutes each: marked slow)."""
+import pytest
+
+from dream3d.config import load_config
+from dream3d.evaluate import evaluate_run
+from dream3d.export import load_mesh
+from dream3d.trainer import run
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("prompt", ["a red cube"])
+def test_default_preset_reaches_target_quality(tmp_path, prompt):
+    cfg = load_config("configs/toy/sds-nerf.yaml", [f"prompt={prompt}", f"output.out_dir={tmp_path}", "output.name=acc",
+                                                    "output.progress=false", "output.turntable_frames=8"])
+    result = run(cfg)
+    metrics = evaluate_run(result["run_dir"])
+    assert metrics["silhouette_iou"] >= 0.90, metrics
+    assert metrics["colour_error"] <= 0.05, metrics
+    mesh = load_mesh(tmp_path / "acc" / "model.glb")
+    assert mesh.visual.kind == "vertex" and len(mesh.split(only_watertight=False)) == 1
+    lo, hi = mesh.bounds
+    assert (abs(lo) < 0.6).all() and (abs(hi) < 0.6).all() and (hi - lo).min() > 0.5  # in the world frame, object-sized

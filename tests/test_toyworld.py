@@ -1,0 +1,74 @@
+import pytest
+import torch
+
+from dream3d.cameras import Cameras
+from dream3d.toyworld import COLOURS, SHAPES, PromptError, load_shape_views, parse_prompt, render_gt
+from dream3d.toyworld.dataset import render_layers, tint
+from dream3d.toyworld.geometry import inside, intersect
+
+
+@pytest.mark.parametrize("prompt,shape,colours,marker", [
+    ("a red cube", "cube", ("red",), None),
+    ("A Blue BALL, side view", "sphere", ("blue",), None),
+    ("donut", "torus", tuple(COLOURS), None),
+    ("a green box with a yellow front", "cube", ("green",), "yellow"),
+    ("the orange cone, front view", "cone", ("orange",), None),
+])
+def test_prompt_grammar(prompt, shape, colours, marker):
+    item = parse_prompt(prompt)
+    assert (item.shape, item.colours, item.marker) == (shape, colours, marker)
+
+
+@pytest.mark.parametrize("prompt,word", [("a red dragon", "dragon"), ("", "empty"), ("a red blue cube", "one shape"),
+                                         ("a cube with a pink front", "with a pink front")])
+def test_prompt_errors_name_the_problem_and_vocabulary(prompt, word):
+    with pytest.raises(PromptError) as e:
+        parse_prompt(prompt)
+    assert word in str(e.value) and "sphere" in str(e.value) and "red" in str(e.value)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_ray_hits_lie_on_the_boundary(shape):
+    cams = Cameras.make([5.0, 30.0, -8.0], [0.0, 100.0, 220.0])
+    o, d = cams.rays(24, 24)
+    t, n = intersect(shape, o, d)
+    hit = torch.isfinite(t)
+    assert hit.float().mean() > 0.05
+    p = o[hit] + d[hit] * t[hit][:, None]
+    assert inside(shape, p - 2e-3 * n[hit]).float().mean() > 0.98  # just inside along the normal
+    assert (~inside(shape, p + 2e-3 * n[hit])).float().mean() > 0.98  # just outside
+    assert ((n[hit] * d[hit]).sum(-1) < 1e-4).all()  # outward normals face the camera
+
+
+def test_front_marker_is_seen_from_the_front_only():
+    item = parse_prompt("a blue cube with a yellow front")
+    img, mask = render_gt(item, Cameras.make([10.0, 10.0], [0.0, 180.0]), 32)
+    yellow = torch.nn.functional.normalize(torch.tensor(COLOURS["yellow"]), dim=0)[None, :, None, None]
+    hue_match = (torch.nn.functional.normalize(img, dim=1) * yellow).sum(1) > 0.999  # shading scales, hue stays
+    is_yellow = hue_match & (mask[:, 0] > 0.5)
+    assert is_yellow[0].float().mean() > 0.2 and is_yellow[1].float().mean() == 0
+
+
+def test_tint_is_exact_on_layers():
+    layers = render_layers("sphere", Cameras.make([20.0], [30.0]), 16)
+    img = tint(layers, "red")
+    bg = layers[:, 0] < 1e-6
+    assert torch.allclose(img[:, :, bg[0]], torch.ones(1, 3, int(bg.sum())))
+
+
+def test_dataset_is_deterministic_and_cached():
+    a = load_shape_views("cone", num_views=16, resolution=16, seed=3)
+    b = load_shape_views("cone", num_views=16, resolution=16, seed=3)
+    c = load_shape_views("cone", num_views=16, resolution=16, seed=4)
+    assert torch.equal(a.layers, b.layers) and torch.equal(a.azimuth, b.azimuth)
+    assert not torch.equal(a.azimuth, c.azimuth)
+    assert a.images("red", None, 8).shape == (16, 3, 8, 8)
+
+
+def test_corrupt_cache_entry_is_rebuilt(tmp_path, monkeypatch):
+    monkeypatch.setenv("DREAM3D_CACHE", str(tmp_path))
+    a = load_shape_views("sphere", num_views=8, resolution=8, seed=0)
+    (f,) = list(tmp_path.rglob("*.pt"))
+    f.write_bytes(b"garbage")
+    b = load_shape_views("sphere", num_views=8, resolution=8, seed=0)
+    assert torch.equal(a.layers, b.layers)

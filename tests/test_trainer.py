@@ -1,0 +1,128 @@
+import json
+
+import pytest
+import torch
+import trimesh
+
+from conftest import TINY_RUN
+from dream3d.config import load_config
+from dream3d.export import load_mesh
+from dream3d.runs import CheckpointError, RunDir
+from dream3d.trainer import NonFiniteError, Trainer, load_run, resume, run
+
+PRESET = "configs/toy/sds-nerf.yaml"
+
+
+def tiny(tmp_path, *extra):
+    return load_config(PRESET, TINY_RUN + [f"output.out_dir={tmp_path}"] + list(extra))
+
+
+def params(scene):
+    return {k: v.clone() for k, v in scene.state_dict().items()}
+
+
+def test_tiny_run_writes_a_complete_run_folder(tmp_path):
+    result = run(tiny(tmp_path, "output.name=r1"))
+    folder = RunDir(result["run_dir"])
+    for f in ("config.yaml", "checkpoints/last.pt", "metrics.json", "model.glb", "model.obj", "turntable.mp4"):
+        assert (folder.path / f).exists(), f
+    assert sorted(p.name for p in folder.previews.iterdir()) == ["step_000003.png", "step_000006.png"]
+    metrics = json.loads(folder.metrics.read_text())
+    assert metrics["status"] == "finished" and metrics["step"] == 6
+    assert set(metrics["ms_per_step"]) == {"render", "guidance", "backward_step"}
+    mesh = load_mesh(folder.asset("glb"))
+    assert isinstance(mesh, trimesh.Trimesh) and mesh.visual.kind == "vertex"
+    assert not list(folder.path.rglob("*.tmp*"))  # atomic writes leave no temp files
+
+
+def test_same_seed_same_result_and_resume_is_exact(tmp_path):
+    full = Trainer(tiny(tmp_path, "output.name=full"), RunDir.create(str(tmp_path), "x", "c", 0, "full"), progress=False)
+    while full.step < 6:
+        full.train_step()
+    again = Trainer(tiny(tmp_path, "output.name=again"), RunDir.create(str(tmp_path), "x", "c", 0, "again"), progress=False)
+    while again.step < 6:
+        again.train_step()
+    # interrupted at step 3 (checkpoint), resumed from disk to 6
+    half = Trainer(tiny(tmp_path, "output.name=half", "train.steps=3"), RunDir.create(str(tmp_path), "x", "c", 0, "half"),
+                   progress=False)
+    half.fit()
+    resume(half.run.path, ("train.steps=6",), progress=False)
+    resumed, _ = load_run(half.run.path)
+    assert resumed.step == 6
+    a, b, c = params(full.scene), params(again.scene), params(resumed.scene)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+        assert torch.equal(a[k], c[k]), k
+    other = Trainer(tiny(tmp_path, "seed=1"), RunDir.create(str(tmp_path), "x", "c", 1, "other"), progress=False)
+    other.train_step()
+    other.train_step()
+    assert any(not torch.equal(params(other.scene)[k], a[k]) for k in a)
+
+
+def test_resume_refuses_a_different_run(tmp_path):
+    result = run(tiny(tmp_path, "output.name=r2", "train.steps=2", "output.export.formats=[]", "output.turntable_frames=0"))
+    with pytest.raises(Exception, match="only train.steps"):
+        resume(result["run_dir"], ("guidance.guidance_scale=3",))
+
+
+def test_ctrl_c_saves_checkpoint_and_exports(tmp_path, monkeypatch):
+    cfg = tiny(tmp_path, "output.name=int", "train.steps=50")
+    trainer = Trainer(cfg, RunDir.create(str(tmp_path), "x", "c", 0, "int"), progress=False)
+    orig = trainer.train_step
+
+    def step():
+        if trainer.step == 4:
+            raise KeyboardInterrupt
+        return orig()
+
+    monkeypatch.setattr(trainer, "train_step", step)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    state = trainer.run.load_checkpoint()
+    assert state["step"] == 4
+    assert json.loads(trainer.run.metrics.read_text())["status"] == "interrupted"
+    assert trainer.run.asset("glb").exists()
+
+
+def test_nan_gradients_are_skipped_then_stop_with_finite_state(tmp_path, monkeypatch):
+    cfg = tiny(tmp_path, "output.name=nan", "train.max_bad_steps=3", "train.steps=20")
+    trainer = Trainer(cfg, RunDir.create(str(tmp_path), "x", "c", 0, "nan"), progress=False)
+    trainer.train_step()
+    before = params(trainer.scene)
+    orig = trainer.guidance.forward
+
+    def poisoned(img, *a, **k):
+        out = orig(img, *a, **k)
+        out.loss = out.loss + (img * float("nan")).sum()
+        return out
+
+    monkeypatch.setattr(trainer.guidance, "forward", poisoned)
+    with pytest.raises(NonFiniteError, match="3 consecutive steps"):
+        trainer.fit()
+    after = params(trainer.scene)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    state = trainer.run.load_checkpoint()
+    assert state["skipped_steps"] == 3
+    assert all(torch.isfinite(v).all() for v in state["scene"].values())
+
+
+@pytest.mark.parametrize("damage,match", [
+    (lambda p: p.write_bytes(p.read_bytes()[:100]), "unreadable"),
+    (lambda p: torch.save({"format": 99}, p), "format 99"),
+    (lambda p: p.unlink(), "no checkpoint"),
+])
+def test_damaged_checkpoints_are_clear_errors(tmp_path, damage, match):
+    result = run(tiny(tmp_path, "output.name=ck", "train.steps=2", "output.export.formats=[]", "output.turntable_frames=0"))
+    damage(RunDir(result["run_dir"]).checkpoint)
+    with pytest.raises(CheckpointError, match=match):
+        load_run(result["run_dir"])
+
+
+def test_foreign_checkpoint_is_refused_before_loading(tmp_path):
+    result = run(tiny(tmp_path, "output.name=fc", "train.steps=2", "output.export.formats=[]", "output.turntable_frames=0"))
+    folder = RunDir(result["run_dir"])
+    state = torch.load(folder.checkpoint, weights_only=False)
+    state["scene"] = {"field.mlp.0.weight": torch.zeros(3, 3)}
+    torch.save(state, folder.checkpoint)
+    with pytest.raises(CheckpointError, match="does not match"):
+        load_run(folder.path)
