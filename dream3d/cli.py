@@ -47,7 +47,7 @@ def _cmd_export(args) -> int:
     level = e.level if args.level is None else (args.level if args.level == "auto" else float(args.level))
     out = export_scene(trainer.scene, Path(args.run_dir) / "model", args.format or e.formats,
                        args.resolution or e.resolution, level, e.min_component_fraction, args.method or e.method,
-                       tuple(trainer.cfg.camera.elevation_range))
+                       tuple(trainer.cfg.camera.elevation_range), e.surface_opacity)
     _print_export(out)
     return 0
 

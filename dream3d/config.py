@@ -42,6 +42,7 @@ class ExportConfig:
     method: str = choice("visibility", ("visibility", "density"))  # solid behind the rendered surface | density level set
     resolution: int = bounded(128, 16, 1024)  # marching-cubes grid per axis
     level: Any = "auto"  # density method only: "auto" or a density value
+    surface_opacity: float = bounded(0.05, 0.001, 0.5)  # visibility method: opacity at which a ray meets the surface
     min_component_fraction: float = bounded(0.05, 0.0, 1.0)  # drop pieces smaller than this x the largest
 
 

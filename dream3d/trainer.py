@@ -17,7 +17,7 @@ from tqdm import tqdm
 from dream3d.cameras import CameraSampler
 from dream3d.config import RunConfig, to_dict, to_yaml
 from dream3d.export import EmptySceneError, export_scene
-from dream3d.runs import RunDir, to_uint8, write_image, write_json, write_video
+from dream3d.runs import CheckpointError, RunDir, to_uint8, write_image, write_json, write_video
 from guidance import build_guidance
 from guidance.priors import build_prior
 from renderers import build_scene
@@ -27,6 +27,14 @@ log = logging.getLogger("dream3d")
 
 class NonFiniteError(RuntimeError):
     """Too many consecutive steps with NaN/Inf gradients."""
+
+
+def make_optimizer(scene, guidance) -> torch.optim.Optimizer:
+    """Adam over the scene's parameter groups and the guidance's own trainables (if any)."""
+    groups = scene.optimizer_groups()
+    if list(guidance.parameters()):
+        groups.append({"params": list(guidance.parameters()), "lr": 1e-4, "name": "guidance"})
+    return torch.optim.Adam(groups, betas=(0.9, 0.99), eps=1e-15)
 
 
 class Trainer:
@@ -41,10 +49,7 @@ class Trainer:
         self.guidance = build_guidance(cfg.guidance, self.prior)
         self.cond = self.guidance.embed(cfg.prompt, cfg.negative_prompt)
         self.scene = build_scene(cfg.scene)
-        groups = self.scene.optimizer_groups()
-        if list(self.guidance.parameters()):
-            groups.append({"params": list(self.guidance.parameters()), "lr": 1e-4, "name": "guidance"})
-        self.optimizer = torch.optim.Adam(groups, betas=(0.9, 0.99), eps=1e-15)
+        self.optimizer = make_optimizer(self.scene, self.guidance)
         self.step = 0
         self.bad_steps = 0
         self.skipped_steps = 0
@@ -60,15 +65,11 @@ class Trainer:
 
     def load_state_dict(self, state: dict) -> None:
         """Restore everything, or raise before changing anything."""
-        from dream3d.runs import CheckpointError
-
         scene, guidance = build_scene(self.cfg.scene), build_guidance(self.cfg.guidance, self.prior)
         try:
             scene.load_state_dict(state["scene"])
             guidance.load_state_dict(state["guidance"])
-            optimizer = torch.optim.Adam(scene.optimizer_groups() + (
-                [{"params": list(guidance.parameters()), "lr": 1e-4, "name": "guidance"}] if list(guidance.parameters()) else []),
-                betas=(0.9, 0.99), eps=1e-15)
+            optimizer = make_optimizer(scene, guidance)
             optimizer.load_state_dict(state["optimizer"])
         except (KeyError, RuntimeError, ValueError) as e:
             raise CheckpointError(f"checkpoint does not match this config ({type(e).__name__}: {str(e)[:300]})") from None
@@ -136,7 +137,8 @@ class Trainer:
         e = self.cfg.output.export
         try:
             return export_scene(self.scene, self.run.path / "model", e.formats, e.resolution, e.level,
-                                e.min_component_fraction, e.method, tuple(self.cfg.camera.elevation_range))
+                                e.min_component_fraction, e.method, tuple(self.cfg.camera.elevation_range),
+                                e.surface_opacity)
         except EmptySceneError as err:
             log.error("export skipped: %s", err)
             return {"error": str(err)}

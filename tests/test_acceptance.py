@@ -8,7 +8,7 @@ from dream3d.trainer import run
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("prompt", ["a red cube"])
+@pytest.mark.parametrize("prompt", ["a red cube", "a blue sphere", "a yellow cone"])
 def test_default_preset_reaches_target_quality(tmp_path, prompt):
     cfg = load_config("configs/toy/sds-nerf.yaml", [f"prompt={prompt}", f"output.out_dir={tmp_path}", "output.name=acc",
                                                     "output.progress=false", "output.turntable_frames=8"])

@@ -21,7 +21,7 @@ def surface_cameras(elevation_range=(-10.0, 45.0), n: int = 32) -> Cameras:
 
 def export_scene(scene, out_base: str | Path, formats=("glb", "obj"), resolution: int = 128, level="auto",
                  min_component_fraction: float = 0.05, method: str = "visibility",
-                 elevation_range=(-10.0, 45.0)) -> dict:
+                 elevation_range=(-10.0, 45.0), surface_opacity: float = 0.05) -> dict:
     """Write `out_base.<fmt>` for each format; returns {"method", "level", "vertices", "faces", "files"}.
 
     method "density": marching cubes of the density at `level` ("auto": the density where
@@ -30,7 +30,7 @@ def export_scene(scene, out_base: str | Path, formats=("glb", "obj"), resolution
     Raises EmptySceneError (and writes nothing) when there is no surface."""
     cams = surface_cameras(elevation_range)
     if method == "visibility":
-        grid, level = visibility_grid(scene, resolution, cams), 0.0
+        grid, level = visibility_grid(scene, resolution, cams, surface_opacity=surface_opacity), 0.0
     elif method == "density":
         level = auto_level(scene, cams) if level == "auto" else float(level)
         grid = density_grid(scene, resolution)

@@ -66,12 +66,14 @@ def auto_level(scene: Scene, cameras: Cameras, resolution: int = 64, samples: in
 
 @torch.no_grad()
 def visibility_grid(scene: Scene, grid_resolution: int, cameras: Cameras, image_resolution: int | None = None,
-                    samples: int | None = None) -> np.ndarray:
+                    samples: int | None = None, surface_opacity: float = 0.05) -> np.ndarray:
     """A carving field on the grid, positive where every camera sees the point behind the
     rendered surface (solid) and negative where some camera sees it as free space.
 
-    Per camera, with opacity A and the depth D at which a pixel's ray reaches 50% opacity, both
-    interpolated bilinearly at the point's projection (D only from opaque pixels):
+    Per camera, with opacity A and the depth D at which a pixel's ray first reaches
+    `surface_opacity` (trained NeRF surfaces are soft ramps: a ray reaches 5% opacity at the
+    true surface and 50% well inside it), both interpolated bilinearly at the point's
+    projection (D only from pixels that end opaque):
     m = min(pixel_size * (A - 1/2), distance - D); the field is min over cameras. Unlike a
     density level set it is solid behind a thin opaque skin, which NeRFs trained from renders
     often are, and its silhouettes are accurate to a fraction of a pixel."""
@@ -81,7 +83,7 @@ def visibility_grid(scene: Scene, grid_resolution: int, cameras: Cameras, image_
     opaque = torch.zeros(hit.shape)
     depth = torch.zeros(hit.shape)
     reached = optical_depth[:, -1] > HALF_OPACITY
-    first = (optical_depth > HALF_OPACITY).float().argmax(-1)
+    first = (optical_depth > -np.log(1 - surface_opacity)).float().argmax(-1)
     opaque[hit] = reached.float()
     depth[hit] = torch.where(reached, mids.gather(1, first[:, None]).squeeze(1), torch.zeros_like(mids[:, 0]))
     if opaque.sum() == 0:
