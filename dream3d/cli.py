@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     from dream3d.export import EmptySceneError
     from dream3d.runs import CheckpointError
     from dream3d.toyworld import PromptError
-    from dream3d.trainer import NonFiniteError
+    from dream3d.trainer import NonFiniteError, OutputWriteError
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, PromptError, CheckpointError, EmptySceneError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except NonFiniteError as e:
+    except (NonFiniteError, OutputWriteError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

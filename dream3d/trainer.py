@@ -17,7 +17,7 @@ from tqdm import tqdm
 from dream3d.cameras import CameraSampler
 from dream3d.config import RunConfig, to_dict, to_yaml
 from dream3d.export import EmptySceneError, export_scene
-from dream3d.runs import CheckpointError, RunDir, to_uint8, write_image, write_json, write_video
+from dream3d.runs import CheckpointError, RunDir, atomic_write_text, to_uint8, write_image, write_json, write_video
 from guidance import build_guidance
 from guidance.priors import build_prior
 from renderers import build_scene
@@ -27,6 +27,10 @@ log = logging.getLogger("dream3d")
 
 class NonFiniteError(RuntimeError):
     """Too many consecutive steps with NaN/Inf gradients."""
+
+
+class OutputWriteError(RuntimeError):
+    """An output could not be written (disk full, read-only folder); the run stopped."""
 
 
 def make_optimizer(scene, guidance) -> torch.optim.Optimizer:
@@ -155,13 +159,17 @@ class Trainer:
     # -- the loop --------------------------------------------------------------------------
     def fit(self) -> dict:
         """Train to cfg.train.steps, then preview, checkpoint, turntable, export, metrics.
-        On Ctrl-C: checkpoint and export what exists, then re-raise."""
+
+        Ctrl-C: checkpoint and export what exists, then re-raise KeyboardInterrupt.
+        Too many non-finite steps: checkpoint the last finite state, raise NonFiniteError.
+        A failed write (disk full, read-only): stop at once with OutputWriteError; the previous
+        checkpoint is intact (all writes are atomic)."""
         cfg, start = self.cfg, time.perf_counter()
-        self.run.config.write_text(to_yaml(cfg))
         bar = tqdm(total=cfg.train.steps, initial=self.step, disable=not self.progress, desc="dream3d", unit="step",
                    dynamic_ncols=True)
         status = "finished"
         try:
+            atomic_write_text(self.run.config, to_yaml(cfg))
             while self.step < cfg.train.steps:
                 stats = self.train_step()
                 bar.update(1)
@@ -171,16 +179,21 @@ class Trainer:
                     self.save_preview()
                 if self.step % cfg.output.checkpoint_every == 0 and self.step < cfg.train.steps:
                     self.save_checkpoint()
+            self.save_checkpoint()
         except KeyboardInterrupt:
             status = "interrupted"
+            self.save_checkpoint()
         except NonFiniteError:
-            status = "non_finite"
+            self.save_checkpoint()
+            self.write_metrics("non_finite", time.perf_counter() - start)
             raise
+        except OSError as e:
+            raise OutputWriteError(
+                f"could not write {e.filename or 'an output file'} ({e.strerror or e}) at step {self.step}: free disk "
+                f"space or make {self.run.path} writable, then `dream3d resume {self.run.path}` continues from the "
+                "last checkpoint, which is intact") from e
         finally:
             bar.close()
-            self.save_checkpoint()
-            if status == "non_finite":
-                self.write_metrics(status, time.perf_counter() - start)
         export = self.export()
         turntable = self.save_turntable() if status == "finished" else None
         self.write_metrics(status, time.perf_counter() - start, {"export": export,

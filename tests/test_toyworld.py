@@ -72,3 +72,38 @@ def test_corrupt_cache_entry_is_rebuilt(tmp_path, monkeypatch):
     f.write_bytes(b"garbage")
     b = load_shape_views("sphere", num_views=8, resolution=8, seed=0)
     assert torch.equal(a.layers, b.layers)
+
+
+def test_front_biased_cameras_favour_the_front():
+    from dream3d.toyworld.dataset import sample_dataset_cameras
+
+    uni = sample_dataset_cameras(4000, 0, "uniform")
+    fb = sample_dataset_cameras(4000, 0, "front_biased", kappa=2.0)
+    front = lambda c: (c.azimuth.abs() < 45).float().mean()  # noqa: E731
+    assert abs(front(uni) - 0.25) < 0.03 and front(fb) > 0.5
+    assert ((uni.elevation >= -10) & (uni.elevation <= 45)).all()
+    with pytest.raises(ValueError, match="uniform, front_biased"):
+        sample_dataset_cameras(4, 0, "sideways")
+
+
+def test_colour_free_prompt_is_the_mixture_over_colours():
+    from guidance.priors import ToyWorldPrior, ToyWorldPriorConfig
+
+    p = ToyWorldPrior(ToyWorldPriorConfig(num_views=8, dataset_resolution=8, resolution=8, view_conditioning="none"))
+    assert p.view_set(p.embed("a cube")).x.shape[0] == 8 * len(COLOURS)
+    assert p.view_set(p.embed("")).x.shape[0] == len(SHAPES) * len(COLOURS) * 8  # unconditional union
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=80))
+def test_any_text_parses_or_raises_a_prompt_error(text):
+    try:
+        item = parse_prompt(text)
+    except PromptError as e:
+        assert "grammar: 'a [<colour>] <shape>" in str(e)  # every rejection teaches the grammar
+    else:
+        assert item.shape in SHAPES and set(item.colours) <= set(COLOURS)

@@ -100,8 +100,8 @@ def visibility_grid(scene: Scene, grid_resolution: int, cameras: Cameras, image_
         pc = pts @ w2c[k, :3, :3].T + w2c[k, :3, 3]
         z = (-pc[:, 2]).clamp(min=1e-6)
         uv = torch.stack([pc[:, 0] / (z * tan[k]), -pc[:, 1] / (z * tan[k])], -1).reshape(1, 1, -1, 2)
-        sample = lambda img: torch.nn.functional.grid_sample(img, uv, align_corners=False).reshape(-1)  # noqa: E731
-        a, w = sample(opaque[k:k + 1]), sample(depth[k:k + 1] * opaque[k:k + 1])
+        a, w = (torch.nn.functional.grid_sample(img, uv, align_corners=False).reshape(-1)
+                for img in (opaque[k:k + 1], depth[k:k + 1] * opaque[k:k + 1]))
         d_surface = torch.where(a > 0, w / a.clamp(min=1e-6), torch.zeros_like(a))
         dist = pc.norm(dim=-1)
         pixel = 2 * dist * tan[k] / image_resolution

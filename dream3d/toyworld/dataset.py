@@ -7,7 +7,6 @@ n_z > 0.7). Any item is then an exact linear tint of those layers on a white bac
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,5 +115,5 @@ def load_shape_views(
         chunks = tqdm(chunks, desc=f"ToyWorld: rendering {num_views} views of the {shape}", unit="x64", leave=False)
     layers = torch.cat([render_layers(shape, cams[i : i + 64], resolution) for i in chunks]).half()
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_torch_save({"layers": layers, "digest": hashlib.sha1(key.encode()).hexdigest()}, path)
+    atomic_torch_save({"layers": layers}, path)
     return ShapeViews(layers, cams.elevation, cams.azimuth)

@@ -18,7 +18,7 @@ from torch import Tensor
 from dream3d.cameras import Cameras, view_bucket, wrap_degrees
 from dream3d.schema import bounded, choice
 from dream3d.toyworld.catalogue import Item, all_items, parse_prompt
-from dream3d.toyworld.dataset import load_shape_views
+from dream3d.toyworld.dataset import ShapeViews, load_shape_views
 from guidance.priors.base import DiffusionPrior, scaled_linear_alphas_cumprod
 
 VIEW_CONDITIONING = ("none", "text", "camera")
@@ -69,7 +69,7 @@ class ToyWorldPrior(DiffusionPrior):
         self.alphas_cumprod = scaled_linear_alphas_cumprod()
         self.progress = progress
         self._sets: dict[str, _ViewSet] = {}
-        self._shapes: dict[str, object] = {}
+        self._shapes: dict[str, ShapeViews] = {}
 
     # -- prior-space mapping -------------------------------------------------------------
     def encode(self, img: Tensor) -> Tensor:
@@ -85,7 +85,7 @@ class ToyWorldPrior(DiffusionPrior):
         return ToyWorldEmbedding(parse_prompt(prompt) if prompt.strip() else None)
 
     # -- data ------------------------------------------------------------------------------
-    def _shape(self, shape: str):
+    def _shape(self, shape: str) -> ShapeViews:
         if shape not in self._shapes:
             c = self.cfg
             self._shapes[shape] = load_shape_views(
@@ -104,7 +104,8 @@ class ToyWorldPrior(DiffusionPrior):
             rng = np.random.default_rng(self.cfg.dataset_seed)
             for it in all_items():
                 sv = self._shape(it.shape)
-                idx = torch.from_numpy(np.sort(rng.choice(len(sv.elevation), min(self.cfg.uncond_views_per_item, len(sv.elevation)), replace=False)))
+                n = len(sv.elevation)
+                idx = torch.from_numpy(np.sort(rng.choice(n, min(self.cfg.uncond_views_per_item, n), replace=False)))
                 parts.append((sv.images(it.colours[0], None, r)[idx], sv.elevation[idx], sv.azimuth[idx]))
         else:
             sv = self._shape(emb.item.shape)

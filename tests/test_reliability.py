@@ -1,0 +1,140 @@
+"""Faults and bad input: each has a defined behaviour (issue: reliability)."""
+import errno
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conftest import TINY_RUN
+from dream3d.cli import main
+from dream3d.config import ConfigError, load_config
+from dream3d.runs import RunDir, atomic_write
+from dream3d.trainer import OutputWriteError, Trainer, load_run, resume, run
+
+PRESET = "configs/toy/sds-nerf.yaml"
+
+
+def tiny(tmp_path, *extra):
+    return load_config(PRESET, TINY_RUN + [f"output.out_dir={tmp_path}"] + list(extra))
+
+
+def test_atomic_write_leaves_old_file_and_no_temp_on_failure(tmp_path):
+    target = tmp_path / "f.txt"
+    target.write_text("old")
+
+    def failing(tmp):
+        open(tmp, "w").write("half")
+        raise OSError(errno.ENOSPC, "No space left on device", tmp)
+
+    with pytest.raises(OSError):
+        atomic_write(target, failing)
+    assert target.read_text() == "old" and os.listdir(tmp_path) == ["f.txt"]
+
+
+def test_disk_full_during_checkpoint_stops_with_message_and_keeps_last_checkpoint(tmp_path, monkeypatch):
+    cfg = tiny(tmp_path, "output.name=full", "train.steps=9")
+    trainer = Trainer(cfg, RunDir.create(str(tmp_path), "x", "c", 0, "full"), progress=False)
+    real_save = torch.save
+
+    def save(obj, f, *a, **k):
+        if isinstance(obj, dict) and obj.get("step", 0) >= 6:
+            raise OSError(errno.ENOSPC, "No space left on device", str(f))
+        return real_save(obj, f, *a, **k)
+
+    monkeypatch.setattr(torch, "save", save)
+    with pytest.raises(OutputWriteError, match="free disk space"):
+        trainer.fit()
+    monkeypatch.setattr(torch, "save", real_save)
+    assert trainer.run.load_checkpoint()["step"] == 3  # the previous checkpoint is intact
+    assert not list(trainer.run.path.rglob("*.tmp*"))
+
+
+def test_unwritable_output_dir_is_a_clear_error(tmp_path, capsys):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        if os.access(ro, os.W_OK):
+            pytest.skip("running as a user who can write anywhere (root): a read-only folder cannot be simulated")
+        assert main(["run", PRESET, f"output.out_dir={ro / 'runs'}"] + TINY_RUN) == 1
+        assert "could not write output" in capsys.readouterr().err
+    finally:
+        ro.chmod(0o700)
+
+
+def test_unwritable_output_dir_via_failing_mkdir(tmp_path, monkeypatch, capsys):
+    """The same as above, simulated, so it also runs as root."""
+    from pathlib import Path
+
+    real_mkdir = Path.mkdir
+
+    def mkdir(self, *a, **k):
+        if "blocked" in str(self):
+            raise PermissionError(errno.EACCES, "Permission denied", str(self))
+        return real_mkdir(self, *a, **k)
+
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    assert main(["run", PRESET, f"output.out_dir={tmp_path / 'blocked'}"] + TINY_RUN) == 1
+    err = capsys.readouterr().err
+    assert "could not write output" in err and "Permission denied" in err
+
+
+def test_sigkill_mid_run_then_resume_matches_uninterrupted_run(tmp_path):
+    overrides = TINY_RUN + ["train.steps=80", "output.checkpoint_every=5", "output.val_every=100",
+                            "output.turntable_frames=0"]
+    reference = run(load_config(PRESET, overrides + [f"output.out_dir={tmp_path}", "output.name=ref"]))
+    cmd = [sys.executable, "-m", "dream3d.cli", "run", PRESET, f"output.out_dir={tmp_path}", "output.name=killed",
+           *overrides]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = RunDir(tmp_path / "killed").checkpoint
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if ckpt.exists() and torch.load(ckpt, weights_only=False)["step"] >= 10:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed; raise train.steps"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert 10 <= torch.load(ckpt, weights_only=False)["step"] < 80
+    resume(tmp_path / "killed", progress=False)
+    a, _ = load_run(reference["run_dir"])
+    b, _ = load_run(tmp_path / "killed")
+    assert a.step == b.step == 80
+    for k, v in a.scene.state_dict().items():
+        assert torch.equal(v, b.scene.state_dict()[k]), k
+    assert (tmp_path / "ref" / "model.glb").read_bytes() == (tmp_path / "killed" / "model.glb").read_bytes()
+
+
+def test_same_seed_gives_identical_files(tmp_path):
+    a = run(tiny(tmp_path, "output.name=a", "output.turntable_frames=0"))
+    b = run(tiny(tmp_path, "output.name=b", "output.turntable_frames=0"))
+    for name in ("model.glb", "model.obj"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    assert a["export"]["faces"] == b["export"]["faces"]
+
+
+# -- property-based: any override is accepted or rejected with a ConfigError naming the key --
+KEYS = ["seed", "prompt", "train.steps", "train.batch_size", "train.resolution", "guidance.guidance_scale",
+        "guidance.t_min", "guidance.t_max", "guidance.weighting", "scene.lr_encoding", "scene.samples_per_ray",
+        "prior.view_conditioning", "prior.resolution", "camera.fovy", "output.export.level", "nonsense.key",
+        "guidance.nonsense", "scene.background"]
+VALUES = st.one_of(st.integers(-10**6, 10**6), st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=12),
+                   st.lists(st.floats(-2, 2), max_size=5), st.booleans())
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(key=st.sampled_from(KEYS), value=VALUES)
+def test_any_override_is_accepted_or_named_in_a_config_error(key, value):
+    text = str(value).lower() if isinstance(value, bool) else repr(value) if isinstance(value, str) else str(value)
+    try:
+        cfg = load_config(PRESET, [f"{key}={text}"])
+    except ConfigError as e:
+        assert key.split(".")[-1] in str(e) or "prompt" in str(e) or "override" in str(e), (key, text, str(e))
+    else:
+        assert cfg.train.steps >= 1 and 0 <= cfg.guidance.guidance_scale  # accepted values are in range
