@@ -74,6 +74,8 @@ def _cmd_config(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from dream3d.config import EXPORT_FORMATS, ISOSURFACE_METHODS
+
     p = argparse.ArgumentParser(prog="dream3d", description="Text-to-3D by score distillation.")
     p.add_argument("-v", "--verbose", action="store_true")
     sub = p.add_subparsers(dest="command", required=True)
@@ -88,9 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_resume)
     x = sub.add_parser("export", help="re-export a run's mesh from its checkpoint")
     x.add_argument("run_dir")
-    x.add_argument("--format", action="append", choices=["glb", "obj", "ply"])
+    x.add_argument("--format", action="append", choices=EXPORT_FORMATS)
     x.add_argument("--resolution", type=int)
-    x.add_argument("--method", choices=["visibility", "density"], help="isosurface method")
+    x.add_argument("--method", choices=ISOSURFACE_METHODS, help="isosurface method")
     x.add_argument("--level", help="density method: 'auto' or a density value")
     x.set_defaults(func=_cmd_export)
     e = sub.add_parser("eval", help="score a ToyWorld run against ground truth")

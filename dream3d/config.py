@@ -18,6 +18,8 @@ from omegaconf.errors import OmegaConfBaseException
 from dream3d.schema import ConfigError, bounded, choice, validate_fields
 
 MAX_PROMPT_CHARS = 300
+EXPORT_FORMATS = ("glb", "obj", "ply")
+ISOSURFACE_METHODS = ("visibility", "density")  # solid behind the rendered surface | density level set
 
 
 @dataclass
@@ -39,7 +41,7 @@ class TrainConfig:
 @dataclass
 class ExportConfig:
     formats: list[str] = field(default_factory=lambda: ["glb", "obj"])
-    method: str = choice("visibility", ("visibility", "density"))  # solid behind the rendered surface | density level set
+    method: str = choice("visibility", ISOSURFACE_METHODS)  # solid behind the rendered surface | density level set
     resolution: int = bounded(128, 16, 1024)  # marching-cubes grid per axis
     level: Any = "auto"  # density method only: "auto" or a density value
     surface_opacity: float = bounded(0.05, 0.001, 0.5)  # visibility method: opacity at which a ray meets the surface
@@ -80,8 +82,6 @@ class RunConfig:
     output: OutputConfig = field(default_factory=OutputConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
-
-EXPORT_FORMATS = ("glb", "obj", "ply")
 
 
 def registries() -> dict[str, dict[str, tuple[type, type]]]:

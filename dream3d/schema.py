@@ -19,7 +19,10 @@ def choice(default: str, options: tuple[str, ...]):
 
 def bounded(default, lo=None, hi=None, *, schedule: bool = False, nullable: bool = False):
     """A number (or a schedule of numbers) that must lie in [lo, hi]."""
-    return dataclasses.field(default=default, metadata={"range": (lo, hi), "schedule": schedule, "nullable": nullable})
+    meta = {"range": (lo, hi), "schedule": schedule, "nullable": nullable}
+    if isinstance(default, list):
+        return dataclasses.field(default_factory=lambda: list(default), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
 
 
 def _check_number(key: str, v: float, lo, hi) -> None:

@@ -1,8 +1,27 @@
-"""Score-distillation objectives: a registry from config name to (class, config dataclass)."""
+"""Score-distillation objectives: a registry from config name to (class, config dataclass).
+
+Each objective subclasses `guidance.core.ScoreDistillation` and implements only `gradient`;
+timestep sampling, CFG batching, weighting, clipping and gradient injection live in core.py.
+"""
+from guidance.asd import ASD, ASDConfig
+from guidance.bsd import BSD, BSDConfig
+from guidance.cds import CDS, CDSConfig
+from guidance.classifier_score import CSD, CSM, NFSD, CSDConfig, CSMConfig, NFSDConfig
 from guidance.core import Conditioning, GuidanceConfig, GuidanceOutput, ScoreDistillation
+from guidance.ism import ISM, TSM, ISMConfig, TSMConfig
 from guidance.sds import SDS
 
-GUIDANCES = {"sds": (SDS, GuidanceConfig)}
+GUIDANCES = {
+    "sds": (SDS, GuidanceConfig),
+    "ism": (ISM, ISMConfig),
+    "tsm": (TSM, TSMConfig),
+    "csd": (CSD, CSDConfig),
+    "csm": (CSM, CSMConfig),
+    "nfsd": (NFSD, NFSDConfig),
+    "bsd": (BSD, BSDConfig),
+    "asd": (ASD, ASDConfig),
+    "cds": (CDS, CDSConfig),
+}
 
 
 def build_guidance(cfg, prior) -> ScoreDistillation:
@@ -10,4 +29,5 @@ def build_guidance(cfg, prior) -> ScoreDistillation:
     return cls(cfg, prior)
 
 
-__all__ = ["Conditioning", "GuidanceConfig", "GuidanceOutput", "ScoreDistillation", "SDS", "GUIDANCES", "build_guidance"]
+__all__ = ["Conditioning", "GuidanceConfig", "GuidanceOutput", "ScoreDistillation", "GUIDANCES", "build_guidance",
+           "SDS", "ISM", "TSM", "CSD", "CSM", "NFSD", "BSD", "ASD", "CDS"]

@@ -28,7 +28,8 @@ class GuidanceConfig:
     t_min: Any = bounded(0.02, 0.0, 1.0, schedule=True)  # timestep range as fractions of T
     t_max: Any = bounded(0.98, 0.0, 1.0, schedule=True)
     grad_clip: Any = bounded(None, 0.0, None, schedule=True, nullable=True)  # elementwise clip of G, null = off
-    loss_weight: float = bounded(1.0, 0.0, None)  # multiplies G
+    loss_weight: float = bounded(1.0, 0.0, None)  # multiplies G (lambda_g in ISM/TSM/BSD)
+    pixel_grad_clip: Any = bounded(None, 0.0, None, nullable=True)  # per-pixel clip of the render's gradient (TSM)
     view_dependent_prompt: bool = True
 
     def validate(self) -> None:
@@ -99,21 +100,45 @@ class Conditioning:
         return [self.embedding(self.view_prompt(float(e), float(a))) for e, a in zip(cameras.elevation, cameras.azimuth)]
 
     def uncond(self, cameras: Cameras) -> list[Any]:
+        """The CFG branch: the negative prompt when one is given, else the empty prompt."""
         return [self.embedding(self.negative)] * len(cameras)
+
+    def empty(self, cameras: Cameras) -> list[Any]:
+        """The empty prompt (DDIM inversion always uses it)."""
+        return [self.embedding("")] * len(cameras)
+
+
+Query = tuple[Tensor, Tensor, list]  # (x_t [B,...], t [B], one embedding per element)
+
+
+def predict_batched(prior: DiffusionPrior, queries: list[Query], cameras: Cameras) -> list[Tensor]:
+    """Noise predictions for several (x_t, t, texts) queries over the same B cameras, from ONE
+    prior call on their concatenation (k*B); returns k tensors [B,...]."""
+    with torch.no_grad():
+        if len(queries) == 1:
+            x, t, texts = queries[0]
+            return [prior.predict_eps(x, t, texts, cameras)]
+        eps = prior.predict_eps(torch.cat([q[0] for q in queries]), torch.cat([q[1] for q in queries]),
+                                [e for q in queries for e in q[2]], cameras.repeat(len(queries)))
+        return list(eps.chunk(len(queries)))
 
 
 def cfg_predict(prior: DiffusionPrior, x_t: Tensor, t: Tensor, cond: Conditioning, cameras: Cameras,
                 scale: float) -> tuple[Tensor, Tensor, Tensor | None]:
     """(eps_w, eps_y, eps_u) with eps_w = eps_u + scale (eps_y - eps_u), from one prior call on
     [cond; uncond] (2B). At scale 1 eps_w = eps_y exactly and the unconditional half is skipped."""
-    with torch.no_grad():
-        if scale == 1.0:
-            eps_y = prior.predict_eps(x_t, t, cond.cond(cameras), cameras)
-            return eps_y, eps_y, None
-        eps = prior.predict_eps(torch.cat([x_t, x_t]), torch.cat([t, t]), cond.cond(cameras) + cond.uncond(cameras),
-                                cameras.repeat(2))
-        eps_y, eps_u = eps.chunk(2)
-        return eps_u + scale * (eps_y - eps_u), eps_y, eps_u
+    if scale == 1.0:
+        (eps_y,) = predict_batched(prior, [(x_t, t, cond.cond(cameras))], cameras)
+        return eps_y, eps_y, None
+    eps_y, eps_u = predict_batched(prior, [(x_t, t, cond.cond(cameras)), (x_t, t, cond.uncond(cameras))], cameras)
+    return eps_u + scale * (eps_y - eps_u), eps_y, eps_u
+
+
+def clip_pixel_gradients(grad: Tensor, tau: float) -> Tensor:
+    """Pixel-wise gradient clipping (Dreamer XL / TSM): scale each pixel's gradient vector of a
+    render [B,C,H,W] by min_c min(1, tau / |g_c|), keeping its direction."""
+    scale = (tau / grad.abs().clamp(min=1e-12)).clamp(max=1.0).amin(1, keepdim=True)
+    return grad * scale
 
 
 def inject_gradient(x: Tensor, grad: Tensor) -> Tensor:
@@ -140,6 +165,12 @@ class ScoreDistillation(nn.Module):
     def weight(self, t: Tensor, ndim: int) -> Tensor:
         return weighting(self.cfg.weighting, self.prior.alphas_cumprod, t).reshape(-1, *([1] * (ndim - 1)))
 
+    def noised(self, x: Tensor, step: int, generator: torch.Generator | None) -> tuple[Tensor, Tensor, Tensor]:
+        """(t [B], noise, x_t) with t from the timestep sampler and fresh Gaussian noise."""
+        t = self.timesteps.sample(x.shape[0], step, generator)
+        noise = torch.randn(x.shape, generator=generator)
+        return t, noise, self.prior.add_noise(x, t, noise)
+
     def gradient(self, x: Tensor, cameras: Cameras, cond: Conditioning, step: int,
                  generator: torch.Generator | None) -> tuple[Tensor, dict[str, float]]:
         """G [B,...] with respect to x (no graph), and stats to log."""
@@ -147,6 +178,9 @@ class ScoreDistillation(nn.Module):
 
     def forward(self, img: Tensor, cameras: Cameras, cond: Conditioning, step: int,
                 generator: torch.Generator | None = None) -> GuidanceOutput:
+        if self.cfg.pixel_grad_clip is not None and img.requires_grad:
+            tau = float(self.cfg.pixel_grad_clip)
+            img.register_hook(lambda g: clip_pixel_gradients(g, tau))
         x = self.prior.encode(img)
         grad, stats = self.gradient(x.detach(), cameras, cond, step, generator)
         grad = torch.nan_to_num(grad * self.cfg.loss_weight, nan=0.0, posinf=0.0, neginf=0.0)

@@ -22,3 +22,13 @@ TINY_RUN = [
     "output.turntable_frames=2", "output.turntable_resolution=16", "output.export.resolution=32",
     "output.progress=false", "eval.resolution=16", "eval.num_cameras=2", "eval.volume_resolution=16",
 ]
+
+
+PRESET = "configs/toy/sds-nerf.yaml"
+
+
+def tiny_config(tmp_path, *extra):
+    """The default preset shrunk by TINY_RUN, writing runs under tmp_path."""
+    from dream3d.config import load_config
+
+    return load_config(PRESET, TINY_RUN + [f"output.out_dir={tmp_path}"] + list(extra))

@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 from conftest import TINY_RUN
+
 from dream3d.cli import main
 
 

@@ -8,20 +8,15 @@ import time
 
 import pytest
 import torch
+from conftest import PRESET, TINY_RUN
+from conftest import tiny_config as tiny
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import TINY_RUN
 from dream3d.cli import main
 from dream3d.config import ConfigError, load_config
 from dream3d.runs import RunDir, atomic_write
 from dream3d.trainer import OutputWriteError, Trainer, load_run, resume, run
-
-PRESET = "configs/toy/sds-nerf.yaml"
-
-
-def tiny(tmp_path, *extra):
-    return load_config(PRESET, TINY_RUN + [f"output.out_dir={tmp_path}"] + list(extra))
 
 
 def test_atomic_write_leaves_old_file_and_no_temp_on_failure(tmp_path):

@@ -3,18 +3,11 @@ import json
 import pytest
 import torch
 import trimesh
+from conftest import tiny_config as tiny
 
-from conftest import TINY_RUN
-from dream3d.config import load_config
 from dream3d.export import load_mesh
 from dream3d.runs import CheckpointError, RunDir
 from dream3d.trainer import NonFiniteError, Trainer, load_run, resume, run
-
-PRESET = "configs/toy/sds-nerf.yaml"
-
-
-def tiny(tmp_path, *extra):
-    return load_config(PRESET, TINY_RUN + [f"output.out_dir={tmp_path}"] + list(extra))
 
 
 def params(scene):

@@ -8,9 +8,6 @@ from dream3d.export.isosurface import EmptySceneError, auto_level, density_grid,
 from dream3d.export.writers import load_mesh, write_mesh
 
 
-ISOSURFACE_METHODS = ("visibility", "density")
-
-
 def surface_cameras(elevation_range=(-10.0, 45.0), n: int = 32) -> Cameras:
     """Cameras spread over the training elevations (a few rings), for carving and auto-levels."""
     lo, hi = elevation_range
@@ -35,7 +32,7 @@ def export_scene(scene, out_base: str | Path, formats=("glb", "obj"), resolution
         level = auto_level(scene, cams) if level == "auto" else float(level)
         grid = density_grid(scene, resolution)
     else:
-        raise ValueError(f"unknown isosurface method {method!r}; valid: {', '.join(ISOSURFACE_METHODS)}")
+        raise ValueError(f"unknown isosurface method {method!r}; valid: visibility, density")
     mesh = extract_mesh(scene, grid, float(level), min_component_fraction)
     files = {fmt: str(write_mesh(mesh, Path(f"{out_base}.{fmt}"))) for fmt in formats}
     return {"method": method, "level": float(level), "vertices": len(mesh.vertices), "faces": len(mesh.faces),

@@ -1,0 +1,36 @@
+"""Asynchronous Score Distillation (Ma et al. 2024, ScaleDreamer).
+
+The target is the prior's own conditional prediction at a later timestep with the same noise:
+G = w(t) (eps_w(x_t, t, y) - eps(x_{t+D}, t + D, y)), D = floor(U * min(rho (t - t_min), T - 1 - t)).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from dream3d.schema import bounded
+from guidance.core import GuidanceConfig, ScoreDistillation, predict_batched
+
+
+@dataclass
+class ASDConfig(GuidanceConfig):
+    name: str = "asd"
+    rho: float = bounded(0.1, 0.0, 10.0)
+
+
+class ASD(ScoreDistillation):
+    def gradient(self, x, cameras, cond, step, generator):
+        t, noise, x_t = self.noised(x, step, generator)
+        t_min, _ = self.timesteps.range(step)
+        T = self.prior.num_timesteps
+        span = torch.minimum(self.cfg.rho * (t - t_min).float(), (T - 1 - t).float())
+        t_d = t + torch.floor(torch.rand(t.shape, generator=generator) * span).long()
+        x_d = self.prior.add_noise(x, t_d, noise)
+        scale = self.guidance_scale(step)
+        queries = [(x_t, t, cond.cond(cameras)), (x_d, t_d, cond.cond(cameras))]
+        if scale != 1.0:
+            queries.append((x_t, t, cond.uncond(cameras)))
+        eps = predict_batched(self.prior, queries, cameras)
+        eps_w = eps[0] if scale == 1.0 else eps[2] + scale * (eps[0] - eps[2])
+        return self.weight(t, x.ndim) * (eps_w - eps[1]), {"t": float(t.float().mean())}

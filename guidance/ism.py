@@ -1,0 +1,73 @@
+"""Interval Score Matching (Liang et al. 2024, LucidDreamer) and Trajectory Score Matching
+(Miao et al. 2024, Dreamer XL).
+
+ISM: no fresh noise. x_s is the DDIM inversion of x (empty prompt, no CFG) to s = t - delta;
+one more inversion step gives x_t; G = lambda_g w_ism(t) (eps_w(x_t, t, y) - eps(x_s, s, empty)).
+TSM: from x_s, path A s -> t gives x_t; path B s -> mu -> t with mu = s + round((t - s) sqrt(1 - gamma^2));
+the target is the prediction made at mu: G = lambda_g w_ism(t) (eps_w(x_t, t, y) - eps(x_mu, mu, empty)).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from dream3d.schedules import Schedule
+from dream3d.schema import bounded, choice
+from guidance.core import WEIGHTINGS, GuidanceConfig, ScoreDistillation, cfg_predict, predict_batched
+from guidance.inversion import ddim_invert, ddim_step
+
+
+@dataclass
+class ISMConfig(GuidanceConfig):
+    name: str = "ism"
+    guidance_scale: Any = bounded(7.5, 0.0, 1000.0, schedule=True)
+    weighting: str = choice("ism", WEIGHTINGS)
+    loss_weight: float = bounded(0.1, 0.0, None)  # lambda_g
+    t_max: Any = bounded([0, 0.98, 0.5, 1500], 0.0, 1.0, schedule=True)
+    delta_t: Any = bounded([0, 100, 80, 1500], 0.0, 1000.0, schedule=True)  # interval s = t - delta_t
+    inversion_stride: int = bounded(200, 1, 1000)
+    inversion_max_steps: int = bounded(5, 1, 100)
+
+
+class ISM(ScoreDistillation):
+    def __init__(self, cfg: ISMConfig, prior):
+        super().__init__(cfg, prior)
+        self.delta_t = Schedule.parse(cfg.delta_t, "delta_t")
+
+    def invert(self, x, cameras, cond, step, generator):
+        """(t, s, x_s, eps_s = eps(x_s, s, empty), x_t): the deterministic points ISM and TSM share."""
+        t = self.timesteps.sample(x.shape[0], step, generator)
+        s = (t - int(round(self.delta_t(step)))).clamp(min=0)
+        empty = cond.empty(cameras)
+        x_s, _ = ddim_invert(self.prior, x, s, empty, cameras, self.cfg.inversion_stride, self.cfg.inversion_max_steps)
+        (eps_s,) = predict_batched(self.prior, [(x_s, s, empty)], cameras)
+        return t, s, x_s, eps_s, ddim_step(self.prior, x_s, s, t, eps_s)
+
+    def gradient(self, x, cameras, cond, step, generator):
+        t, s, _, eps_s, x_t = self.invert(x, cameras, cond, step, generator)
+        eps_w, _, _ = cfg_predict(self.prior, x_t, t, cond, cameras, self.guidance_scale(step))
+        return self.weight(t, x.ndim) * (eps_w - eps_s), {"t": float(t.float().mean())}
+
+
+@dataclass
+class TSMConfig(ISMConfig):
+    name: str = "tsm"
+    gamma: float = bounded(0.3, 0.0, 1.0)
+    pixel_grad_clip: Any = bounded(0.05, 0.0, None, nullable=True)
+
+
+class TSM(ISM):
+    def gradient(self, x, cameras, cond, step, generator):
+        t, s, x_s, eps_s, x_t = self.invert(x, cameras, cond, step, generator)
+        mu = s + torch.round((t - s).float() * math.sqrt(1 - self.cfg.gamma**2)).long()
+        x_mu = ddim_step(self.prior, x_s, s, mu, eps_s)
+        scale = self.guidance_scale(step)
+        queries = [(x_t, t, cond.cond(cameras)), (x_mu, mu, cond.empty(cameras))]
+        if scale != 1.0:
+            queries.append((x_t, t, cond.uncond(cameras)))
+        eps = predict_batched(self.prior, queries, cameras)  # one call: cond, path-B target, uncond
+        eps_w = eps[0] if scale == 1.0 else eps[2] + scale * (eps[0] - eps[2])
+        return self.weight(t, x.ndim) * (eps_w - eps[1]), {"t": float(t.float().mean())}

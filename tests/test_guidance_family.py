@@ -1,0 +1,166 @@
+"""Each guidance against closed-form truth (a Gaussian-mixture prior over particles) and
+identities between family members."""
+import dataclasses
+
+import pytest
+import torch
+
+from dream3d.cameras import Cameras
+from guidance import GUIDANCES, build_guidance
+from guidance.bsd import min_norm_on_segment
+from guidance.core import clip_pixel_gradients, predict_batched
+from guidance.priors.gaussian_mixture import GaussianMixturePrior
+
+D = 2
+MU = torch.tensor([1.0, -0.5])
+
+
+@pytest.fixture(scope="module")
+def prior():
+    return GaussianMixturePrior({
+        "y": (MU[None], torch.tensor([0.5]), torch.tensor([1.0])),
+        "": (torch.zeros(1, D), torch.tensor([1.0]), torch.tensor([1.0])),
+        "neg": (-MU[None], torch.tensor([0.5]), torch.tensor([1.0])),
+    })
+
+
+def make(name, prior, **kw):
+    _, cfg_cls = GUIDANCES[name]
+    cfg = dataclasses.replace(cfg_cls(), view_dependent_prompt=False, **kw)
+    return build_guidance(cfg, prior)
+
+
+def grad_of(guidance, x, step=0, seed=0, negative=""):
+    x = x.clone().requires_grad_()
+    cams = Cameras.make(torch.zeros(len(x)), torch.zeros(len(x)))
+    guidance(x, cams, guidance.embed("y", negative), step, torch.Generator().manual_seed(seed)).loss.backward()
+    return x.grad * len(x)  # the injection divides by B
+
+
+def test_gmm_eps_is_minus_sigma_score(prior):
+    x = torch.randn(4, D, dtype=torch.float64, requires_grad=True)
+    t = torch.tensor([10, 200, 600, 990])
+    score = torch.autograd.grad(prior.log_prob(x, t, "y").sum(), x)[0]
+    s = (1 - prior.alphas_cumprod.double()[t]).sqrt()[:, None]
+    assert torch.allclose(prior.predict_eps(x.detach(), t, ["y"] * 4), -s * score, atol=1e-10)
+
+
+def test_sds_particles_collapse_to_the_mode(prior):
+    torch.manual_seed(0)
+    x = torch.randn(256, D)
+    sds = make("sds", prior, guidance_scale=1.0)
+    g = torch.Generator().manual_seed(0)
+    cams = Cameras.make(torch.zeros(256), torch.zeros(256))
+    cond = sds.embed("y")
+    for step in range(300):
+        xr = x.clone().requires_grad_()
+        sds(xr, cams, cond, step, g).loss.backward()
+        x = x - 0.1 * xr.grad * 256
+    assert (x.mean(0) - MU).norm() < 0.05
+    assert x.var(0).max() < 0.1 * 0.5**2  # target variance 0.25: SDS is mode seeking
+
+
+def test_tsm_with_gamma_one_is_ism(prior):
+    x = torch.randn(8, D)
+    kw = dict(guidance_scale=3.0, t_max=0.9, delta_t=50)
+    ism = grad_of(make("ism", prior, **kw), x)
+    tsm = grad_of(make("tsm", prior, gamma=1.0, pixel_grad_clip=None, **kw), x)
+    assert torch.allclose(ism, tsm, atol=1e-6)
+    tsm_03 = grad_of(make("tsm", prior, gamma=0.3, pixel_grad_clip=None, **kw), x)
+    assert not torch.allclose(ism, tsm_03, atol=1e-4)
+
+
+def test_ism_with_zero_interval_is_the_classifier_score_at_the_inverted_point(prior):
+    """delta_t -> 0: s = t, x_t = x_s, and G = lambda_g w_ism(t) w (eps_y - eps_u): CSM's form."""
+    x = torch.randn(8, D)
+    ism = grad_of(make("ism", prior, guidance_scale=4.0, delta_t=0, loss_weight=0.1, t_max=0.9), x)
+    csm = grad_of(make("csm", prior, guidance_scale=4.0, weighting="ism", loss_weight=0.1, t_max=0.9), x)
+    assert torch.allclose(ism, csm, atol=1e-6)
+
+
+def test_asd_without_delay_is_w_minus_one_classifier_scores(prior):
+    x = torch.randn(8, D)
+    asd = grad_of(make("asd", prior, guidance_scale=3.0, rho=0.0), x)
+    csd = grad_of(make("csd", prior, t_max=0.98), x)
+    assert torch.allclose(asd, 2.0 * csd, atol=1e-6)  # (w - 1) (eps_y - eps_u), same t and noise
+
+
+def test_nfsd_matches_its_formula(prior):
+    x = torch.randn(16, D)
+    for negative in ("", "neg"):
+        nfsd = make("nfsd", prior, guidance_scale=5.0)
+        got = grad_of(nfsd, x, negative=negative)
+        g = torch.Generator().manual_seed(0)
+        t = torch.randint(20, 981, (16,), generator=g)
+        noise = torch.randn(16, D, generator=g)
+        x_t = prior.add_noise(x, t, noise)
+        eps_y, eps_e = prior.predict_eps(x_t, t, ["y"] * 16), prior.predict_eps(x_t, t, [""] * 16)
+        eps_n = prior.predict_eps(x_t, t, [negative or ""] * 16)
+        delta = torch.where((t < 200)[:, None], eps_e, eps_e - eps_n)
+        w = (1 - prior.alphas_cumprod[t])[:, None]
+        assert torch.allclose(got, w * (delta + 5.0 * (eps_y - eps_e)), atol=1e-6)
+
+
+def test_csd_negative_weighting(prior):
+    x = torch.randn(8, D)
+    got = grad_of(make("csd", prior, negative_weight=-0.5), x, negative="neg")
+    g = torch.Generator().manual_seed(0)
+    t = torch.randint(20, 501, (8,), generator=g)
+    x_t = prior.add_noise(x, t, torch.randn(8, D, generator=g))
+    e = {k: prior.predict_eps(x_t, t, [k] * 8) for k in ("y", "neg", "")}
+    w = (1 - prior.alphas_cumprod[t])[:, None]
+    assert torch.allclose(got, w * (e["y"] - 0.5 * e["neg"] - 0.5 * e[""]), atol=1e-6)
+    with pytest.raises(ValueError, match="negative_prompt"):
+        grad_of(make("csd", prior, negative_weight=-0.5), x)
+
+
+def test_bsd_takes_the_minimum_norm_point_of_the_segment():
+    torch.manual_seed(0)
+    d_c, d_s = torch.randn(64, 5), torch.randn(64, 5)
+    alpha, g = min_norm_on_segment(d_c, d_s)
+    assert ((alpha >= 0) & (alpha <= 1)).all()
+    for a in torch.linspace(0, 1, 21):
+        assert (g.norm(dim=-1) <= (a * d_c + (1 - a) * d_s).norm(dim=-1) + 1e-6).all()
+
+
+def test_cds_keeps_one_noise_for_the_run_and_in_checkpoints(prior):
+    cds = make("cds", prior)
+    x = torch.randn(4, D)
+    grad_of(cds, x, step=0, seed=1)
+    first = cds.fixed_noise.clone()
+    grad_of(cds, x, step=5, seed=2)
+    assert torch.equal(first, cds.fixed_noise)
+    fresh = make("cds", prior)
+    fresh.load_state_dict(cds.state_dict())
+    assert torch.equal(fresh.fixed_noise, first)
+    assert torch.allclose(grad_of(fresh, x, step=7, seed=3), grad_of(cds, x, step=7, seed=3))
+    assert cds.t_prime(0) == 700 and cds.t_prime(1000) == 100 and cds.t_prime(250) == 400  # sqrt law
+
+
+def test_one_batched_prior_call_per_query_group(prior):
+    calls = []
+    orig = prior.predict_eps
+    prior.predict_eps = lambda x, *a, **k: calls.append(len(x)) or orig(x, *a, **k)
+    try:
+        cams = Cameras.make(torch.zeros(3), torch.zeros(3))
+        x = torch.randn(3, D)
+        t = torch.tensor([10, 20, 30])
+        a, b, c = predict_batched(prior, [(x, t, ["y"] * 3), (x, t, [""] * 3), (x, t, ["neg"] * 3)], cams)
+        assert calls == [9]
+        assert torch.allclose(b, orig(x, t, [""] * 3))
+        calls.clear()
+        grad_of(make("tsm", prior, guidance_scale=2.0), x)
+        # inversion steps are sequential; the final prediction batches cond + target + uncond
+        assert calls[-1] == 9
+    finally:
+        prior.predict_eps = orig
+
+
+def test_pixel_gradient_clipping_keeps_direction():
+    g = torch.randn(2, 3, 4, 4)
+    clipped = clip_pixel_gradients(g, 0.05)
+    assert clipped.abs().max() <= 0.05 + 1e-7
+    cos = torch.nn.functional.cosine_similarity(g, clipped, dim=1)
+    assert torch.allclose(cos, torch.ones_like(cos), atol=1e-5)
+    small = g * 1e-4
+    assert torch.equal(clip_pixel_gradients(small, 0.05), small)
