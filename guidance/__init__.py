@@ -10,6 +10,7 @@ from guidance.classifier_score import CSD, CSM, NFSD, CSDConfig, CSMConfig, NFSD
 from guidance.core import Conditioning, GuidanceConfig, GuidanceOutput, ScoreDistillation
 from guidance.ism import ISM, TSM, ISMConfig, TSMConfig
 from guidance.sds import SDS
+from guidance.vsd import ESD, VSD, ESDConfig, VSDConfig
 
 GUIDANCES = {
     "sds": (SDS, GuidanceConfig),
@@ -21,6 +22,8 @@ GUIDANCES = {
     "bsd": (BSD, BSDConfig),
     "asd": (ASD, ASDConfig),
     "cds": (CDS, CDSConfig),
+    "vsd": (VSD, VSDConfig),
+    "esd": (ESD, ESDConfig),
 }
 
 
@@ -30,4 +33,4 @@ def build_guidance(cfg, prior) -> ScoreDistillation:
 
 
 __all__ = ["Conditioning", "GuidanceConfig", "GuidanceOutput", "ScoreDistillation", "GUIDANCES", "build_guidance",
-           "SDS", "ISM", "TSM", "CSD", "CSM", "NFSD", "BSD", "ASD", "CDS"]
+           "SDS", "ISM", "TSM", "CSD", "CSM", "NFSD", "BSD", "ASD", "CDS", "VSD", "ESD"]

@@ -188,4 +188,10 @@ class ScoreDistillation(nn.Module):
             c = self.grad_clip(step)
             grad = grad.clamp(-c, c)
         stats["grad_norm"] = float(grad.norm())
-        return GuidanceOutput(inject_gradient(x, grad), {}, stats)
+        aux = self.aux_losses(x.detach(), cameras, step, generator)
+        stats.update({f"{k}_loss": float(v.detach()) for k, v in aux.items()})
+        return GuidanceOutput(inject_gradient(x, grad), aux, stats)
+
+    def aux_losses(self, x: Tensor, cameras: Cameras, step: int, generator: torch.Generator | None) -> dict[str, Tensor]:
+        """Losses for the guidance's own trainables (e.g. a fake score) on detached x."""
+        return {}

@@ -29,6 +29,11 @@ class DiffusionPrior(ABC):
     def num_timesteps(self) -> int:
         return self.alphas_cumprod.shape[0]
 
+    @property
+    @abstractmethod
+    def sample_shape(self) -> tuple[int, ...]:
+        """Shape of one x in prior space, e.g. (C, H, W) or (D,)."""
+
     @abstractmethod
     def encode(self, img: Tensor) -> Tensor:
         """Renders [B,3,H,W] in [0,1] -> prior space x (differentiable)."""

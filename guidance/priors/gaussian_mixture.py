@@ -24,6 +24,10 @@ class GaussianMixturePrior(DiffusionPrior):
         self.mixtures = {k: tuple(torch.as_tensor(v, dtype=torch.float64) for v in m) for k, m in mixtures.items()}
         self.alphas_cumprod = scaled_linear_alphas_cumprod()
 
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return (self.mixtures[""][0].shape[1],)
+
     def encode(self, img: Tensor) -> Tensor:
         return img
 

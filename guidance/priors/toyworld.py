@@ -72,6 +72,10 @@ class ToyWorldPrior(DiffusionPrior):
         self._shapes: dict[str, ShapeViews] = {}
 
     # -- prior-space mapping -------------------------------------------------------------
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return (3, self.cfg.resolution, self.cfg.resolution)
+
     def encode(self, img: Tensor) -> Tensor:
         r = self.cfg.resolution
         if img.shape[-2:] != (r, r):

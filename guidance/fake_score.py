@@ -1,0 +1,103 @@
+"""The "fake score" of VSD/ESD: a denoiser of the distribution of renders, trained online.
+
+eps_phi(x_t, t, c) is trained on detached renders with the denoising loss
+L = |eps_phi(a_tau x + s_tau eps', tau, c) - eps'|^2, tau ~ U{0..T-1} drawn independently of the
+guidance's t, with the camera dropped (set to zero) with probability p so the camera-free branch
+eps_phi(x_t, t, empty_c) exists (ESD needs it). The camera enters as the flattened 4x4
+camera-to-world matrix -> MLP -> added to the time embedding (ProlificDreamer).
+
+Two networks behind one interface: a small diffusers UNet2DModel trained from scratch for
+pixel-space priors (ToyWorld), and an MLP for vector "particles" (the Gaussian-mixture tests).
+A LoRA-on-the-prior's-UNet variant (peft) belongs with the Stable Diffusion priors.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from dream3d.cameras import Cameras
+
+
+def timestep_embedding(t: Tensor, dim: int, T: int = 1000) -> Tensor:
+    """Sinusoidal embedding [B,dim] of integer timesteps [B]."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32) / half)
+    args = t.float()[:, None] / T * 1000.0 * freqs[None]
+    return torch.cat([torch.cos(args), torch.sin(args)], -1)
+
+
+def camera_features(cameras: Cameras | None, batch: int, drop: Tensor | None = None) -> Tensor:
+    """Flattened camera-to-world matrices [B,16]; zero rows where dropped (or with no cameras)."""
+    if cameras is None:
+        return torch.zeros(batch, 16)
+    feats = cameras.c2w().reshape(batch, 16)
+    return feats if drop is None else feats * (~drop)[:, None].float()
+
+
+class FakeScore(nn.Module):
+    """eps_phi(x_t, t, camera): `net(x_t, t, cam_emb)` plus the shared training loss."""
+
+    def __init__(self, embed_dim: int, camera_dropout: float = 0.1):
+        super().__init__()
+        self.camera_dropout = camera_dropout
+        self.camera_mlp = nn.Sequential(nn.Linear(16, embed_dim), nn.SiLU(), nn.Linear(embed_dim, embed_dim))
+
+    def net(self, x_t: Tensor, t: Tensor, cam_emb: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, x_t: Tensor, t: Tensor, cameras: Cameras | None, drop_camera: bool = False) -> Tensor:
+        feats = camera_features(None if drop_camera else cameras, x_t.shape[0])
+        return self.net(x_t, t, self.camera_mlp(feats))
+
+    def loss(self, x: Tensor, cameras: Cameras | None, alphas_cumprod: Tensor,
+             generator: torch.Generator | None = None) -> Tensor:
+        """Denoising loss on detached samples x [B,...] at fresh tau and noise."""
+        x = x.detach()
+        b = x.shape[0]
+        tau = torch.randint(0, alphas_cumprod.shape[0], (b,), generator=generator)
+        noise = torch.randn(x.shape, generator=generator)
+        abar = alphas_cumprod[tau].reshape(-1, *([1] * (x.ndim - 1)))
+        x_tau = abar.sqrt() * x + (1 - abar).sqrt() * noise
+        drop = torch.rand(b, generator=generator) < self.camera_dropout
+        pred = self.net(x_tau, tau, self.camera_mlp(camera_features(cameras, b, drop)))
+        return ((pred - noise) ** 2).mean()
+
+
+class UNetFakeScore(FakeScore):
+    """A small diffusers UNet2DModel for images [B,C,r,r]; the camera joins the time embedding."""
+
+    def __init__(self, channels: int, resolution: int, widths: tuple[int, ...] = (32, 64), camera_dropout: float = 0.1):
+        from diffusers import UNet2DModel
+
+        super().__init__(embed_dim=widths[0] * 4, camera_dropout=camera_dropout)
+        self.unet = UNet2DModel(
+            sample_size=resolution, in_channels=channels, out_channels=channels, layers_per_block=1,
+            block_out_channels=widths, down_block_types=("DownBlock2D",) * len(widths),
+            up_block_types=("UpBlock2D",) * len(widths), norm_num_groups=8, class_embed_type="identity",
+        )
+
+    def net(self, x_t, t, cam_emb):
+        return self.unet(x_t, t, class_labels=cam_emb).sample
+
+
+class MLPFakeScore(FakeScore):
+    """An MLP for vectors [B,D] (particles in the closed-form tests)."""
+
+    def __init__(self, dim: int, hidden: int = 128, camera_dropout: float = 0.1):
+        super().__init__(embed_dim=hidden, camera_dropout=camera_dropout)
+        self.hidden = hidden
+        self.inp = nn.Linear(dim, hidden)
+        self.mlp = nn.Sequential(nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
+                                 nn.Linear(hidden, dim))
+
+    def net(self, x_t, t, cam_emb):
+        return self.mlp(self.inp(x_t) + timestep_embedding(t, self.hidden) + cam_emb)
+
+
+def build_fake_score(sample_shape: tuple[int, ...], camera_dropout: float = 0.1) -> FakeScore:
+    """A UNet for image-shaped samples (C,H,W), an MLP for vectors (D,)."""
+    if len(sample_shape) == 3:
+        return UNetFakeScore(sample_shape[0], sample_shape[1], camera_dropout=camera_dropout)
+    return MLPFakeScore(sample_shape[0], camera_dropout=camera_dropout)
