@@ -150,11 +150,12 @@ def inject_gradient(x: Tensor, grad: Tensor) -> Tensor:
 class ScoreDistillation(nn.Module):
     """Base of every guidance: encode renders, ask `gradient` for G, clean it, inject it."""
 
-    Config = GuidanceConfig
-
     def __init__(self, cfg: GuidanceConfig, prior: DiffusionPrior):
         super().__init__()
-        self.cfg, self.prior = cfg, prior
+        self.cfg = cfg
+        # not registered as a submodule: a frozen prior (e.g. a diffusers UNet) must not be
+        # optimised with the guidance's own trainables nor saved in its checkpoints
+        self.__dict__["prior"] = prior
         self.timesteps = TimestepSampler(cfg.t_min, cfg.t_max, prior.num_timesteps)
         self.guidance_scale = Schedule.parse(cfg.guidance_scale, "guidance_scale")
         self.grad_clip = None if cfg.grad_clip is None else Schedule.parse(cfg.grad_clip, "grad_clip")

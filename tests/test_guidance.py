@@ -80,3 +80,16 @@ def test_schedule_syntax():
     for bad in ("x", [1, 2, 3], [20, 1, 2, 10]):
         with pytest.raises(ValueError, match="start_step"):
             Schedule.parse(bad)
+
+
+def test_a_module_prior_is_not_a_trainable_of_the_guidance(prior):
+    class ModulePrior(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(1))
+            self.alphas_cumprod = prior.alphas_cumprod
+
+        num_timesteps = 1000
+
+    sds = SDS(GuidanceConfig(), ModulePrior())
+    assert list(sds.parameters()) == [] and sds.state_dict() == {}
