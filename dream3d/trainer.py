@@ -35,10 +35,7 @@ class OutputWriteError(RuntimeError):
 
 def make_optimizer(scene, guidance) -> torch.optim.Optimizer:
     """Adam over the scene's parameter groups and the guidance's own trainables (if any)."""
-    groups = scene.optimizer_groups()
-    if list(guidance.parameters()):
-        groups.append({"params": list(guidance.parameters()), "lr": getattr(guidance.cfg, "lr", 1e-4), "name": "guidance"})
-    return torch.optim.Adam(groups, betas=(0.9, 0.99), eps=1e-15)
+    return torch.optim.Adam(scene.optimizer_groups() + guidance.optimizer_groups(), betas=(0.9, 0.99), eps=1e-15)
 
 
 class Trainer:

@@ -7,6 +7,7 @@ from guidance.asd import ASD, ASDConfig
 from guidance.bsd import BSD, BSDConfig
 from guidance.cds import CDS, CDSConfig
 from guidance.classifier_score import CSD, CSM, NFSD, CSDConfig, CSMConfig, NFSDConfig
+from guidance.fdiv import FDiv, FDivConfig
 from guidance.core import Conditioning, GuidanceConfig, GuidanceOutput, ScoreDistillation
 from guidance.ism import ISM, TSM, ISMConfig, TSMConfig
 from guidance.sds import SDS
@@ -24,6 +25,7 @@ GUIDANCES = {
     "cds": (CDS, CDSConfig),
     "vsd": (VSD, VSDConfig),
     "esd": (ESD, ESDConfig),
+    "fdiv": (FDiv, FDivConfig),
 }
 
 
@@ -33,4 +35,4 @@ def build_guidance(cfg, prior) -> ScoreDistillation:
 
 
 __all__ = ["Conditioning", "GuidanceConfig", "GuidanceOutput", "ScoreDistillation", "GUIDANCES", "build_guidance",
-           "SDS", "ISM", "TSM", "CSD", "CSM", "NFSD", "BSD", "ASD", "CDS", "VSD", "ESD"]
+           "SDS", "ISM", "TSM", "CSD", "CSM", "NFSD", "BSD", "ASD", "CDS", "VSD", "ESD", "FDiv"]

@@ -189,10 +189,16 @@ class ScoreDistillation(nn.Module):
             c = self.grad_clip(step)
             grad = grad.clamp(-c, c)
         stats["grad_norm"] = float(grad.norm())
-        aux = self.aux_losses(x.detach(), cameras, step, generator)
+        aux = self.aux_losses(x.detach(), cameras, cond, step, generator)
         stats.update({f"{k}_loss": float(v.detach()) for k, v in aux.items()})
         return GuidanceOutput(inject_gradient(x, grad), aux, stats)
 
-    def aux_losses(self, x: Tensor, cameras: Cameras, step: int, generator: torch.Generator | None) -> dict[str, Tensor]:
+    def aux_losses(self, x: Tensor, cameras: Cameras, cond: Conditioning, step: int,
+                   generator: torch.Generator | None) -> dict[str, Tensor]:
         """Losses for the guidance's own trainables (e.g. a fake score) on detached x."""
         return {}
+
+    def optimizer_groups(self) -> list[dict]:
+        """Parameter groups (with learning rates) of the guidance's own trainables."""
+        params = list(self.parameters())
+        return [{"params": params, "lr": getattr(self.cfg, "lr", 1e-4), "name": "guidance"}] if params else []

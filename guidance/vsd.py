@@ -44,7 +44,7 @@ class VSD(ScoreDistillation):
         eps_w, _, _ = cfg_predict(self.prior, x_t, t, cond, cameras, self.guidance_scale(step))
         return self.weight(t, x.ndim) * (eps_w - self.fake_eps(x_t, t, cameras, step)), {"t": float(t.float().mean())}
 
-    def aux_losses(self, x, cameras, step, generator):
+    def aux_losses(self, x, cameras, cond, step, generator):
         return {"fake_score": self.cfg.fake_loss_weight * self.fake.loss(x, cameras, self.prior.alphas_cumprod, generator)}
 
 

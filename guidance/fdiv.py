@@ -1,0 +1,153 @@
+"""f-divergence distribution matching (Xu et al. 2025, "One-step Diffusion Models with
+f-Divergence Distribution Matching"): VSD/ESD's update weighted by h(r_t) = r_t^2 f''(r_t),
+
+G = w(t) h(r_t) (eps_teacher - eps_fake),  r_t = p_t(x_t) / q_t(x_t)  (teacher over renders).
+
+h is normalised by its batch mean (so a batch of one is VSD: use several views per step) and r
+is clipped to [0.1, 20]. r comes from a discriminator on noisy inputs, log r = logit, trained
+with softplus(l_fake) + softplus(-l_real), where "real" are teacher samples (a bank drawn once
+per prompt with the prior's own DDIM sampler) noised to the same t and "fake" are the renders.
+With a closed-form prior the exact ratio can be used instead (`ratio: exact`), which also
+tests the discriminator.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dream3d.schema import bounded, choice
+from guidance.core import cfg_predict
+from guidance.fake_score import timestep_embedding
+from guidance.priors.base import ddim_sample
+from guidance.vsd import ESD, ESDConfig
+
+DIVERGENCES = ("reverse_kl", "softened_reverse_kl", "jensen_shannon", "squared_hellinger", "forward_kl", "jeffreys")
+
+
+def h_weight(divergence: str, r: Tensor) -> Tensor:
+    """h(r) = r^2 f''(r) for each f-divergence (up to a constant factor)."""
+    if divergence == "reverse_kl":
+        return torch.ones_like(r)
+    if divergence == "softened_reverse_kl":
+        return 1 / (1 + r)
+    if divergence == "jensen_shannon":
+        return r / (1 + r)
+    if divergence == "squared_hellinger":
+        return r.sqrt()
+    if divergence == "forward_kl":
+        return r
+    if divergence == "jeffreys":
+        return 1 + r
+    raise ValueError(f"unknown divergence {divergence!r}; valid: {', '.join(DIVERGENCES)}")
+
+
+class Discriminator(nn.Module):
+    """logit(x_t, t) = log p_t / q_t estimate; a small CNN for images, an MLP for vectors."""
+
+    def __init__(self, sample_shape: tuple[int, ...], width: int = 64):
+        super().__init__()
+        self.width = width
+        if len(sample_shape) == 3:
+            c = sample_shape[0]
+            self.body = nn.Sequential(nn.Conv2d(c, 32, 3, 2, 1), nn.SiLU(), nn.Conv2d(32, 64, 3, 2, 1), nn.SiLU(),
+                                      nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, width))
+        else:
+            self.body = nn.Sequential(nn.Linear(sample_shape[0], width), nn.SiLU(), nn.Linear(width, width))
+        self.head = nn.Sequential(nn.SiLU(), nn.Linear(width, width), nn.SiLU(), nn.Linear(width, 1))
+
+    def forward(self, x_t: Tensor, t: Tensor) -> Tensor:
+        return self.head(self.body(x_t) + timestep_embedding(t, self.width)).squeeze(-1)
+
+
+@dataclass
+class FDivConfig(ESDConfig):
+    name: str = "fdiv"
+    entropy_weight: float = bounded(0.0, 0.0, 1.0)  # ESD's lambda for the fake score; 0 = VSD's
+    divergence: str = choice("jensen_shannon", DIVERGENCES)
+    ratio: str = choice("discriminator", ("discriminator", "exact"))  # exact needs a closed-form prior
+    ratio_clip_min: float = bounded(0.1, 1e-6, None)
+    ratio_clip_max: float = bounded(20.0, 1e-6, None)
+    bank_size: int = bounded(256, 1, None)  # teacher samples drawn once per prompt
+    bank_sampler_steps: int = bounded(50, 1, 1000)
+    discriminator_lr: float = bounded(1e-4, 0.0, 1.0)
+
+
+class FDiv(ESD):
+    def __init__(self, cfg: FDivConfig, prior):
+        super().__init__(cfg, prior)
+        self.discriminator = Discriminator(prior.sample_shape)
+        self.register_buffer("bank", torch.empty(0))
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        if "bank" in state_dict:  # drawn lazily, so its shape is only known once drawn
+            self.bank = state_dict["bank"].clone()
+        return super().load_state_dict(state_dict, strict, assign)
+
+    def teacher_bank(self, cond, cameras, step, generator) -> Tensor:
+        """bank_size samples of the teacher (CFG prediction, prompt without view suffix)."""
+        if self.bank.numel() == 0:
+            n = self.cfg.bank_size
+            emb = [cond.embedding(cond.prompt)] * n
+            uncond = [cond.embedding(cond.negative)] * n
+            scale = self.guidance_scale(step)
+            cams = cameras[torch.randint(0, len(cameras), (n,), generator=generator)]
+
+            def eps_fn(x, t):
+                if scale == 1.0:
+                    return self.prior.predict_eps(x, t, emb, cams)
+                e = self.prior.predict_eps(torch.cat([x, x]), torch.cat([t, t]), emb + uncond, cams.repeat(2))
+                e_y, e_u = e.chunk(2)
+                return e_u + scale * (e_y - e_u)
+
+            self.bank = ddim_sample(self.prior, (n, *self.prior.sample_shape), emb, cams, self.cfg.bank_sampler_steps,
+                                    generator, eps_fn)
+        return self.bank
+
+    def optimizer_groups(self) -> list[dict]:
+        disc = set(map(id, self.discriminator.parameters()))
+        return [{"params": [p for p in self.parameters() if id(p) not in disc], "lr": self.cfg.lr, "name": "fake_score"},
+                {"params": list(self.discriminator.parameters()), "lr": self.cfg.discriminator_lr, "name": "discriminator"}]
+
+    def log_ratio(self, x_t: Tensor, t: Tensor, x: Tensor, cond) -> Tensor:
+        """log p_t(x_t) / q_t(x_t) [B]: the discriminator's logit, or (ratio: exact) the prior's
+        closed-form log density over that of the render buffer x (q_t = mean_i N(a_t x_i, s_t^2 I))."""
+        if self.cfg.ratio == "discriminator":
+            with torch.no_grad():
+                return self.discriminator(x_t, t)
+        if not hasattr(self.prior, "log_prob"):
+            raise ValueError("guidance.ratio=exact needs a closed-form prior (with log_prob); use ratio=discriminator")
+        a, s = self.prior.coefficients(t, x_t.ndim)
+        xf, xtf = x.reshape(x.shape[0], -1).double(), x_t.reshape(x_t.shape[0], -1).double()
+        a2, s2 = a.reshape(-1, 1).double(), s.reshape(-1, 1).double() ** 2
+        d2 = ((xtf[:, None, :] - a2[:, :, None] * xf[None]) ** 2).sum(-1)  # [B, buffer]
+        log_q = torch.logsumexp(-d2 / (2 * s2), -1) - math.log(x.shape[0]) - 0.5 * xf.shape[1] * torch.log(2 * math.pi * s2[:, 0])
+        return (self.prior.log_prob(x_t, t, cond.embedding(cond.prompt)).double() - log_q).float()
+
+    def gradient(self, x, cameras, cond, step, generator):
+        t, _, x_t = self.noised(x, step, generator)
+        eps_w, _, _ = cfg_predict(self.prior, x_t, t, cond, cameras, self.guidance_scale(step))
+        r = self.log_ratio(x_t, t, x, cond).exp().clamp(self.cfg.ratio_clip_min, self.cfg.ratio_clip_max)
+        h = h_weight(self.cfg.divergence, r)
+        h = (h / h.mean()).reshape(-1, *([1] * (x.ndim - 1)))
+        g = self.weight(t, x.ndim) * h * (eps_w - self.fake_eps(x_t, t, cameras, step))
+        return g, {"t": float(t.float().mean()), "ratio": float(r.mean())}
+
+    def discriminator_loss(self, fake: Tensor, real: Tensor, generator=None) -> Tensor:
+        """softplus(l_fake) + softplus(-l_real), both noised to the same fresh t per pair."""
+        t = self.timesteps.sample(fake.shape[0], 0, generator)
+        noise = torch.randn((2, *fake.shape), generator=generator)
+        l_fake = self.discriminator(self.prior.add_noise(fake, t, noise[0]), t)
+        l_real = self.discriminator(self.prior.add_noise(real, t, noise[1]), t)
+        return (F.softplus(l_fake) + F.softplus(-l_real)).mean()
+
+    def aux_losses(self, x, cameras, cond, step, generator):
+        losses = super().aux_losses(x, cameras, cond, step, generator)
+        if self.cfg.ratio == "discriminator":
+            bank = self.teacher_bank(cond, cameras, step, generator)
+            real = bank[torch.randint(0, bank.shape[0], (x.shape[0],), generator=generator)]
+            losses["discriminator"] = self.discriminator_loss(x, real, generator)
+        return losses
