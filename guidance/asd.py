@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 
 from dream3d.schema import bounded
-from guidance.core import GuidanceConfig, ScoreDistillation, predict_batched
+from guidance.core import GuidanceConfig, ScoreDistillation, cfg_predict
 
 
 @dataclass
@@ -27,10 +27,7 @@ class ASD(ScoreDistillation):
         span = torch.minimum(self.cfg.rho * (t - t_min).float(), (T - 1 - t).float())
         t_d = t + torch.floor(torch.rand(t.shape, generator=generator) * span).long()
         x_d = self.prior.add_noise(x, t_d, noise)
-        scale = self.guidance_scale(step)
-        queries = [(x_t, t, cond.cond(cameras)), (x_d, t_d, cond.cond(cameras))]
-        if scale != 1.0:
-            queries.append((x_t, t, cond.uncond(cameras)))
-        eps = predict_batched(self.prior, queries, cameras)
-        eps_w = eps[0] if scale == 1.0 else eps[2] + scale * (eps[0] - eps[2])
-        return self.weight(t, x.ndim) * (eps_w - eps[1]), {"t": float(t.float().mean())}
+        # one call: cond and uncond at t, and the delayed conditional target at t + D
+        eps_w, _, _, eps_d = cfg_predict(self.prior, x_t, t, cond, cameras, self.guidance_scale(step),
+                                         extra=[(x_d, t_d, cond.cond(cameras))])
+        return self.weight(t, x.ndim) * (eps_w - eps_d), {"t": float(t.float().mean())}

@@ -124,14 +124,16 @@ def predict_batched(prior: DiffusionPrior, queries: list[Query], cameras: Camera
 
 
 def cfg_predict(prior: DiffusionPrior, x_t: Tensor, t: Tensor, cond: Conditioning, cameras: Cameras,
-                scale: float) -> tuple[Tensor, Tensor, Tensor | None]:
-    """(eps_w, eps_y, eps_u) with eps_w = eps_u + scale (eps_y - eps_u), from one prior call on
-    [cond; uncond] (2B). At scale 1 eps_w = eps_y exactly and the unconditional half is skipped."""
+                scale: float, extra: list[Query] = ()) -> tuple[Tensor, ...]:
+    """(eps_w, eps_y, eps_u, *extra_eps) with eps_w = eps_u + scale (eps_y - eps_u), from ONE
+    prior call on [cond; uncond; extra queries]. At scale 1 eps_w = eps_y exactly, the
+    unconditional half is skipped and eps_u is None."""
+    queries = [(x_t, t, cond.cond(cameras))] + ([] if scale == 1.0 else [(x_t, t, cond.uncond(cameras))]) + list(extra)
+    eps = predict_batched(prior, queries, cameras)
     if scale == 1.0:
-        (eps_y,) = predict_batched(prior, [(x_t, t, cond.cond(cameras))], cameras)
-        return eps_y, eps_y, None
-    eps_y, eps_u = predict_batched(prior, [(x_t, t, cond.cond(cameras)), (x_t, t, cond.uncond(cameras))], cameras)
-    return eps_u + scale * (eps_y - eps_u), eps_y, eps_u
+        return (eps[0], eps[0], None, *eps[1:])
+    eps_y, eps_u = eps[0], eps[1]
+    return (eps_u + scale * (eps_y - eps_u), eps_y, eps_u, *eps[2:])
 
 
 def clip_pixel_gradients(grad: Tensor, tau: float) -> Tensor:

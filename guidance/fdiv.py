@@ -88,23 +88,13 @@ class FDiv(ESD):
         return super().load_state_dict(state_dict, strict, assign)
 
     def teacher_bank(self, cond, cameras, step, generator) -> Tensor:
-        """bank_size samples of the teacher (CFG prediction, prompt without view suffix)."""
+        """bank_size samples of the teacher (its CFG prediction at cameras drawn from the batch)."""
         if self.bank.numel() == 0:
             n = self.cfg.bank_size
-            emb = [cond.embedding(cond.prompt)] * n
-            uncond = [cond.embedding(cond.negative)] * n
-            scale = self.guidance_scale(step)
             cams = cameras[torch.randint(0, len(cameras), (n,), generator=generator)]
-
-            def eps_fn(x, t):
-                if scale == 1.0:
-                    return self.prior.predict_eps(x, t, emb, cams)
-                e = self.prior.predict_eps(torch.cat([x, x]), torch.cat([t, t]), emb + uncond, cams.repeat(2))
-                e_y, e_u = e.chunk(2)
-                return e_u + scale * (e_y - e_u)
-
-            self.bank = ddim_sample(self.prior, (n, *self.prior.sample_shape), emb, cams, self.cfg.bank_sampler_steps,
-                                    generator, eps_fn)
+            scale = self.guidance_scale(step)
+            self.bank = ddim_sample(self.prior, (n, *self.prior.sample_shape), None, cams, self.cfg.bank_sampler_steps,
+                                    generator, lambda x, t: cfg_predict(self.prior, x, t, cond, cams, scale)[0])
         return self.bank
 
     def optimizer_groups(self) -> list[dict]:

@@ -64,10 +64,7 @@ class TSM(ISM):
         t, s, x_s, eps_s, x_t = self.invert(x, cameras, cond, step, generator)
         mu = s + torch.round((t - s).float() * math.sqrt(1 - self.cfg.gamma**2)).long()
         x_mu = ddim_step(self.prior, x_s, s, mu, eps_s)
-        scale = self.guidance_scale(step)
-        queries = [(x_t, t, cond.cond(cameras)), (x_mu, mu, cond.empty(cameras))]
-        if scale != 1.0:
-            queries.append((x_t, t, cond.uncond(cameras)))
-        eps = predict_batched(self.prior, queries, cameras)  # one call: cond, path-B target, uncond
-        eps_w = eps[0] if scale == 1.0 else eps[2] + scale * (eps[0] - eps[2])
-        return self.weight(t, x.ndim) * (eps_w - eps[1]), {"t": float(t.float().mean())}
+        # one call: cond, uncond and the path-B target eps(x_mu, mu, empty)
+        eps_w, _, _, eps_mu = cfg_predict(self.prior, x_t, t, cond, cameras, self.guidance_scale(step),
+                                          extra=[(x_mu, mu, cond.empty(cameras))])
+        return self.weight(t, x.ndim) * (eps_w - eps_mu), {"t": float(t.float().mean())}
