@@ -57,6 +57,8 @@ class ESDConfig(VSDConfig):
 class ESD(VSD):
     def fake_eps(self, x_t, t, cameras, step):
         g = 1.0 - self.cfg.entropy_weight
+        if g == 1.0:  # lambda = 0 is VSD
+            return super().fake_eps(x_t, t, cameras, step)
         with torch.no_grad():
             if g == 0.0:
                 return self.fake(x_t, t, cameras, drop_camera=True)
