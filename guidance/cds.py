@@ -30,12 +30,8 @@ class CDSConfig(GuidanceConfig):
 class CDS(ScoreDistillation):
     def __init__(self, cfg: CDSConfig, prior):
         super().__init__(cfg, prior)
-        self.register_buffer("fixed_noise", torch.empty(0))
+        self.register_buffer("fixed_noise", torch.empty(0))  # drawn lazily
 
-    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        if "fixed_noise" in state_dict:  # its shape is only known once drawn
-            self.fixed_noise = state_dict["fixed_noise"].clone()
-        return super().load_state_dict(state_dict, strict, assign)
 
     def t_prime(self, step: int) -> int:
         f = min(1.0, step / self.cfg.anneal_steps)

@@ -195,6 +195,14 @@ class ScoreDistillation(nn.Module):
         stats.update({f"{k}_loss": float(v.detach()) for k, v in aux.items()})
         return GuidanceOutput(inject_gradient(x, grad), aux, stats)
 
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """Buffers registered empty are drawn lazily (their shape is known only then, e.g. CDS's
+        fixed noise, f-div's teacher bank): adopt the checkpoint's tensor for them first."""
+        for name, buf in self.named_buffers(recurse=False):
+            if buf.numel() == 0 and name in state_dict:
+                setattr(self, name, state_dict[name].clone())
+        return super().load_state_dict(state_dict, strict, assign)
+
     def aux_losses(self, x: Tensor, cameras: Cameras, cond: Conditioning, step: int,
                    generator: torch.Generator | None) -> dict[str, Tensor]:
         """Losses for the guidance's own trainables (e.g. a fake score) on detached x."""

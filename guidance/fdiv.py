@@ -80,12 +80,8 @@ class FDiv(ESD):
     def __init__(self, cfg: FDivConfig, prior):
         super().__init__(cfg, prior)
         self.discriminator = Discriminator(prior.sample_shape)
-        self.register_buffer("bank", torch.empty(0))
+        self.register_buffer("bank", torch.empty(0))  # drawn lazily
 
-    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        if "bank" in state_dict:  # drawn lazily, so its shape is only known once drawn
-            self.bank = state_dict["bank"].clone()
-        return super().load_state_dict(state_dict, strict, assign)
 
     def teacher_bank(self, cond, cameras, step, generator) -> Tensor:
         """bank_size samples of the teacher (its CFG prediction at cameras drawn from the batch)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from dream3d.cameras import Cameras, CameraSampler
+from dream3d.config import ISOSURFACE_METHODS
 from dream3d.export.isosurface import EmptySceneError, auto_level, density_grid, extract_mesh, visibility_grid
 from dream3d.export.writers import load_mesh, write_mesh
 
@@ -32,7 +33,7 @@ def export_scene(scene, out_base: str | Path, formats=("glb", "obj"), resolution
         level = auto_level(scene, cams) if level == "auto" else float(level)
         grid = density_grid(scene, resolution)
     else:
-        raise ValueError(f"unknown isosurface method {method!r}; valid: visibility, density")
+        raise ValueError(f"unknown isosurface method {method!r}; valid: {', '.join(ISOSURFACE_METHODS)}")
     mesh = extract_mesh(scene, grid, float(level), min_component_fraction)
     files = {fmt: str(write_mesh(mesh, Path(f"{out_base}.{fmt}"))) for fmt in formats}
     return {"method": method, "level": float(level), "vertices": len(mesh.vertices), "faces": len(mesh.faces),
