@@ -1,4 +1,4 @@
-"""The `dream3d` command line: run | resume | export | eval | config show."""
+"""The `dream3d` command line: run | resume | export | eval | models | config show."""
 from __future__ import annotations
 
 import argparse
@@ -73,6 +73,22 @@ def _cmd_config(args) -> int:
     return 0
 
 
+def _cmd_models(args) -> int:
+    from huggingface_hub import constants
+
+    from guidance.priors.stable_diffusion import KNOWN_MODELS, cached_locally
+
+    rows = [("toyworld", "(embedded)", "yes", "closed-form ToyWorld prior: CPU, no download")]
+    rows += [("stable_diffusion", m, "cached" if cached_locally(m) else "no", what) for m, what in KNOWN_MODELS.items()]
+    rows.insert(0, ("prior.name", "prior.model", "local", "what"))
+    widths = [max(len(r[i]) for r in rows) + 2 for i in range(3)]
+    for r in rows:
+        print("".join(c.ljust(w) for c, w in zip(r, widths)) + r[3])
+    print(f"\nHugging Face cache: {constants.HF_HUB_CACHE}. Any diffusers-layout folder also works: "
+          "prior.model=/path/to/folder")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from dream3d.config import EXPORT_FORMATS, ISOSURFACE_METHODS
 
@@ -99,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("run_dir")
     e.add_argument("--json", action="store_true", help="also print the full results as JSON")
     e.set_defaults(func=_cmd_eval)
+    m = sub.add_parser("models", help="list the supported priors and whether each is available locally")
+    m.set_defaults(func=_cmd_models)
     c = sub.add_parser("config", help="config tools")
     csub = c.add_subparsers(dest="config_command", required=True)
     cs = csub.add_parser("show", help="print the merged, validated config")

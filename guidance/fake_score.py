@@ -6,13 +6,15 @@ guidance's t, with the camera dropped (set to zero) with probability p so the ca
 eps_phi(x_t, t, empty_c) exists (ESD needs it). The camera enters as the flattened 4x4
 camera-to-world matrix -> MLP -> added to the time embedding (ProlificDreamer).
 
-Two networks behind one interface: a small diffusers UNet2DModel trained from scratch for
-pixel-space priors (ToyWorld), and an MLP for vector "particles" (the Gaussian-mixture tests).
-A LoRA-on-the-prior's-UNet variant (peft) belongs with the Stable Diffusion priors.
+Three networks behind one interface: rank-r LoRA (peft) on a copy of a latent prior's UNet
+(Stable Diffusion; text-conditioned like the prior), a small diffusers UNet2DModel trained from
+scratch for pixel-space priors (ToyWorld), and an MLP for vector "particles" (the Gaussian-mixture
+tests). The last two ignore the text: a run has one prompt.
 """
 from __future__ import annotations
 
 import math
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -44,15 +46,18 @@ class FakeScore(nn.Module):
         self.camera_dropout = camera_dropout
         self.camera_mlp = nn.Sequential(nn.Linear(16, embed_dim), nn.SiLU(), nn.Linear(embed_dim, embed_dim))
 
-    def net(self, x_t: Tensor, t: Tensor, cam_emb: Tensor) -> Tensor:
+    def net(self, x_t: Tensor, t: Tensor, cam_emb: Tensor, text: Sequence[Any] | None = None) -> Tensor:
+        """eps_phi [B,...] for x_t [B,...], t [B], camera embeddings [B,E] and (optionally) one
+        prior text embedding per element."""
         raise NotImplementedError
 
-    def forward(self, x_t: Tensor, t: Tensor, cameras: Cameras | None, drop_camera: bool = False) -> Tensor:
+    def forward(self, x_t: Tensor, t: Tensor, cameras: Cameras | None, drop_camera: bool = False,
+                text: Sequence[Any] | None = None) -> Tensor:
         feats = camera_features(None if drop_camera else cameras, x_t.shape[0])
-        return self.net(x_t, t, self.camera_mlp(feats))
+        return self.net(x_t, t, self.camera_mlp(feats), text)
 
     def loss(self, x: Tensor, cameras: Cameras | None, alphas_cumprod: Tensor,
-             generator: torch.Generator | None = None) -> Tensor:
+             generator: torch.Generator | None = None, text: Sequence[Any] | None = None) -> Tensor:
         """Denoising loss on detached samples x [B,...] at fresh tau and noise."""
         x = x.detach()
         b = x.shape[0]
@@ -61,7 +66,7 @@ class FakeScore(nn.Module):
         abar = alphas_cumprod[tau].reshape(-1, *([1] * (x.ndim - 1)))
         x_tau = abar.sqrt() * x + (1 - abar).sqrt() * noise
         drop = torch.rand(b, generator=generator) < self.camera_dropout
-        pred = self.net(x_tau, tau, self.camera_mlp(camera_features(cameras, b, drop)))
+        pred = self.net(x_tau, tau, self.camera_mlp(camera_features(cameras, b, drop)), text)
         return ((pred - noise) ** 2).mean()
 
 
@@ -78,7 +83,7 @@ class UNetFakeScore(FakeScore):
             up_block_types=("UpBlock2D",) * len(widths), norm_num_groups=8, class_embed_type="identity",
         )
 
-    def net(self, x_t, t, cam_emb):
+    def net(self, x_t, t, cam_emb, text=None):
         return self.unet(x_t, t, class_labels=cam_emb).sample
 
 
@@ -92,12 +97,50 @@ class MLPFakeScore(FakeScore):
         self.mlp = nn.Sequential(nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
                                  nn.Linear(hidden, dim))
 
-    def net(self, x_t, t, cam_emb):
+    def net(self, x_t, t, cam_emb, text=None):
         return self.mlp(self.inp(x_t) + timestep_embedding(t, self.hidden) + cam_emb)
 
 
-def build_fake_score(sample_shape: tuple[int, ...], camera_dropout: float = 0.1) -> FakeScore:
-    """A UNet for image-shaped samples (C,H,W), an MLP for vectors (D,)."""
-    if len(sample_shape) == 3:
-        return UNetFakeScore(sample_shape[0], sample_shape[1], camera_dropout=camera_dropout)
-    return MLPFakeScore(sample_shape[0], camera_dropout=camera_dropout)
+class LoRAFakeScore(FakeScore):
+    """Rank-r LoRA (peft, on the attention projections to_q/k/v/out) on a copy of a latent prior's
+    UNet, conditioned on the prior's text embeddings; the camera MLP feeds the UNet's class
+    embedding, which diffusers adds to the time embedding. The camera MLP's last layer and LoRA's B
+    start at zero, so at step 0 eps_phi equals the prior's eps exactly. Only the LoRA and camera
+    weights are registered: checkpoints hold megabytes, not the UNet."""
+
+    TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
+
+    def __init__(self, prior, rank: int = 4, camera_dropout: float = 0.1):
+        from peft import LoraConfig
+
+        unet = prior.trainable_copy()
+        super().__init__(embed_dim=unet.time_embedding.linear_2.out_features, camera_dropout=camera_dropout)
+        nn.init.zeros_(self.camera_mlp[-1].weight)
+        nn.init.zeros_(self.camera_mlp[-1].bias)
+        unet.class_embedding = nn.Identity()  # the camera embedding arrives ready-made
+        unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=list(self.TARGETS)))
+        trainable = {n: p for n, p in unet.named_parameters() if p.requires_grad}
+        for p in trainable.values():
+            p.data = p.data.float()  # train adapters in fp32 even on an fp16 UNet (peft casts around them)
+        self.__dict__["prior"] = prior
+        self.__dict__["unet"] = unet  # frozen base weights stay out of state_dict and the optimiser
+        self.lora = nn.ParameterDict({n.replace(".", "__"): p for n, p in trainable.items()})
+
+    def net(self, x_t, t, cam_emb, text=None):
+        if text is None:
+            raise ValueError("the LoRA fake score is text-conditioned: pass the prompt's embeddings")
+        p = self.prior
+        out = self.unet(x_t.to(p.device, p.dtype), t.to(p.device), class_labels=cam_emb.to(p.device, p.dtype),
+                        **p.unet_inputs(text)).sample
+        return p.output_to_eps(out.float().to(x_t.device), x_t, t)
+
+
+def build_fake_score(prior, camera_dropout: float = 0.1, lora_rank: int = 4) -> FakeScore:
+    """LoRA on the prior's UNet for a latent diffusers prior, a small UNet for other image-shaped
+    samples (C,H,W), an MLP for vectors (D,)."""
+    if hasattr(prior, "trainable_copy"):
+        return LoRAFakeScore(prior, lora_rank, camera_dropout)
+    shape = prior.sample_shape
+    if len(shape) == 3:
+        return UNetFakeScore(shape[0], shape[1], camera_dropout=camera_dropout)
+    return MLPFakeScore(shape[0], camera_dropout=camera_dropout)

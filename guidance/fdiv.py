@@ -119,7 +119,7 @@ class FDiv(ESD):
         r = self.log_ratio(x_t, t, x, cond).exp().clamp(self.cfg.ratio_clip_min, self.cfg.ratio_clip_max)
         h = h_weight(self.cfg.divergence, r)
         h = (h / h.mean()).reshape(-1, *([1] * (x.ndim - 1)))
-        g = self.weight(t, x.ndim) * h * (eps_w - self.fake_eps(x_t, t, cameras, step))
+        g = self.weight(t, x.ndim) * h * (eps_w - self.fake_eps(x_t, t, cameras, cond.cond(cameras)))
         return g, {"t": float(t.float().mean()), "ratio": float(r.mean())}
 
     def discriminator_loss(self, fake: Tensor, real: Tensor, generator=None) -> Tensor:

@@ -27,25 +27,28 @@ class VSDConfig(GuidanceConfig):
     t_max: Any = bounded([199, 0.98, 0.5, 200], 0.0, 1.0, schedule=True)  # drops after ~20% of 1000 steps
     lr: float = bounded(1e-4, 0.0, 1.0)  # fake-score learning rate
     camera_dropout: float = bounded(0.1, 0.0, 1.0)
+    lora_rank: int = bounded(4, 1, 256)  # LoRA fake score (Stable Diffusion priors) only
     fake_loss_weight: float = bounded(1.0, 0.0, None)
 
 
 class VSD(ScoreDistillation):
     def __init__(self, cfg: VSDConfig, prior):
         super().__init__(cfg, prior)
-        self.fake = build_fake_score(prior.sample_shape, cfg.camera_dropout)
+        self.fake = build_fake_score(prior, cfg.camera_dropout, cfg.lora_rank)
 
-    def fake_eps(self, x_t, t, cameras, step):
+    def fake_eps(self, x_t, t, cameras, text):
         with torch.no_grad():
-            return self.fake(x_t, t, cameras)
+            return self.fake(x_t, t, cameras, text=text)
 
     def gradient(self, x, cameras, cond, step, generator):
         t, _, x_t = self.noised(x, step, generator)
         eps_w, _, _ = cfg_predict(self.prior, x_t, t, cond, cameras, self.guidance_scale(step))
-        return self.weight(t, x.ndim) * (eps_w - self.fake_eps(x_t, t, cameras, step)), {"t": float(t.float().mean())}
+        eps_fake = self.fake_eps(x_t, t, cameras, cond.cond(cameras))
+        return self.weight(t, x.ndim) * (eps_w - eps_fake), {"t": float(t.float().mean())}
 
     def aux_losses(self, x, cameras, cond, step, generator):
-        return {"fake_score": self.cfg.fake_loss_weight * self.fake.loss(x, cameras, self.prior.alphas_cumprod, generator)}
+        loss = self.fake.loss(x, cameras, self.prior.alphas_cumprod, generator, text=cond.cond(cameras))
+        return {"fake_score": self.cfg.fake_loss_weight * loss}
 
 
 @dataclass
@@ -55,14 +58,14 @@ class ESDConfig(VSDConfig):
 
 
 class ESD(VSD):
-    def fake_eps(self, x_t, t, cameras, step):
+    def fake_eps(self, x_t, t, cameras, text):
         g = 1.0 - self.cfg.entropy_weight
         if g == 1.0:  # lambda = 0 is VSD
-            return super().fake_eps(x_t, t, cameras, step)
+            return super().fake_eps(x_t, t, cameras, text)
         with torch.no_grad():
             if g == 0.0:
-                return self.fake(x_t, t, cameras, drop_camera=True)
+                return self.fake(x_t, t, cameras, drop_camera=True, text=text)
             feats = camera_features(cameras, x_t.shape[0])
             cam_emb = self.fake.camera_mlp(torch.cat([feats, torch.zeros_like(feats)]))
-            eps_c, eps_0 = self.fake.net(torch.cat([x_t, x_t]), torch.cat([t, t]), cam_emb).chunk(2)  # one call
+            eps_c, eps_0 = self.fake.net(torch.cat([x_t, x_t]), torch.cat([t, t]), cam_emb, [*text, *text]).chunk(2)
             return eps_0 + g * (eps_c - eps_0)

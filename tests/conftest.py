@@ -1,14 +1,16 @@
 import os
 
-import pytest
-import torch
+# before anything imports huggingface_hub: tests never touch the network
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_cache(tmp_path_factory):
     """Tests build their ToyWorld datasets in a private cache, never the user's."""
     os.environ["DREAM3D_CACHE"] = str(tmp_path_factory.mktemp("cache"))
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     yield
 
@@ -32,3 +34,22 @@ def tiny_config(tmp_path, *extra):
     from dream3d.config import load_config
 
     return load_config(PRESET, TINY_RUN + [f"output.out_dir={tmp_path}"] + list(extra))
+
+
+@pytest.fixture(scope="session")
+def tiny_sd(tmp_path_factory):
+    """Tiny random Stable Diffusion pipelines (SD epsilon, SD v-prediction, SDXL) in diffusers layout."""
+    from tiny_diffusers import build_tiny_pipeline
+
+    root = tmp_path_factory.mktemp("tiny_sd")
+    return {"eps": build_tiny_pipeline(root / "eps"), "v": build_tiny_pipeline(root / "v", prediction_type="v_prediction"),
+            "xl": build_tiny_pipeline(root / "xl", xl=True)}
+
+
+def tiny_overrides(preset: str, tiny_sd: dict | None = None) -> list[str]:
+    """TINY_RUN for a preset; Stable Diffusion presets get a tiny local pipeline instead of ToyWorld sizes."""
+    if "configs/sd/" not in str(preset):
+        return list(TINY_RUN)
+    model = tiny_sd["xl"] if "tsm" in str(preset) else tiny_sd["eps"]
+    bank = ["guidance.bank_size=2", "guidance.bank_sampler_steps=2"] if "fdiv" in str(preset) else []
+    return [o for o in TINY_RUN if not o.startswith("prior.")] + [f"prior.model={model}", "prior.resolution=32", *bank]

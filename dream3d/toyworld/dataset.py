@@ -7,7 +7,6 @@ n_z > 0.7). Any item is then an exact linear tint of those layers on a white bac
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dream3d.cameras import Cameras
+from dream3d.cache import cache_root
 from dream3d.runs import atomic_torch_save
 from dream3d.toyworld.catalogue import COLOURS, Item
 from dream3d.toyworld.geometry import LIGHT, intersect
@@ -26,10 +26,7 @@ MARKER_NZ = 0.7
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("DREAM3D_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "dream3d"
-    )
-    return Path(root) / "toyworld" / CACHE_VERSION
+    return cache_root() / "toyworld" / CACHE_VERSION
 
 
 def render_layers(shape: str, cameras: Cameras, resolution: int, supersample: int = 2, chunk: int = 8) -> Tensor:

@@ -1,8 +1,12 @@
 """Diffusion priors behind one interface; `build_prior` picks one by config name."""
 from guidance.priors.base import DiffusionPrior, ddim_sample, scaled_linear_alphas_cumprod
+from guidance.priors.stable_diffusion import StableDiffusionPrior, StableDiffusionPriorConfig
 from guidance.priors.toyworld import ToyWorldPrior, ToyWorldPriorConfig
 
-PRIORS = {"toyworld": (ToyWorldPrior, ToyWorldPriorConfig)}
+PRIORS = {
+    "toyworld": (ToyWorldPrior, ToyWorldPriorConfig),
+    "stable_diffusion": (StableDiffusionPrior, StableDiffusionPriorConfig),
+}
 
 
 def build_prior(cfg, progress: bool = False) -> DiffusionPrior:
@@ -10,5 +14,5 @@ def build_prior(cfg, progress: bool = False) -> DiffusionPrior:
     return cls(cfg, progress=progress)
 
 
-__all__ = ["DiffusionPrior", "ToyWorldPrior", "ToyWorldPriorConfig", "PRIORS", "build_prior", "ddim_sample",
-           "scaled_linear_alphas_cumprod"]
+__all__ = ["DiffusionPrior", "StableDiffusionPrior", "StableDiffusionPriorConfig", "ToyWorldPrior", "ToyWorldPriorConfig",
+           "PRIORS", "build_prior", "ddim_sample", "scaled_linear_alphas_cumprod"]

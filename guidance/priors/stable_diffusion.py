@@ -1,0 +1,314 @@
+"""Stable Diffusion family priors through diffusers: SD 1.x / 2.x (epsilon or v-prediction) and SDXL.
+
+Components load one by one with `from_pretrained(model, subfolder=...)` from a hub id or a local
+folder in the diffusers layout (unet/ vae/ text_encoder/ tokenizer/ scheduler/, plus
+text_encoder_2/ tokenizer_2/ for SDXL); SDXL is recognised by its UNet
+(`addition_embed_type == "text_time"`). The prior works in latent space,
+x = vae.encode(img*2-1).mode() * scaling_factor, differentiable with respect to the render; the
+UNet runs under no_grad, and its output is converted to eps (v-prediction: eps = s_t x_t + a_t v).
+The posterior mode replaces threestudio's posterior sample: deterministic, and the VAE posterior's
+spread is negligible for score distillation.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import os
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from dream3d.cache import cache_root
+from dream3d.cameras import Cameras
+from dream3d.runs import atomic_torch_save
+from dream3d.schema import ConfigError, bounded, choice
+from guidance.priors.base import DiffusionPrior
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+ATTENTION = ("sdpa", "slicing", "default")
+EMBEDDING_CACHE_VERSION = 1
+
+
+class ModelUnavailableError(ConfigError):
+    """Weights that cannot be found locally or fetched; the message says how to provide them."""
+
+
+@dataclass
+class StableDiffusionPriorConfig:
+    name: str = "stable_diffusion"
+    model: str = "stabilityai/stable-diffusion-2-1-base"  # hub id or a local diffusers-layout folder
+    revision: str | None = None  # hub branch, tag or commit
+    variant: str | None = None  # weight-file variant on the hub, e.g. "fp16"
+    dtype: str = choice("auto", ("auto", *DTYPES))  # auto = fp16 on CUDA, fp32 on CPU
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    resolution: int = bounded(512, 16, 2048)  # renders are resized to this before the VAE (latents are /8)
+    vae_fp32: bool = False  # keep the VAE in fp32 (SDXL's VAE overflows in fp16)
+    attention: str = choice("sdpa", ATTENTION)  # sdpa = torch scaled-dot-product; slicing = least memory
+    channels_last: bool = False
+    cpu_offload: bool = False  # sequential CPU offload of UNet and text encoders (accelerate): least GPU memory
+    compile: bool = False  # torch.compile the UNet (slow first step)
+    local_files_only: bool = False  # never contact the hub (HF_HUB_OFFLINE=1 does the same)
+    cache_embeddings: bool = True  # keep text embeddings on disk under the dream3d cache
+
+    def validate(self) -> None:
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
+            raise ConfigError(f"prior.device = {self.device!r} is not valid; valid: auto, cpu, cuda, cuda:N, mps")
+        if not self.model.strip():
+            raise ConfigError("prior.model is empty; give a hub id (stabilityai/stable-diffusion-2-1-base) or a folder")
+
+
+@dataclass(frozen=True)
+class TextEmbedding:
+    """One prompt's encoder hidden states [L,D] and, for SDXL, the pooled embedding [D2]."""
+
+    text: str
+    hidden: Tensor
+    pooled: Tensor | None = None
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    return DTYPES[name]
+
+
+def _is_path(model: str) -> bool:
+    return model.startswith(("/", ".", "~")) or os.path.exists(model)
+
+
+def load_component(cls, cfg: StableDiffusionPriorConfig, subfolder: str, **kwargs):
+    """`cls.from_pretrained(cfg.model, subfolder=...)` with a message that says how to fix a miss."""
+    from huggingface_hub import constants
+
+    model = os.path.expanduser(cfg.model)
+    if _is_path(cfg.model):
+        if not os.path.isdir(model):
+            raise ModelUnavailableError(f"prior.model = {cfg.model!r}: no such folder. Give a folder in the diffusers "
+                                        "layout (unet/, vae/, text_encoder/, tokenizer/, scheduler/) or a hub id.")
+        if not os.path.isdir(os.path.join(model, subfolder)):
+            raise ModelUnavailableError(f"prior.model = {cfg.model!r} has no '{subfolder}/' folder; a diffusers-layout "
+                                        "pipeline folder has unet/, vae/, text_encoder/, tokenizer/ and scheduler/ "
+                                        "(SDXL also text_encoder_2/, tokenizer_2/).")
+    opts = {"subfolder": subfolder, "revision": cfg.revision, "local_files_only": cfg.local_files_only, **kwargs}
+    if cfg.variant and subfolder not in ("tokenizer", "tokenizer_2", "scheduler"):
+        opts["variant"] = cfg.variant
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks.*")  # diffusers' own deprecated call
+            return cls.from_pretrained(model, **opts)
+    except (OSError, ValueError) as e:
+        if _is_path(cfg.model):
+            raise ModelUnavailableError(f"cannot load '{cfg.model}/{subfolder}': {str(e).splitlines()[0][:300]}") from None
+        offline = constants.HF_HUB_OFFLINE or cfg.local_files_only
+        how = ("HF_HUB_OFFLINE=1 or prior.local_files_only=true is set, so the hub was not contacted"
+               if offline else "the hub could not be reached or refused it (a gated model needs `hf auth login`; "
+               "HF_HUB_OFFLINE=1 skips the network lookups)")
+        raise ModelUnavailableError(
+            f"cannot load '{cfg.model}' ({subfolder}): not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and "
+            f"{how}. Download it where there is internet (`hf download {cfg.model}`) and copy the cache folder, or "
+            "pass a local folder in the diffusers layout: prior.model=/path/to/folder. "
+            f"[{type(e).__name__}: {str(e).splitlines()[0][:200]}]") from None
+
+
+class StableDiffusionPrior(DiffusionPrior):
+    """A latent diffusers UNet as eps(x_t, t, y); x = VAE latents [B,4,r/8,r/8]."""
+
+    def __init__(self, cfg: StableDiffusionPriorConfig | None = None, progress: bool = False):
+        from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+        from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+        self.cfg = cfg = cfg or StableDiffusionPriorConfig()
+        cfg.validate()
+        self.device = resolve_device(cfg.device)
+        self.dtype = resolve_dtype(cfg.dtype, self.device)
+        vae_dtype = torch.float32 if cfg.vae_fp32 else self.dtype
+
+        scheduler = load_component(DDPMScheduler, cfg, "scheduler")
+        self.prediction_type = scheduler.config.prediction_type
+        if self.prediction_type not in ("epsilon", "v_prediction", "sample"):
+            raise ModelUnavailableError(f"'{cfg.model}' predicts {self.prediction_type!r}; supported: epsilon, "
+                                        "v_prediction, sample")
+        self.alphas_cumprod = scheduler.alphas_cumprod.float().clone()
+        self.unet = load_component(UNet2DConditionModel, cfg, "unet", torch_dtype=self.dtype)
+        self.vae = load_component(AutoencoderKL, cfg, "vae", torch_dtype=vae_dtype)
+        self.is_xl = self.unet.config.addition_embed_type == "text_time"
+        self.tokenizers = [load_component(CLIPTokenizer, cfg, "tokenizer")]
+        self.text_encoders = [load_component(CLIPTextModel, cfg, "text_encoder", torch_dtype=self.dtype)]
+        if self.is_xl:
+            self.tokenizers.append(load_component(CLIPTokenizer, cfg, "tokenizer_2"))
+            self.text_encoders.append(load_component(CLIPTextModelWithProjection, cfg, "text_encoder_2",
+                                                     torch_dtype=self.dtype))
+        for m in (self.unet, self.vae, *self.text_encoders):
+            m.requires_grad_(False).eval()
+        self.vae.to(self.device)
+        self._place(self.unet, *self.text_encoders)
+        if cfg.attention == "slicing":
+            self.unet.set_attention_slice("auto")
+        elif cfg.attention == "sdpa":
+            from diffusers.models.attention_processor import AttnProcessor2_0
+
+            self.unet.set_attn_processor(AttnProcessor2_0())
+        if cfg.channels_last:
+            self.unet.to(memory_format=torch.channels_last)
+        self._unet_fn = torch.compile(self.unet) if cfg.compile else self.unet
+        self.vae_scale = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        if cfg.resolution % self.vae_scale:
+            raise ConfigError(f"prior.resolution = {cfg.resolution} must be a multiple of {self.vae_scale} (the VAE's "
+                              "downsampling factor)")
+        self._embeddings: dict[str, TextEmbedding] = {}
+        self._warned_truncation = False
+
+    def _place(self, *modules) -> None:
+        if self.cfg.cpu_offload:
+            from accelerate import cpu_offload
+
+            for m in modules:
+                cpu_offload(m, execution_device=self.device)
+        else:
+            for m in modules:
+                m.to(self.device)
+
+    # -- prior-space mapping -------------------------------------------------------------
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        r = self.cfg.resolution // self.vae_scale
+        return (self.vae.config.latent_channels, r, r)
+
+    def encode(self, img: Tensor) -> Tensor:
+        r = self.cfg.resolution
+        if img.shape[-2:] != (r, r):
+            img = F.interpolate(img, size=(r, r), mode="bilinear", align_corners=False, antialias=img.shape[-1] > r)
+        x = (img * 2 - 1).to(self.device, self.vae.dtype)
+        latents = self.vae.encode(x).latent_dist.mode() * self.vae.config.scaling_factor
+        return latents.to(img.device, torch.float32)
+
+    @torch.no_grad()
+    def decode(self, x: Tensor) -> Tensor:
+        img = self.vae.decode(x.to(self.device, self.vae.dtype) / self.vae.config.scaling_factor).sample
+        return ((img.float() + 1) / 2).clamp(0, 1).to(x.device)
+
+    # -- text ------------------------------------------------------------------------------
+    def embed(self, prompt: str) -> TextEmbedding:
+        """Prompt -> TextEmbedding, cached in memory and (optionally) on disk. Prompts longer than
+        the tokenizer's limit are truncated with a warning naming the dropped words."""
+        if prompt not in self._embeddings:
+            path = self._cache_path(prompt) if self.cfg.cache_embeddings else None
+            emb = None
+            if path is not None and path.exists():
+                try:
+                    data = torch.load(path, map_location="cpu", weights_only=True)
+                    emb = TextEmbedding(prompt, data["hidden"], data.get("pooled"))
+                except Exception as e:  # a corrupt cache entry is rebuilt, never trusted
+                    log.warning("ignoring unreadable embedding cache %s (%s)", path, e)
+            if emb is None:
+                emb = self._encode_text(prompt)
+                if path is not None:
+                    try:
+                        atomic_torch_save({"hidden": emb.hidden, "pooled": emb.pooled}, path)
+                    except OSError as e:  # the cache is an optimisation: a full disk must not stop a run
+                        log.warning("could not cache the text embedding in %s (%s)", path, e)
+            self._embeddings[prompt] = emb
+        return self._embeddings[prompt]
+
+    @torch.no_grad()
+    def _encode_text(self, prompt: str) -> TextEmbedding:
+        hidden, pooled = [], None
+        for tok, enc in zip(self.tokenizers, self.text_encoders):
+            n = tok.model_max_length
+            ids = tok(prompt, padding="max_length", max_length=n, truncation=True, return_tensors="pt").input_ids
+            full = tok(prompt, verbose=False).input_ids
+            if len(full) > n and tok is self.tokenizers[0]:
+                dropped = tok.decode(full[n - 1:-1], skip_special_tokens=True)
+                (log.debug if self._warned_truncation else log.warning)(
+                    "prompt is longer than the text encoder's %d tokens; ignored: %r", n, dropped)
+                self._warned_truncation = True
+            out = enc(ids.to(self.device), output_hidden_states=self.is_xl)
+            # SDXL conditions on the penultimate layer of both encoders, concatenated; SD 1/2 on the last
+            hidden.append(out.hidden_states[-2] if self.is_xl else out.last_hidden_state)
+            if self.is_xl and hasattr(out, "text_embeds"):
+                pooled = out.text_embeds[0].float().cpu()
+        return TextEmbedding(prompt, torch.cat(hidden, -1)[0].float().cpu(), pooled)
+
+    def _cache_path(self, prompt: str) -> Path:
+        key = json.dumps([EMBEDDING_CACHE_VERSION, self._model_fingerprint(), prompt])
+        return cache_root() / "embeddings" / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.pt"
+
+    def _model_fingerprint(self) -> list:
+        """What the embedding depends on: model id and revision, or the text encoders' files."""
+        model = os.path.expanduser(self.cfg.model)
+        if not os.path.isdir(model):
+            commit = getattr(self.text_encoders[0].config, "_commit_hash", None)
+            return [self.cfg.model, self.cfg.revision, commit, self.cfg.variant]
+        files = []
+        for sub in ("text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2"):
+            for p in sorted(Path(model, sub).glob("*")):
+                st = p.stat()
+                files.append([str(p.resolve()), st.st_size, st.st_mtime_ns])
+        return files
+
+    # -- the network -----------------------------------------------------------------------
+    def unet_inputs(self, text: Sequence[TextEmbedding]) -> dict[str, Any]:
+        """The UNet's conditioning keyword arguments for one embedding per batch element."""
+        kw: dict[str, Any] = {"encoder_hidden_states": torch.stack([e.hidden for e in text]).to(self.device, self.dtype)}
+        if self.is_xl:
+            r = self.cfg.resolution
+            time_ids = torch.tensor([[r, r, 0, 0, r, r]], device=self.device, dtype=self.dtype).repeat(len(text), 1)
+            pooled = torch.stack([e.pooled for e in text]).to(self.device, self.dtype)
+            kw["added_cond_kwargs"] = {"text_embeds": pooled, "time_ids": time_ids}
+        return kw
+
+    def output_to_eps(self, out: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
+        """The UNet's output in its parameterisation -> eps (guidance.md: eps = s_t x_t + a_t v)."""
+        if self.prediction_type == "epsilon":
+            return out
+        a, s = self.coefficients(t, x_t.ndim)
+        if self.prediction_type == "v_prediction":
+            return s * x_t + a * out
+        return (x_t - a * out) / s
+
+    @torch.no_grad()
+    def predict_eps(self, x_t: Tensor, t: Tensor, text: Sequence[TextEmbedding], cameras: Cameras | None = None) -> Tensor:
+        x = x_t.to(self.device, self.dtype)
+        if self.cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        out = self._unet_fn(x, t.to(self.device), **self.unet_inputs(text)).sample
+        return self.output_to_eps(out.float().to(x_t.device), x_t, t)
+
+    def trainable_copy(self):
+        """A copy of the UNet for a fake score (VSD/ESD LoRA); the prior's own stays frozen."""
+        return copy.deepcopy(self.unet)
+
+
+# model id -> what it is (resolution, parameterisation, typical use)
+KNOWN_MODELS = {
+    "stable-diffusion-v1-5/stable-diffusion-v1-5": "SD 1.5, 512 px, epsilon",
+    "stabilityai/stable-diffusion-2-1-base": "SD 2.1 base, 512 px, epsilon (configs/sd default)",
+    "stabilityai/stable-diffusion-2-1": "SD 2.1, 768 px, v-prediction",
+    "stabilityai/stable-diffusion-xl-base-1.0": "SDXL base, 1024 px, epsilon, two text encoders (TSM preset)",
+}
+
+
+def cached_locally(model: str) -> bool:
+    """Whether a hub id's UNet config is in the local Hugging Face cache (no network)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    if _is_path(model):
+        return os.path.isdir(os.path.join(os.path.expanduser(model), "unet"))
+    found = try_to_load_from_cache(model, "unet/config.json")
+    return isinstance(found, str)
