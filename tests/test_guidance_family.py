@@ -4,8 +4,10 @@ import pytest
 import torch
 
 from dream3d.cameras import Cameras
+from guidance import build_guidance
 from guidance.bsd import min_norm_on_segment
 from guidance.core import clip_pixel_gradients, predict_batched
+from guidance.fdiv import FDivConfig
 from guidance.particles import make_guidance, optimise_particles
 from guidance.priors.gaussian_mixture import GaussianMixturePrior
 
@@ -265,3 +267,38 @@ def test_mode_covering_divergences_cover_both_modes_better_than_reverse_kl():
     # the truth is 0.5 in each mode; measured (seeded): reverse KL ~0.38, JS ~0.45, forward KL ~0.46
     assert abs(left["jensen_shannon"] - 0.5) < abs(left["reverse_kl"] - 0.5), left
     assert abs(left["forward_kl"] - 0.5) < abs(left["reverse_kl"] - 0.5), left
+
+
+def test_discriminator_log_ratio_tracks_the_exact_one_on_toyworld():
+    """The same check on ToyWorld images (8x8): teacher "a red cube" (its bank drawn by the prior's
+    DDIM sampler), renders = views of "a red sphere"; exact log p_t/q_t from the closed forms.
+    Measured correlation 0.943 / 0.933 / 0.953 for seeds 0 / 1 / 2."""
+    from dream3d.cameras import CameraSampler
+    from guidance.priors import ToyWorldPrior, ToyWorldPriorConfig
+
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(0)
+    prior = ToyWorldPrior(ToyWorldPriorConfig(resolution=8, num_views=256, dataset_resolution=32, view_conditioning="none"))
+    fdiv = build_guidance(FDivConfig(guidance_scale=1.0, t_min=0.5, t_max=0.95, bank_size=256, bank_sampler_steps=20,
+                                     view_dependent_prompt=False), prior)
+    cond = fdiv.embed("a red cube")
+    bank = fdiv.teacher_bank(cond, CameraSampler().sample(256, gen), 0, gen)
+    spheres = prior.view_set(prior.embed("a red sphere")).x.reshape(-1, 3, 8, 8)
+    fake = spheres[torch.randperm(spheres.shape[0], generator=gen)[:256]]
+    opt = torch.optim.Adam(fdiv.discriminator.parameters(), 3e-3)
+    for _ in range(600):
+        idx = torch.randint(0, 256, (128,), generator=gen)
+        loss = fdiv.discriminator_loss(fake[idx], bank[idx], gen)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    t = torch.randint(500, 950, (512,), generator=gen)
+    src = torch.cat([fake, bank])
+    x_t = prior.add_noise(src, t, torch.randn(src.shape, generator=gen))
+    fdiv.cfg.ratio = "exact"
+    exact = fdiv.log_ratio(x_t, t, fake, cond)
+    fdiv.cfg.ratio = "discriminator"
+    learned = fdiv.log_ratio(x_t, t, fake, cond)
+    assert exact.max() - exact.min() > 3  # the two distributions differ: there is a ratio to learn
+    corr = torch.corrcoef(torch.stack([exact, learned]))[0, 1]
+    assert corr > 0.9, corr

@@ -13,7 +13,8 @@ PRESETS = sorted(str(p) for p in Path("configs").rglob("*.yaml"))
 
 @pytest.mark.parametrize("preset", PRESETS)
 def test_preset_runs_and_resumes_exactly(tmp_path, preset, tiny_sd):
-    common = tiny_overrides(preset, tiny_sd) + [f"output.out_dir={tmp_path}", "output.turntable_frames=0", "output.export.formats=[glb]"]
+    common = tiny_overrides(preset, tiny_sd) + [f"output.out_dir={tmp_path}", "output.turntable_frames=0",
+                                                "output.export.formats=[glb]"]
     full = run(load_config(preset, common + ["output.name=full"]))
     assert full["status"] == "finished"
     half = run(load_config(preset, common + ["output.name=half", "train.steps=3"]))
