@@ -63,6 +63,19 @@ class Cameras:
         m[:, :3, 0], m[:, :3, 1], m[:, :3, 2], m[:, :3, 3] = right, up, -forward, pos
         return m
 
+    def viewmats(self) -> Tensor:
+        """World-to-camera matrices [B,4,4] in OpenCV axes (x right, y down, z forward), as gsplat expects."""
+        flip = torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0]))
+        return flip @ torch.linalg.inv(self.c2w())
+
+    def intrinsics(self, height: int, width: int) -> Tensor:
+        """Pinhole matrices K [B,3,3] in pixels, consistent with `rays` (vertical fov, centred principal
+        point, pixel (i, j) centred at (j + 0.5, i + 0.5))."""
+        f = 0.5 * height / torch.tan(torch.deg2rad(self.fovy) / 2)
+        K = torch.zeros(len(self), 3, 3)
+        K[:, 0, 0], K[:, 1, 1], K[:, 0, 2], K[:, 1, 2], K[:, 2, 2] = f, f, width / 2, height / 2, 1.0
+        return K
+
     def rays(self, height: int, width: int, supersample: int = 1) -> tuple[Tensor, Tensor]:
         """Ray origins and unit directions through pixel centres, each [B,H*s,W*s,3]."""
         h, w = height * supersample, width * supersample

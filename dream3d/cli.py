@@ -35,7 +35,10 @@ def _print_export(export: dict) -> None:
         print(f"no mesh exported: {export['error']}")
     else:
         for fmt, path in export["files"].items():
-            print(f"{fmt}: {path}  ({export['vertices']} vertices, {export['faces']} faces, level {export['level']:.3g})")
+            if fmt == "splat":
+                print(f"{fmt}: {path}  (3D Gaussian Splatting PLY)")
+            else:
+                print(f"{fmt}: {path}  ({export['vertices']} vertices, {export['faces']} faces, level {export['level']:.3g})")
 
 
 def _cmd_export(args) -> int:

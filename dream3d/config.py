@@ -18,7 +18,7 @@ from omegaconf.errors import OmegaConfBaseException
 from dream3d.schema import ConfigError, bounded, choice, validate_fields
 
 MAX_PROMPT_CHARS = 300
-EXPORT_FORMATS = ("glb", "obj", "ply")
+EXPORT_FORMATS = ("glb", "obj", "ply", "splat")  # splat: 3DGS PLY of a Gaussian scene (model.splat.ply)
 ISOSURFACE_METHODS = ("visibility", "density")  # solid behind the rendered surface | density level set
 
 
@@ -171,6 +171,9 @@ def validate(cfg: RunConfig) -> None:
     for fmt in cfg.output.export.formats:
         if fmt not in EXPORT_FORMATS:
             raise ConfigError(f"output.export.formats: {fmt!r} is not valid; valid: {', '.join(EXPORT_FORMATS)}")
+        if fmt == "splat" and cfg.scene.name != "gaussians":
+            raise ConfigError(f"output.export.formats: 'splat' needs scene.name=gaussians (this run's scene is "
+                              f"{cfg.scene.name!r}); use glb, obj or ply")
     level = cfg.output.export.level
     if level != "auto" and not (isinstance(level, (int, float)) and level > 0):
         raise ConfigError(f"output.export.level = {level!r}; valid: 'auto' or a positive density value")

@@ -121,7 +121,7 @@ class RunDir:
         return self.path / f"turntable.{fmt}"
 
     def asset(self, fmt: str) -> Path:
-        return self.path / f"model.{fmt}"
+        return self.path / ("model.splat.ply" if fmt == "splat" else f"model.{fmt}")
 
     def save_checkpoint(self, state: dict) -> Path:
         return atomic_torch_save({"format": CHECKPOINT_FORMAT, **state}, self.checkpoint)

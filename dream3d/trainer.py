@@ -99,7 +99,7 @@ class Trainer:
         finite = all(torch.isfinite(p.grad).all() for grp in self.optimizer.param_groups
                      for p in grp["params"] if p.grad is not None)
         if finite:
-            self.scene.post_backward(self.step, out)
+            self.scene.post_backward(self.step, out, self.optimizer)
             self.optimizer.step()
             self.bad_steps = 0
         else:

@@ -12,12 +12,13 @@ from dream3d.cameras import Cameras
 @dataclass
 class RenderOutput:
     """rgb [B,3,H,W] composited on the background, alpha [B,1,H,W], depth [B,1,H,W],
-    normal [B,3,H,W] or None."""
+    normal [B,3,H,W] or None; meta: renderer-specific extras (Gaussians: what densification reads)."""
 
     rgb: Tensor
     alpha: Tensor
     depth: Tensor
     normal: Tensor | None = None
+    meta: dict | None = None
 
 
 class Scene(nn.Module):
@@ -35,8 +36,9 @@ class Scene(nn.Module):
         """Extra weighted losses for this step (e.g. opacity sparsity)."""
         return {}
 
-    def post_backward(self, step: int, out: RenderOutput) -> None:
-        """Hook after backward, before the optimiser step (densify, occupancy updates)."""
+    def post_backward(self, step: int, out: RenderOutput, optimizer: torch.optim.Optimizer | None = None) -> None:
+        """Hook after backward, before the optimiser step (densify, occupancy updates); densification
+        edits the optimiser's parameter groups in place."""
 
     def density(self, points: Tensor) -> Tensor:
         """Volume density [N] at world points [N,3]."""

@@ -47,9 +47,14 @@ def tiny_sd(tmp_path_factory):
 
 
 def tiny_overrides(preset: str, tiny_sd: dict | None = None) -> list[str]:
-    """TINY_RUN for a preset; Stable Diffusion presets get a tiny local pipeline instead of ToyWorld sizes."""
-    if "configs/sd/" not in str(preset):
-        return list(TINY_RUN)
-    model = tiny_sd["xl"] if "tsm" in str(preset) else tiny_sd["eps"]
-    bank = ["guidance.bank_size=2", "guidance.bank_sampler_steps=2"] if "fdiv" in str(preset) else []
-    return [o for o in TINY_RUN if not o.startswith("prior.")] + [f"prior.model={model}", "prior.resolution=32", *bank]
+    """TINY_RUN for a preset: Gaussian presets get a few hundred Gaussians that densify within the run,
+    Stable Diffusion presets a tiny local pipeline instead of ToyWorld sizes."""
+    out = list(TINY_RUN)
+    if "gaussians" in str(preset):
+        out = [o for o in out if not o.startswith("scene.")] + ["scene.num_points=300", "scene.densify_from=2",
+                                                                "scene.densify_every=2"]
+    if "configs/sd/" in str(preset):
+        model = tiny_sd["xl"] if "tsm" in str(preset) else tiny_sd["eps"]
+        bank = ["guidance.bank_size=2", "guidance.bank_sampler_steps=2"] if "fdiv" in str(preset) else []
+        out = [o for o in out if not o.startswith("prior.")] + [f"prior.model={model}", "prior.resolution=32", *bank]
+    return out

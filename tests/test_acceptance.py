@@ -20,3 +20,24 @@ def test_default_preset_reaches_target_quality(tmp_path, prompt):
     assert mesh.visual.kind == "vertex" and len(mesh.split(only_watertight=False)) == 1
     lo, hi = mesh.bounds
     assert (abs(lo) < 0.6).all() and (abs(hi) < 0.6).all() and (hi - lo).min() > 0.5  # in the world frame, object-sized
+
+
+@pytest.mark.slow
+def test_gaussian_preset_reaches_target_quality(tmp_path):
+    """`dream3d run configs/toy/sds-gaussians.yaml prompt="a red cube"`: IoU >= 0.9, colour <= 0.05,
+    a GLB mesh and a 3DGS PLY that reload."""
+    from renderers.gaussians.ply import read_gaussian_ply
+
+    cfg = load_config("configs/toy/sds-gaussians.yaml", [f"output.out_dir={tmp_path}", "output.name=acc",
+                                                         "output.progress=false", "output.turntable_frames=8",
+                                                         "output.export.formats=[glb,splat]"])
+    result = run(cfg)
+    metrics = evaluate_run(result["run_dir"])
+    assert metrics["silhouette_iou"] >= 0.90, metrics
+    assert metrics["colour_error"] <= 0.05, metrics
+    mesh = load_mesh(tmp_path / "acc" / "model.glb")
+    assert mesh.visual.kind == "vertex" and len(mesh.faces) > 100
+    lo, hi = mesh.bounds
+    assert (abs(lo) < 0.6).all() and (abs(hi) < 0.6).all() and (hi - lo).min() > 0.5
+    ply = read_gaussian_ply(tmp_path / "acc" / "model.splat.ply")
+    assert len(ply["x"]) > 1000 and "f_dc_0" in ply and "rot_3" in ply

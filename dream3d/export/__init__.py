@@ -26,6 +26,12 @@ def export_scene(scene, out_base: str | Path, formats=("glb", "obj"), resolution
     renders reach 50% opacity, see auto_level). method "visibility": marching cubes of the
     carving field (visibility_grid) at 0, solid behind whatever the renders show as surface.
     Raises EmptySceneError (and writes nothing) when there is no surface."""
+    files = {}
+    if "splat" in formats:
+        if not hasattr(scene, "write_splats"):
+            raise ValueError(f"format 'splat' needs a Gaussian scene, not {type(scene).__name__}")
+        files["splat"] = str(scene.write_splats(Path(f"{out_base}.splat.ply")))
+        formats = [f for f in formats if f != "splat"]
     cams = surface_cameras(elevation_range)
     if method == "visibility":
         grid, level = visibility_grid(scene, resolution, cams, surface_opacity=surface_opacity), 0.0
@@ -35,7 +41,7 @@ def export_scene(scene, out_base: str | Path, formats=("glb", "obj"), resolution
     else:
         raise ValueError(f"unknown isosurface method {method!r}; valid: {', '.join(ISOSURFACE_METHODS)}")
     mesh = extract_mesh(scene, grid, float(level), min_component_fraction)
-    files = {fmt: str(write_mesh(mesh, Path(f"{out_base}.{fmt}"))) for fmt in formats}
+    files.update({fmt: str(write_mesh(mesh, Path(f"{out_base}.{fmt}"))) for fmt in formats})
     return {"method": method, "level": float(level), "vertices": len(mesh.vertices), "faces": len(mesh.faces),
             "files": files}
 

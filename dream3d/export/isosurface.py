@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 import trimesh
+from torch import Tensor
 from skimage.measure import marching_cubes
 
 from dream3d.cameras import Cameras
@@ -65,6 +66,22 @@ def auto_level(scene: Scene, cameras: Cameras, resolution: int = 64, samples: in
 
 
 @torch.no_grad()
+def marched_surface_maps(scene: Scene, cameras: Cameras, image_resolution: int, samples: int,
+                         surface_opacity: float) -> tuple[Tensor, Tensor]:
+    """Per camera, by marching the density: opaque [C,1,r,r] (1 where the ray ends with opacity > 1/2)
+    and the depth [C,1,r,r] at which the ray first reaches `surface_opacity` (0 elsewhere)."""
+    hit, mids, _, optical_depth = _march(scene, cameras, image_resolution, samples)
+    opaque = torch.zeros(hit.shape)
+    depth = torch.zeros(hit.shape)
+    reached = optical_depth[:, -1] > HALF_OPACITY
+    first = (optical_depth > -np.log(1 - surface_opacity)).float().argmax(-1)
+    opaque[hit] = reached.float()
+    depth[hit] = torch.where(reached, mids.gather(1, first[:, None]).squeeze(1), torch.zeros_like(mids[:, 0]))
+    shape = (len(cameras), 1, image_resolution, image_resolution)
+    return opaque.reshape(shape), depth.reshape(shape)
+
+
+@torch.no_grad()
 def visibility_grid(scene: Scene, grid_resolution: int, cameras: Cameras, image_resolution: int | None = None,
                     samples: int | None = None, surface_opacity: float = 0.05) -> np.ndarray:
     """A carving field on the grid, positive where every camera sees the point behind the
@@ -78,18 +95,13 @@ def visibility_grid(scene: Scene, grid_resolution: int, cameras: Cameras, image_
     density level set it is solid behind a thin opaque skin, which NeRFs trained from renders
     often are, and its silhouettes are accurate to a fraction of a pixel."""
     image_resolution = image_resolution or min(96, grid_resolution)
-    samples = samples or 2 * grid_resolution
-    hit, mids, _, optical_depth = _march(scene, cameras, image_resolution, samples)
-    opaque = torch.zeros(hit.shape)
-    depth = torch.zeros(hit.shape)
-    reached = optical_depth[:, -1] > HALF_OPACITY
-    first = (optical_depth > -np.log(1 - surface_opacity)).float().argmax(-1)
-    opaque[hit] = reached.float()
-    depth[hit] = torch.where(reached, mids.gather(1, first[:, None]).squeeze(1), torch.zeros_like(mids[:, 0]))
+    if hasattr(scene, "surface_maps"):  # scenes that render their own opacity and surface depth (Gaussians)
+        opaque, depth = scene.surface_maps(cameras, image_resolution, surface_opacity)
+    else:
+        opaque, depth = marched_surface_maps(scene, cameras, image_resolution, samples or 2 * grid_resolution,
+                                             surface_opacity)
     if opaque.sum() == 0:
         raise _empty_error()
-    shape = (len(cameras), 1, image_resolution, image_resolution)
-    opaque, depth = opaque.reshape(shape), depth.reshape(shape)
     b = scene.bound
     axis = torch.linspace(-b, b, grid_resolution)
     pts = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3)

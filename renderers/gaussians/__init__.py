@@ -1,0 +1,1 @@
+"""3D Gaussian splats: model, rasterization (gsplat on CUDA / torch), densification, PLY."""

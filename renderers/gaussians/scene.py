@@ -1,0 +1,209 @@
+"""A scene of 3D Gaussians: rendering through gsplat or the torch twin, densification through
+gsplat's strategy, and density / colour fields for mesh export."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from dream3d.cameras import Cameras
+from dream3d.schedules import Schedule
+from dream3d.schema import ConfigError, bounded, choice
+from renderers.background import BACKGROUNDS, Background
+from renderers.base import RenderOutput, Scene
+from renderers.gaussians.densify import Densifier
+from renderers.gaussians.model import GaussianModel, ball_points, load_points, shape_points
+from renderers.gaussians.ply import read_gaussian_ply, write_gaussian_ply
+from renderers.gaussians.rasterize import rasterize, view_colours
+from renderers.gaussians.rasterize_torch import project, rasterize_torch
+
+INITS = ("ball", "shape", "points")
+
+
+@dataclass
+class GaussianConfig:
+    name: str = "gaussians"
+    bound: float = bounded(0.6, 0.1, 10.0)  # half-side of the export box
+    init: str = choice("ball", INITS)  # ball = random in a ball (DreamGaussian); shape = a ToyWorld shape; points = a file
+    init_shape: str = "sphere"  # init=shape: sphere, cube, cylinder, cone or torus
+    init_points: str | None = None  # init=points: a point cloud or mesh file trimesh opens (PLY, OBJ, ...)
+    num_points: int = bounded(2000, 1, 1_000_000)
+    init_radius: float = bounded(0.45, 0.01, 10.0)
+    init_opacity: float = bounded(0.3, 0.001, 0.999)
+    init_colour: float = bounded(0.5, 0.0, 1.0)  # grey, unless the point file has colours
+    scale_mult: float = bounded(1.0, 0.01, 100.0)  # initial scale = this x mean distance to 3 nearest points
+    sh_degree: int = bounded(0, 0, 3)
+    background: str = choice("white", BACKGROUNDS)
+    tile_size: int = bounded(8, 4, 64)  # torch path: 8x8 tiles cull ~3x more work than 16 on a CPU
+    lr_means: float = bounded(1e-3, 0.0, 1.0)
+    lr_scales: float = bounded(5e-3, 0.0, 1.0)
+    lr_quats: float = bounded(5e-3, 0.0, 1.0)
+    lr_opacities: float = bounded(5e-2, 0.0, 1.0)
+    lr_colours: float = bounded(1e-2, 0.0, 1.0)
+    lr_background: float = bounded(3e-3, 0.0, 1.0)
+    densify: bool = True
+    densify_from: int = bounded(100, 0, None)
+    densify_until: int = bounded(700, 0, None)
+    densify_every: int = bounded(100, 1, None)
+    densify_grad_threshold: float = bounded(0.01, 0.0, None)  # screen-space gradient (SDS-sized; gsplat's default 2e-4)
+    grow_scale3d: float = bounded(0.01, 0.0, None)  # below this x bound: clone, above: split
+    prune_scale3d: float = bounded(0.5, 0.0, None)  # larger than this x bound: pruned
+    prune_opacity: float = bounded(0.01, 0.0, 1.0)
+    opacity_reset_every: int = bounded(0, 0, None)  # 0 = never; short SDS runs do better without
+    max_gaussians: int = bounded(20000, 1, None)
+    opacity_weight: Any = bounded(0.0, 0.0, None, schedule=True)  # weight of the mean rendered opacity
+
+    def validate(self) -> None:
+        from dream3d.toyworld.catalogue import SHAPES
+
+        if self.init == "shape" and self.init_shape not in SHAPES:
+            raise ConfigError(f"scene.init_shape = {self.init_shape!r} is not valid; valid: {', '.join(SHAPES)}")
+        if self.init == "points" and not self.init_points:
+            raise ConfigError("scene.init=points needs scene.init_points=/path/to/points.ply")
+
+
+class GaussianScene(Scene):
+    PARAM_LR = {"means": "lr_means", "scales": "lr_scales", "quats": "lr_quats", "opacities": "lr_opacities",
+                "sh0": "lr_colours", "shN": "lr_colours"}
+
+    def __init__(self, cfg: GaussianConfig):
+        super().__init__()
+        self.cfg = cfg
+        gen = torch.Generator().manual_seed(0)
+        colours = None
+        if cfg.init == "ball":
+            means = ball_points(cfg.num_points, cfg.init_radius, gen)
+        elif cfg.init == "shape":
+            means = shape_points(cfg.init_shape, cfg.num_points, gen)
+        else:
+            try:
+                means, colours = load_points(cfg.init_points)
+            except (OSError, ValueError) as e:
+                raise ConfigError(f"scene.init_points = {cfg.init_points!r} cannot be read as a point cloud: {e}") from None
+        if colours is None:
+            colours = torch.full((means.shape[0], 3), cfg.init_colour)
+        self.gaussians = GaussianModel(means, colours, cfg.init_opacity, cfg.sh_degree, cfg.scale_mult)
+        self.background = Background(cfg.background)
+        self.opacity_weight = Schedule.parse(cfg.opacity_weight, "opacity_weight")
+        self.densifier = Densifier(cfg.densify_grad_threshold, cfg.densify_from, cfg.densify_until if cfg.densify else 0,
+                                   cfg.densify_every, cfg.prune_opacity, cfg.grow_scale3d, cfg.prune_scale3d,
+                                   cfg.opacity_reset_every, cfg.max_gaussians, scene_scale=cfg.bound)
+
+    @property
+    def bound(self) -> float:
+        return self.cfg.bound
+
+    def render(self, cameras: Cameras, height: int, width: int, generator: torch.Generator | None = None,
+               train: bool = True) -> RenderOutput:
+        rgb, alpha, depth, meta = rasterize(self.gaussians, cameras, height, width, self.cfg.tile_size)
+        if train and torch.is_grad_enabled():
+            self.densifier.pre_backward(self.gaussians.params, 0, meta)
+        _, dirs = cameras.rays(height, width)
+        rgb = rgb + (1 - alpha) * self.background(dirs.to(rgb.device))
+        to_img = lambda v: v.permute(0, 3, 1, 2)  # noqa: E731
+        return RenderOutput(to_img(rgb), to_img(alpha), to_img(depth), meta=meta)
+
+    def optimizer_groups(self) -> list[dict]:
+        groups = [{"params": [p], "lr": getattr(self.cfg, self.PARAM_LR[name]), "name": name}
+                  for name, p in self.gaussians.params.items()]
+        if self.cfg.background == "learned":
+            groups.append({"params": list(self.background.parameters()), "lr": self.cfg.lr_background,
+                           "name": "background"})
+        return groups
+
+    def regularizers(self, out: RenderOutput, step: int) -> dict[str, Tensor]:
+        w = self.opacity_weight(step)
+        return {"opacity": w * out.alpha.mean()} if w > 0 else {}
+
+    def post_backward(self, step: int, out: RenderOutput, optimizer: torch.optim.Optimizer | None = None) -> None:
+        if optimizer is not None and out.meta is not None and self.cfg.densify:
+            self.densifier.post_backward(self.gaussians.params, optimizer, step, out.meta)
+
+    # -- checkpoints: N changes with densification -------------------------------------------
+    def get_extra_state(self) -> dict:
+        return {"densifier": self.densifier.state_dict()}
+
+    def set_extra_state(self, state: dict) -> None:
+        self.densifier.load_state_dict(state["densifier"])
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        self.gaussians.resize_like(state_dict, prefix="gaussians.")
+        return super().load_state_dict(state_dict, strict, assign)
+
+    def write_splats(self, path) -> Path:
+        """The Gaussians as a 3DGS PLY (renderers/gaussians/ply.py), checked by reopening it."""
+        out = write_gaussian_ply(self.gaussians, path)
+        back = read_gaussian_ply(out)
+        if len(back["x"]) != len(self.gaussians) or not all(np.isfinite(v).all() for v in back.values()):
+            out.unlink()
+            raise RuntimeError(f"{out} did not reopen as the {len(self.gaussians)} Gaussians written; removed it")
+        return out
+
+    @torch.no_grad()
+    def surface_maps(self, cameras: Cameras, resolution: int, surface_opacity: float = 0.05, chunk: int = 8
+                     ) -> tuple[Tensor, Tensor]:
+        """For mesh export by carving: opaque [C,1,r,r] (rendered alpha > 1/2) and the distance along
+        each pixel's ray to where its opacity first reaches `surface_opacity` [C,1,r,r] (torch path)."""
+        g = self.gaussians
+        opaque, dist = [], []
+        for i in range(0, len(cameras), chunk):
+            cams = cameras[i:i + chunk]
+            viewmats, Ks = cams.viewmats().to(g.means.device), cams.intrinsics(resolution, resolution).to(g.means.device)
+            p = project(g.means, g.quats, g.scales, viewmats, Ks, resolution, resolution)
+            _, alpha, _, z = rasterize_torch(p, view_colours(g, viewmats), g.opacities, resolution, resolution,
+                                             self.cfg.tile_size, surface_opacity=surface_opacity)
+            _, dirs = cams.rays(resolution, resolution)
+            cos = (dirs * -cams.c2w()[:, None, None, :3, 2]).sum(-1)[..., None]  # z-depth -> distance along the ray
+            opaque.append((alpha > 0.5).float().permute(0, 3, 1, 2).cpu())
+            dist.append((z.cpu() / cos.clamp(min=1e-6)).permute(0, 3, 1, 2))
+        return torch.cat(opaque), torch.cat(dist)
+
+    # -- fields for export ---------------------------------------------------------------------
+    @torch.no_grad()
+    def _weights(self, points: Tensor, chunk: int = 4096):
+        """For chunks of points [M,3]: (slice, ids of Gaussians near the chunk [G], o_g exp(-q/2) [M,G])."""
+        from gsplat.cuda._torch_impl import _quat_scale_to_covar_preci
+
+        g = self.gaussians
+        means, opac = g.means.detach(), g.opacities.detach()
+        _, preci = _quat_scale_to_covar_preci(g.quats.detach(), g.scales.detach(), compute_covar=False)
+        reach = 3.0 * g.scales.detach().amax(1)  # beyond 3 sigma a Gaussian contributes < 1.2%
+        P6 = torch.stack([preci[:, 0, 0], preci[:, 1, 1], preci[:, 2, 2], 2 * preci[:, 0, 1], 2 * preci[:, 0, 2],
+                          2 * preci[:, 1, 2]], 1)
+        Pm = torch.einsum("gij,gj->gi", preci, means)
+        mPm = (means * Pm).sum(1)
+        for i in range(0, points.shape[0], chunk):
+            x = points[i:i + chunk]
+            lo, hi = x.amin(0), x.amax(0)
+            near = ((means + reach[:, None] > lo) & (means - reach[:, None] < hi)).all(1)
+            ids = torch.nonzero(near).squeeze(1)
+            x6 = torch.stack([x[:, 0] ** 2, x[:, 1] ** 2, x[:, 2] ** 2, x[:, 0] * x[:, 1], x[:, 0] * x[:, 2],
+                              x[:, 1] * x[:, 2]], 1)
+            q = x6 @ P6[ids].T - 2 * x @ Pm[ids].T + mPm[ids][None]
+            yield slice(i, i + x.shape[0]), ids, opac[ids][None] * torch.exp(-0.5 * q.clamp(min=0))
+
+    @torch.no_grad()
+    def density(self, points: Tensor) -> Tensor:
+        """Summed Gaussian opacity sum_g o_g exp(-q_g(x)/2) [N] (a density-like field for isosurfaces)."""
+        out = torch.zeros(points.shape[0])
+        for sl, _, w in self._weights(points):
+            out[sl] = w.sum(1)
+        return out
+
+    @torch.no_grad()
+    def color(self, points: Tensor) -> Tensor:
+        """Albedo [N,3]: the Gaussians' DC colours weighted by their contribution at each point
+        (the nearest Gaussian's where none reaches)."""
+        albedo, means = self.gaussians.albedo.detach(), self.gaussians.means.detach()
+        out = torch.empty(points.shape[0], 3)
+        for sl, ids, w in self._weights(points):
+            total = w.sum(1, keepdim=True)
+            out[sl] = (w @ albedo[ids]) / total.clamp(min=1e-12)
+            far = total[:, 0] < 1e-6
+            if far.any():
+                out[sl][far] = albedo[torch.cdist(points[sl][far], means).argmin(1)]
+        return out
