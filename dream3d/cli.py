@@ -1,4 +1,4 @@
-"""The `dream3d` command line: run | resume | export | eval | models | config show."""
+"""The `dream3d` command line: run | resume | export | eval | models | app | config show."""
 from __future__ import annotations
 
 import argparse
@@ -92,6 +92,13 @@ def _cmd_models(args) -> int:
     return 0
 
 
+def _cmd_app(args) -> int:
+    from dream3d.webapp import launch
+
+    launch(args.host, args.port, args.runs_dir, args.concurrency)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from dream3d.config import EXPORT_FORMATS, ISOSURFACE_METHODS
 
@@ -118,6 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("run_dir")
     e.add_argument("--json", action="store_true", help="also print the full results as JSON")
     e.set_defaults(func=_cmd_eval)
+    a = sub.add_parser("app", help="start the web UI (Gradio) on localhost")
+    a.add_argument("--host", default="127.0.0.1")
+    a.add_argument("--port", type=int, default=7860)
+    a.add_argument("--runs-dir", default="runs")
+    a.add_argument("--concurrency", type=int, default=1, help="training jobs at a time")
+    a.set_defaults(func=_cmd_app)
     m = sub.add_parser("models", help="list the supported priors and whether each is available locally")
     m.set_defaults(func=_cmd_models)
     c = sub.add_parser("config", help="config tools")

@@ -202,13 +202,17 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         except Exception as e:
             raise ConfigError(f"could not read {str(path)!r} as YAML: {e}") from None
     for o in overrides:
-        if "=" not in o:
+        if "=" not in o or not o.split("=", 1)[0].strip():
             raise ConfigError(f"override {o!r} must look like key=value (e.g. guidance.guidance_scale=7.5)")
+        try:
+            OmegaConf.from_dotlist([o])
+        except Exception as e:  # YAML and OmegaConf parse errors alike: name the override
+            raise ConfigError(f"override {o!r} cannot be parsed: {str(e).splitlines()[0]}") from None
     try:
         merged = OmegaConf.merge(base, OmegaConf.from_dotlist(list(overrides)))
-    except OmegaConfBaseException as e:
-        raise ConfigError(f"could not apply overrides: {e}") from None
-    data = OmegaConf.to_container(merged, resolve=True)
+        data = OmegaConf.to_container(merged, resolve=True)
+    except OmegaConfBaseException as e:  # e.g. a value merged into a section, an unknown ${interpolation}
+        raise ConfigError(f"could not apply overrides: {str(e).splitlines()[0]}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must contain a mapping of config keys")
     return build_config(data)

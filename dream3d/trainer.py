@@ -7,8 +7,10 @@ resumed run continues exactly), checkpoints, previews, the turntable and the exp
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -154,8 +156,12 @@ class Trainer:
         })
 
     # -- the loop --------------------------------------------------------------------------
-    def fit(self) -> dict:
+    def fit(self, stop: threading.Event | None = None, on_step: Callable[[dict], None] | None = None) -> dict:
         """Train to cfg.train.steps, then preview, checkpoint, turntable, export, metrics.
+
+        `stop` set (e.g. by the web UI's Stop button): finish the current step, checkpoint, export
+        what exists and return with status "stopped". `on_step(stats)` is called after every step
+        with the step, the step count, the guidance statistics and the latest preview path.
 
         Ctrl-C: checkpoint and export what exists, then re-raise KeyboardInterrupt.
         Too many non-finite steps: checkpoint the last finite state, raise NonFiniteError.
@@ -167,13 +173,19 @@ class Trainer:
         status = "finished"
         try:
             atomic_write_text(self.run.config, to_yaml(cfg))
+            preview = None
             while self.step < cfg.train.steps:
+                if stop is not None and stop.is_set():
+                    status = "stopped"
+                    break
                 stats = self.train_step()
                 bar.update(1)
                 bar.set_postfix(grad=f"{stats['grad_norm']:.3g}", alpha=f"{stats['alpha']:.2f}", refresh=False)
                 if self.step % cfg.output.val_every == 0 or self.step == cfg.train.steps:
                     self.history.append({"step": self.step, **{k: round(v, 5) for k, v in stats.items()}})
-                    self.save_preview()
+                    preview = self.save_preview()
+                if on_step is not None:
+                    on_step({"step": self.step, "steps": cfg.train.steps, "preview": preview, **stats})
                 if self.step % cfg.output.checkpoint_every == 0 and self.step < cfg.train.steps:
                     self.save_checkpoint()
             self.save_checkpoint()
@@ -204,13 +216,18 @@ class Trainer:
 RESUMABLE_CHANGES = ("train.steps", "output.")
 
 
-def run(cfg: RunConfig, config_name: str = "config", progress: bool | None = None) -> dict:
-    """Start a new run in a fresh run folder and train it to the end. The prompt is checked
-    against the prior before the folder is made."""
+def run(cfg: RunConfig, config_name: str = "config", progress: bool | None = None,
+        stop: threading.Event | None = None, on_step: Callable[[dict], None] | None = None,
+        on_start: Callable[[Path], None] | None = None) -> dict:
+    """Start a new run in a fresh run folder and train it to the end (or until `stop` is set; see
+    Trainer.fit). The prompt is checked against the prior before the folder is made;
+    `on_start(run_dir)` is called once the folder exists."""
     prior = build_prior(cfg.prior, progress=cfg.output.progress if progress is None else progress)
     prior.embed(cfg.prompt)
     folder = RunDir.create(cfg.output.out_dir, cfg.prompt, config_name, cfg.seed, cfg.output.name)
-    return Trainer(cfg, folder, progress, prior).fit()
+    if on_start is not None:
+        on_start(folder.path)
+    return Trainer(cfg, folder, progress, prior).fit(stop, on_step)
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:

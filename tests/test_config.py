@@ -48,3 +48,10 @@ def test_bad_config_names_the_key_and_valid_options(override, words):
 def test_missing_config_file():
     with pytest.raises(ConfigError, match="does not exist"):
         load_config("configs/nope.yaml")
+
+
+@pytest.mark.parametrize("override", ["train.steps=@", "=1", "seed=\x1b", "train.steps=${nope}", "train={"])
+def test_unparseable_overrides_are_config_errors(override):
+    """Found by the web UI's property test: YAML scanner errors used to escape as tracebacks."""
+    with pytest.raises(ConfigError):
+        load_config("configs/toy/sds-nerf.yaml", [override])

@@ -18,6 +18,8 @@ from dream3d.config import ConfigError, load_config
 from dream3d.runs import RunDir, atomic_write
 from dream3d.trainer import OutputWriteError, Trainer, load_run, resume, run
 
+pytestmark = pytest.mark.reliability
+
 
 def test_atomic_write_leaves_old_file_and_no_temp_on_failure(tmp_path):
     target = tmp_path / "f.txt"
@@ -133,3 +135,25 @@ def test_any_override_is_accepted_or_named_in_a_config_error(key, value):
         assert key.split(".")[-1] in str(e) or "prompt" in str(e) or "override" in str(e), (key, text, str(e))
     else:
         assert cfg.train.steps >= 1 and 0 <= cfg.guidance.guidance_scale  # accepted values are in range
+
+
+@settings(max_examples=200, deadline=None)
+@given(prompt=st.text(max_size=500), config=st.text(max_size=80))
+def test_any_prompt_gives_a_safe_run_folder(tmp_path_factory, prompt, config):
+    """Prompts crafted as paths ('../../etc/passwd', 'a/b', very long, non-ASCII) name a folder
+    directly inside out_dir, made of [a-z0-9-] only."""
+    import re
+
+    from dream3d.runs import RunDir
+
+    out = tmp_path_factory.mktemp("runs")
+    folder = RunDir.create(str(out), prompt, config, 0).path
+    assert folder.parent == out and re.fullmatch(r"[a-z0-9-]+", folder.name) and len(folder.name) < 120
+
+
+def test_path_like_prompts_stay_inside_out_dir(tmp_path):
+    from dream3d.runs import RunDir
+
+    for prompt in ("../../etc/passwd", "a/b", "/abs/path", "x" * 1000, "日本語のプロンプト"):
+        folder = RunDir.create(str(tmp_path), prompt, "toy/sds-nerf", 0).path
+        assert folder.parent == tmp_path and folder.resolve().is_relative_to(tmp_path.resolve())

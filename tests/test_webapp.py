@@ -1,0 +1,181 @@
+"""The Gradio UI: input validation (property-based), a real server driven by gradio_client
+(previews, GLB, downloads, Stop, errors, what is served), and a headless-Chromium browser test."""
+import os
+import shutil
+import socket
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+import trimesh
+from conftest import TINY_RUN
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dream3d.webapp import UI_LIMITS, UserInputError, list_presets, make_config
+
+pytestmark = pytest.mark.reliability  # the UI abuse tests of the reliability issue live here too
+
+ADVANCED = "\n".join(o for o in TINY_RUN if not o.startswith("train.steps"))
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def test_presets_are_discovered_toyworld_first():
+    names = list_presets()
+    assert names[0].startswith("toy/") and "toy/sds-nerf" in names and "toy/sds-gaussians" in names
+    assert any(n.startswith("sd/") for n in names)
+
+
+def test_make_config_applies_fields_and_caps(tmp_path):
+    cfg = make_config("toy/sds-nerf", "a blue sphere", "", 120, 3, 2.0, "train.resolution=16", tmp_path)
+    assert (cfg.prompt, cfg.seed, cfg.train.steps, cfg.guidance.guidance_scale, cfg.train.resolution) == (
+        "a blue sphere", 3, 120, 2.0, 16)
+    assert cfg.output.out_dir == str(tmp_path) and cfg.output.val_every == 6  # ~20 previews per run
+    with pytest.raises(UserInputError, match="train.steps = 5001 is above"):
+        make_config("toy/sds-nerf", "a red cube", "", UI_LIMITS["train.steps"] + 1, 0, None, "", tmp_path)
+    with pytest.raises(UserInputError, match="train.resolution = 512 is above"):
+        make_config("toy/sds-nerf", "a red cube", "", 100, 0, None, "train.resolution=512", tmp_path)
+    with pytest.raises(UserInputError, match="set by the UI"):
+        make_config("toy/sds-nerf", "a red cube", "", 100, 0, None, "output.out_dir=/etc", tmp_path)
+    with pytest.raises(UserInputError, match="unknown preset"):
+        make_config("../../etc/passwd", "a red cube", "", 100, 0, None, "", tmp_path)
+    with pytest.raises(ValueError, match="prompt is empty"):
+        make_config("toy/sds-nerf", "   ", "", 100, 0, None, "", tmp_path)
+    with pytest.raises(UserInputError, match="interpolations"):
+        make_config("toy/sds-nerf", "a red cube", "", 100, 0, None, "output.video_format=${oc.env:HOME}", tmp_path)
+    with pytest.raises(ValueError, match="cannot be parsed"):
+        make_config("toy/sds-nerf", "a red cube", "", 100, 0, None, "train.steps=@", tmp_path)
+    with pytest.raises(ValueError, match="unknown config key 'scene.nope'"):
+        make_config("toy/sds-nerf", "a red cube", "", 100, 0, None, "scene.nope=1", tmp_path)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(prompt=st.text(max_size=400), advanced=st.text(max_size=200), steps=st.integers(-10, 10_000),
+       scale=st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True)))
+def test_any_ui_input_is_a_config_or_a_clear_error(tmp_path, prompt, advanced, steps, scale):
+    """Whatever a visitor types: a valid config within the caps, or a ValueError with a message."""
+    try:
+        cfg = make_config("toy/sds-nerf", prompt, "", steps, 0, scale, advanced, tmp_path)
+    except ValueError as e:
+        assert str(e).strip()
+        return
+    assert cfg.prompt.strip() and 1 <= cfg.train.steps <= UI_LIMITS["train.steps"]
+    assert cfg.output.out_dir == str(tmp_path)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    from dream3d.webapp import launch
+
+    runs = tmp_path_factory.mktemp("ui_runs")
+    port = _free_port()
+    demo = launch(port=port, runs_dir=runs, block=False)
+    yield f"http://127.0.0.1:{port}/", runs
+    demo.close()
+
+
+def test_client_gets_previews_a_glb_and_downloads(server):
+    from gradio_client import Client
+
+    url, runs = server
+    job = Client(url, verbose=False).submit("toy/sds-nerf", "a red cube", "", 40, 0, None, ADVANCED, api_name="/generate")
+    status, preview, video, glb, files = job.result(timeout=300)
+    updates = job.outputs()
+    previews = [u[1] for u in updates[:-1] if u[1]]
+    assert previews, "no intermediate preview reached the client"
+    assert status.startswith("**Finished**")
+    mesh = trimesh.load(glb, force="mesh")
+    assert len(mesh.faces) > 100
+    assert {os.path.basename(f) for f in files} >= {"model.glb", "model.obj", "run.zip"}
+    assert video.endswith((".mp4", ".gif"))
+    assert len(list(runs.glob("*/checkpoints/last.pt"))) >= 1
+
+
+def test_unknown_word_shows_the_grammar_message(server):
+    from gradio_client import Client
+
+    with pytest.raises(Exception, match="unknown word 'dragon'"):
+        Client(server[0], verbose=False).predict("toy/sds-nerf", "a red dragon", "", 20, 0, None, ADVANCED,
+                                                 api_name="/generate")
+
+
+def test_stop_checkpoints_and_exports(server):
+    from gradio_client import Client
+
+    client = Client(server[0], verbose=False)
+    job = client.submit("toy/sds-nerf", "a blue sphere", "", 5000, 1, None, ADVANCED, api_name="/generate")
+    deadline = time.time() + 120
+    while not any(u[1] for u in job.outputs()) and time.time() < deadline:
+        time.sleep(0.5)
+    assert "Stopping" in client.predict(api_name="/stop")
+    status, _, _, glb, files = job.result(timeout=300)
+    assert status.startswith("**Stopped**"), status
+    assert glb and any(f.endswith("run.zip") for f in files)
+
+
+def test_only_the_runs_folder_is_served(server):
+    url, _ = server
+    for path in ("/etc/passwd", os.path.abspath("pyproject.toml")):
+        try:
+            code = urllib.request.urlopen(f"{url}gradio_api/file={path}", timeout=10).status
+        except urllib.error.HTTPError as e:
+            code = e.code
+        assert code in (403, 404), (path, code)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_browser_generates_and_shows_the_mesh(server, tmp_path):
+    """Headless Chromium (playwright, no downloaded browser): type a prompt, Generate, wait for
+    the 3D viewer, screenshot it and check it is not blank."""
+    import numpy as np
+    from PIL import Image
+    from playwright.sync_api import sync_playwright
+
+    url, _ = server
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.goto(url, wait_until="networkidle")
+        page.locator("#prompt textarea").fill("a green cylinder")
+        page.locator("input[aria-label='number input for Steps']").fill("30")
+        page.get_by_text("Advanced overrides").click()
+        page.locator("#advanced textarea").fill(ADVANCED)
+        page.locator("#generate").click()
+        page.locator("#status").get_by_text("Finished").wait_for(timeout=240_000)
+        viewer = page.locator("#model3d canvas")
+        viewer.wait_for(timeout=60_000)
+        page.wait_for_timeout(2000)  # let the viewer draw the mesh
+        shot = tmp_path / "ui.png"
+        page.locator("#model3d").screenshot(path=str(shot))
+        browser.close()
+    pixels = np.asarray(Image.open(shot).convert("RGB")).astype(float)
+    assert pixels.std() > 5, "the 3D viewer screenshot is blank"
+    greenish = (pixels[..., 1] > pixels[..., 0] + 20) & (pixels[..., 1] > pixels[..., 2] + 20)
+    assert greenish.mean() > 0.005, "no green mesh visible in the viewer"
+
+
+def test_a_second_job_waits_in_the_queue(server):
+    """Concurrency 1: while one run trains, another visitor's job is queued, then runs."""
+    from gradio_client import Client
+    from gradio_client.utils import Status
+
+    first, second = Client(server[0], verbose=False), Client(server[0], verbose=False)
+    a = first.submit("toy/sds-nerf", "a red cube", "", 5000, 0, None, ADVANCED, api_name="/generate")
+    deadline = time.time() + 120
+    while not any(u[1] for u in a.outputs()) and time.time() < deadline:
+        time.sleep(0.5)
+    b = second.submit("toy/sds-nerf", "a blue cube", "", 20, 0, None, ADVANCED, api_name="/generate")
+    time.sleep(3)
+    assert b.status().code == Status.IN_QUEUE and not b.outputs()
+    first.predict(api_name="/stop")
+    assert a.result(timeout=300)[0].startswith("**Stopped**")
+    assert b.result(timeout=300)[0].startswith("**Finished**")
