@@ -62,9 +62,13 @@ def make_config(preset: str, prompt: str, negative: str, steps: int, seed: int, 
             raise UserInputError(f"{o.split('=', 1)[0]!r} is set by the UI, not by an override")
         if "${" in o:  # OmegaConf interpolation could read the server's environment (${oc.env:...})
             raise UserInputError(f"advanced override {o!r}: interpolations (${{...}}) are not allowed here")
-    overrides += [f"train.steps={int(steps)}", f"seed={int(seed)}"]
-    if guidance_scale:  # None or 0: the preset's
-        overrides.append(f"guidance.guidance_scale={float(guidance_scale)}")
+    try:
+        overrides += [f"train.steps={int(steps)}", f"seed={int(seed)}"]
+        if guidance_scale:  # None or 0: the preset's
+            overrides.append(f"guidance.guidance_scale={float(guidance_scale)}")
+    except (TypeError, ValueError, OverflowError):
+        raise UserInputError(f"steps ({steps!r}) and seed ({seed!r}) must be whole numbers, the guidance scale "
+                             f"({guidance_scale!r}) a number") from None
     cfg = load_config(root / f"{preset}.yaml", overrides)
     cfg.prompt, cfg.negative_prompt = prompt or "", negative or ""
     validate(cfg)  # the prompt checks (empty, too long) run here

@@ -51,12 +51,14 @@ def test_make_config_applies_fields_and_caps(tmp_path):
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(prompt=st.text(max_size=400), advanced=st.text(max_size=200), steps=st.integers(-10, 10_000),
+@given(prompt=st.text(max_size=400), advanced=st.text(max_size=200),
+       steps=st.one_of(st.none(), st.integers(-10, 10_000), st.floats()),
+       seed=st.one_of(st.none(), st.integers(), st.floats()),
        scale=st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True)))
-def test_any_ui_input_is_a_config_or_a_clear_error(tmp_path, prompt, advanced, steps, scale):
+def test_any_ui_input_is_a_config_or_a_clear_error(tmp_path, prompt, advanced, steps, seed, scale):
     """Whatever a visitor types: a valid config within the caps, or a ValueError with a message."""
     try:
-        cfg = make_config("toy/sds-nerf", prompt, "", steps, 0, scale, advanced, tmp_path)
+        cfg = make_config("toy/sds-nerf", prompt, "", steps, seed, scale, advanced, tmp_path)
     except ValueError as e:
         assert str(e).strip()
         return
