@@ -15,26 +15,18 @@ import time
 
 import torch
 
-from dream3d.cameras import CameraSampler
+from dream3d.bench import held_out, silhouette_quality
 from dream3d.config import load_config
 from dream3d.runs import RunDir
 from dream3d.toyworld import parse_prompt, render_gt
-from dream3d.toyworld.metrics import colour_error, silhouette_iou
 from dream3d.trainer import Trainer
-
-
-@torch.no_grad()
-def quality(trainer: Trainer, cams, gt, mask) -> tuple[float, float]:
-    out = trainer.scene.render(cams, gt.shape[-1], gt.shape[-1], train=False)
-    return silhouette_iou(out.alpha, mask), colour_error(out.rgb, gt, out.alpha, mask)
 
 
 def measure(config: str, prompt: str, target: float, eval_every: int, overrides: list[str]) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         cfg = load_config(config, [f"prompt={prompt}", f"output.out_dir={tmp}", "output.progress=false", *overrides])
         trainer = Trainer(cfg, RunDir.create(tmp, cfg.prompt, "bench", cfg.seed), progress=False)
-        cams = CameraSampler(tuple(cfg.camera.elevation_range), (-180.0, 180.0), cfg.camera.distance,
-                             cfg.camera.fovy).held_out(8)
+        cams = held_out(cfg)
         gt, mask = render_gt(parse_prompt(prompt), cams, 64, parse_prompt(prompt).colours[0])
         train_time, reached, curve = 0.0, None, []
         while trainer.step < cfg.train.steps:
@@ -42,7 +34,7 @@ def measure(config: str, prompt: str, target: float, eval_every: int, overrides:
             for _ in range(min(eval_every, cfg.train.steps - trainer.step)):
                 trainer.train_step()
             train_time += time.perf_counter() - t0
-            iou, err = quality(trainer, cams, gt, mask)
+            iou, err = silhouette_quality(trainer.scene, cams, gt, mask)
             curve.append((trainer.step, round(train_time, 1), round(iou, 3)))
             if reached is None and iou >= target:
                 reached = (trainer.step, train_time)

@@ -1,4 +1,4 @@
-"""The `dream3d` command line: run | resume | export | eval | models | app | config show."""
+"""The `dream3d` command line: run | resume | export | eval | bench | models | app | config show."""
 from __future__ import annotations
 
 import argparse
@@ -99,6 +99,15 @@ def _cmd_app(args) -> int:
     return 0
 
 
+def _cmd_bench(args) -> int:
+    from dream3d.bench import run_suite
+
+    folder = run_suite(args.suite, args.methods, args.scenes, args.seeds, args.out, args.overrides)
+    print((folder / "results.md").read_text(), end="")
+    print(f"\nwritten to {folder} (results.json, results.md, fidelity.png)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from dream3d.config import EXPORT_FORMATS, ISOSURFACE_METHODS
 
@@ -131,6 +140,15 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--runs-dir", default="runs")
     a.add_argument("--concurrency", type=int, default=1, help="training jobs at a time")
     a.set_defaults(func=_cmd_app)
+    b = sub.add_parser("bench", help="every guidance x scene against ToyWorld ground truth",
+                       description="Example: dream3d bench --suite quick --methods sds vsd --scenes nerf")
+    b.add_argument("--suite", choices=("quick", "full"), default="quick")
+    b.add_argument("--methods", nargs="+", help="guidance names (default: the suite's)")
+    b.add_argument("--scenes", nargs="+", choices=("nerf", "gaussians"))
+    b.add_argument("--seeds", type=int, help="seeds of the diversity runs")
+    b.add_argument("--out", default="bench", help="results go to OUT/<date-time>/")
+    b.add_argument("overrides", nargs="*", help="key=value overrides for every run")
+    b.set_defaults(func=_cmd_bench)
     m = sub.add_parser("models", help="list the supported priors and whether each is available locally")
     m.set_defaults(func=_cmd_models)
     c = sub.add_parser("config", help="config tools")

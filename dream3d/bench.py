@@ -1,0 +1,292 @@
+"""`dream3d bench`: guidance x scene against ToyWorld ground truth, in one reproducible table.
+
+Three measurements, all on held-out cameras of the known objects:
+- fidelity ("a red cube"): silhouette IoU, colour error, |saturation - truth|, volumetric IoU of
+  the exported mesh, wall time, and training seconds to first reach silhouette IoU 0.9;
+- Janus ("a blue cube with a yellow front"): the fraction of back views (|azimuth| > 120 deg)
+  where the run paints the yellow front marker (>= 5% of its foreground) and the truth does not;
+- diversity ("a cube", several seeds): the entropy of the runs' dominant colours (normalised by
+  log 6; the truth is uniform over the 6 colours) and the Vendi score of their mean colours.
+Each run is a normal run folder under the bench folder; results.json holds every run's config.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dream3d.cameras import CameraSampler, Cameras
+from dream3d.runs import RunDir, atomic_write_text, write_json
+
+SCHEMA_VERSION = 1
+FIDELITY_PROMPT = "a red cube"
+JANUS_PROMPT = "a blue cube with a yellow front"
+DIVERSITY_PROMPT = "a cube"
+IOU_TARGET = 0.9
+
+
+@dataclass
+class Suite:
+    methods: list[str]
+    scenes: list[str]
+    view_conditionings: list[str]
+    steps: dict[str, int]  # per scene
+    seeds: int = 3  # diversity runs per method
+    eval_every: int = 25
+    extra: list[str] = field(default_factory=list)  # overrides for every run
+
+
+SUITES = {
+    "quick": Suite(methods=["sds", "vsd", "esd"], scenes=["nerf", "gaussians"], view_conditionings=["none", "camera"],
+                   steps={"nerf": 200, "gaussians": 200}, seeds=3),
+    "full": Suite(methods=["sds", "vsd", "esd", "ism", "tsm", "csd", "csm", "nfsd", "bsd", "asd", "cds", "fdiv"],
+                  scenes=["nerf", "gaussians"], view_conditionings=["none", "camera"],
+                  steps={"nerf": 600, "gaussians": 400}, seeds=6),
+}
+
+
+def preset(method: str, scene: str) -> str:
+    """The toy preset of a method on a scene: configs/toy/<method>-<scene>.yaml when it exists,
+    else the method's NeRF preset with scene.name switched."""
+    own = Path("configs/toy") / f"{method}-{scene}.yaml"
+    return str(own if own.exists() else Path("configs/toy") / f"{method}-nerf.yaml")
+
+
+# -- measurements -------------------------------------------------------------------------------
+@torch.no_grad()
+def silhouette_quality(scene, cams: Cameras, gt, mask) -> tuple[float, float]:
+    """(silhouette IoU, colour error) of a scene's renders against ground truth [B,3,r,r]."""
+    from dream3d.toyworld.metrics import colour_error, silhouette_iou
+
+    out = scene.render(cams, gt.shape[-1], gt.shape[-1], train=False)
+    return silhouette_iou(out.alpha, mask), colour_error(out.rgb, gt, out.alpha, mask)
+
+
+def held_out(cfg, n: int = 8) -> Cameras:
+    return CameraSampler(tuple(cfg.camera.elevation_range), (-180.0, 180.0), cfg.camera.distance,
+                         cfg.camera.fovy).held_out(n)
+
+
+def train_with_curve(cfg, out_dir: Path, name: str, eval_every: int) -> dict:
+    """Train one run (a normal run folder), measuring silhouette IoU every `eval_every` steps
+    (time excluded); returns the seconds and step at which IoU first reached IOU_TARGET."""
+    from dream3d.toyworld import parse_prompt, render_gt
+    from dream3d.trainer import Trainer
+    from guidance.priors import build_prior
+
+    item = parse_prompt(cfg.prompt)
+    cams = held_out(cfg)
+    gt, mask = render_gt(item, cams, 64)
+    prior = build_prior(cfg.prior)
+    trainer = Trainer(cfg, RunDir.create(str(out_dir), cfg.prompt, name, cfg.seed, name), progress=False, prior=prior)
+    train_s, reached, curve = 0.0, None, []
+    while trainer.step < cfg.train.steps:
+        t0 = time.perf_counter()
+        for _ in range(min(eval_every, cfg.train.steps - trainer.step)):
+            trainer.train_step()
+        train_s += time.perf_counter() - t0
+        iou, _ = silhouette_quality(trainer.scene, cams, gt, mask)
+        curve.append([trainer.step, round(train_s, 2), round(iou, 4)])
+        if reached is None and iou >= IOU_TARGET:
+            reached = {"step": trainer.step, "seconds": round(train_s, 2)}
+    t0 = time.perf_counter()
+    trainer.fit()  # at the last step already: checkpoint, export, metrics
+    return {"run_dir": str(trainer.run.path), "train_s": round(train_s, 2), "finish_s": round(time.perf_counter() - t0, 2),
+            "to_iou_0.9": reached, "curve": curve}
+
+
+def janus_rate(scene, cfg, n: int = 16, marker_share: float = 0.05) -> float:
+    """Fraction of back views (|azimuth| > 120) where the run shows the marker colour on >= 5% of
+    its foreground while the truth shows it on < 1%."""
+    from dream3d.toyworld import parse_prompt, render_gt
+    from dream3d.toyworld.catalogue import COLOURS
+
+    item = parse_prompt(cfg.prompt)
+    az = torch.linspace(-180, 180, n + 1)[:-1]
+    cams = Cameras.make(torch.full((n,), 15.0), az, cfg.camera.distance, cfg.camera.fovy)
+    back = az.abs() > 120
+    with torch.no_grad():
+        out = scene.render(cams[back], 64, 64, train=False)
+    gt, mask = render_gt(item, cams[back], 64)
+    marker = torch.tensor(COLOURS[item.marker])[None, :, None, None]
+    body = torch.tensor(COLOURS[item.colours[0]])[None, :, None, None]
+
+    def share(img, fg):
+        is_marker = (img - marker).abs().amax(1, keepdim=True) < (img - body).abs().amax(1, keepdim=True)
+        fg = fg > 0.5
+        return ((is_marker & fg).flatten(1).sum(1) / fg.flatten(1).sum(1).clamp(min=1)).float()
+
+    run_share, gt_share = share(out.rgb, out.alpha), share(gt, mask)
+    return float(((run_share >= marker_share) & (gt_share < 0.01)).float().mean())
+
+
+def diversity(colours: list[str], mean_rgbs: list[list[float]], bandwidth: float = 0.2) -> dict:
+    """Entropy of the dominant colours (normalised by log 6) and the Vendi score of the runs'
+    mean colours with an RBF kernel (Friedman & Dieng 2023): exp(entropy of eig(K/n))."""
+    counts = np.array([colours.count(c) for c in sorted(set(colours))], dtype=float)
+    p = counts / counts.sum()
+    entropy = float(-(p * np.log(p)).sum() / math.log(6))
+    x = np.asarray(mean_rgbs, dtype=float)
+    k = np.exp(-((x[:, None] - x[None]) ** 2).sum(-1) / (2 * bandwidth**2))
+    eig = np.clip(np.linalg.eigvalsh(k / len(x)), 0, None)
+    eig = eig[eig > 1e-12]
+    return {"colour_entropy": round(entropy, 4), "vendi": round(float(np.exp(-(eig * np.log(eig)).sum())), 4),
+            "colours": colours}
+
+
+# -- the suite ----------------------------------------------------------------------------------
+def run_suite(suite_name: str = "quick", methods: list[str] | None = None, scenes: list[str] | None = None,
+              seeds: int | None = None, out_root: str | Path = "bench", overrides: list[str] = (),
+              progress: bool = True) -> Path:
+    """Run the suite; write <out_root>/<date-time>/results.json, results.md and plots. Returns the folder."""
+    from tqdm import tqdm
+
+    from dream3d.config import load_config, to_dict
+    from dream3d.evaluate import evaluate_run
+
+    suite = SUITES[suite_name]
+    methods, scenes = methods or suite.methods, scenes or suite.scenes
+    seeds = seeds or suite.seeds
+    folder = Path(out_root) / time.strftime("%Y-%m-%d-%H%M%S")
+    folder.mkdir(parents=True, exist_ok=True)
+    jobs = ([("fidelity", m, s, vc, 0) for m in methods for s in scenes for vc in suite.view_conditionings]
+            + [("janus", m, s, "none", 0) for m in methods for s in scenes]
+            + [("diversity", m, scenes[0], "camera", seed) for m in methods for seed in range(seeds)])
+    prompts = {"fidelity": FIDELITY_PROMPT, "janus": JANUS_PROMPT, "diversity": DIVERSITY_PROMPT}
+    runs = []
+    for kind, method, scene, vc, seed in tqdm(jobs, desc="bench", disable=not progress, unit="run"):
+        cfg = load_config(preset(method, scene), [
+            f"prompt={prompts[kind]}", f"scene.name={scene}", f"prior.view_conditioning={vc}", f"seed={seed}",
+            f"train.steps={suite.steps[scene]}", "output.progress=false", "output.turntable_frames=0",
+            "output.export.formats=[glb]", *suite.extra, *overrides])
+        name = f"{kind}-{method}-{scene}-{vc}-s{seed}"
+        t0 = time.perf_counter()
+        trained = train_with_curve(cfg, folder / "runs", name, suite.eval_every)
+        metrics = evaluate_run(trained["run_dir"])
+        row = {"kind": kind, "method": method, "scene": scene, "view_conditioning": vc, "seed": seed,
+               "prompt": cfg.prompt, "wall_s": round(time.perf_counter() - t0, 2), "config": to_dict(cfg),
+               **{k: trained[k] for k in ("run_dir", "train_s", "to_iou_0.9", "curve")},
+               **{k: metrics.get(k) for k in ("silhouette_iou", "colour_error", "saturation", "saturation_gt",
+                                              "volumetric_iou", "matched_colour")}}
+        row["saturation_error"] = round(abs(row["saturation"] - row["saturation_gt"]), 4)
+        if kind in ("janus", "diversity"):
+            from dream3d.trainer import load_run
+
+            trainer, _ = load_run(trained["run_dir"])
+            if kind == "janus":
+                row["janus_rate"] = janus_rate(trainer.scene, trainer.cfg)
+            else:
+                with torch.no_grad():
+                    out = trainer.scene.render(held_out(trainer.cfg), 64, 64, train=False)
+                fg = (out.alpha > 0.5).expand_as(out.rgb)
+                row["mean_rgb"] = [round(float(out.rgb[:, c][fg[:, c]].mean()), 4) if fg.any() else 1.0
+                                   for c in range(3)]
+        runs.append(row)
+    results = {"schema": SCHEMA_VERSION, "suite": suite_name, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+               "machine": {"threads": torch.get_num_threads(), "torch": torch.__version__},
+               "runs": runs, "summary": summarise(runs)}
+    write_json(folder / "results.json", results)
+    atomic_write_text(folder / "results.md", markdown(results))
+    plot(results, folder / "fidelity.png")
+    return folder
+
+
+def summarise(runs: list[dict]) -> list[dict]:
+    """One row per method x scene: fidelity per view conditioning, Janus rate, diversity."""
+    rows = []
+    for method, scene in dict.fromkeys((r["method"], r["scene"]) for r in runs):
+        mine = [r for r in runs if r["method"] == method and r["scene"] == scene]
+        row = {"method": method, "scene": scene}
+        for r in (r for r in mine if r["kind"] == "fidelity"):
+            vc = r["view_conditioning"]
+            row[vc] = {k: r[k] for k in ("silhouette_iou", "colour_error", "saturation_error", "volumetric_iou",
+                                         "wall_s", "to_iou_0.9")}
+        janus = [r["janus_rate"] for r in mine if r["kind"] == "janus"]
+        row["janus_rate"] = float(np.mean(janus)) if janus else None
+        div = [r for r in mine if r["kind"] == "diversity"]
+        if div:
+            row["diversity"] = diversity([r["matched_colour"] for r in div], [r["mean_rgb"] for r in div])
+        rows.append(row)
+    return rows
+
+
+def _fmt(v, digits=3) -> str:
+    return "-" if v is None else (f"{v:.{digits}f}" if isinstance(v, float) else str(v))
+
+
+def markdown(results: dict) -> str:
+    lines = [f"# ToyWorld bench ({results['suite']}, {results['created']})", "",
+             f"Fidelity: \"{FIDELITY_PROMPT}\"; Janus: \"{JANUS_PROMPT}\" (view conditioning none); diversity: "
+             f"\"{DIVERSITY_PROMPT}\" over seeds (truth: uniform over 6 colours, entropy 1).", "",
+             "| method | scene | view cond. | IoU | colour err | sat. err | vol. IoU | wall s | s to IoU 0.9 | Janus rate "
+             "| colour entropy | Vendi |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for row in results["summary"]:
+        div = row.get("diversity") or {}
+        for vc in ("none", "camera"):
+            if vc not in row:
+                continue
+            f = row[vc]
+            reached = f["to_iou_0.9"]["seconds"] if f["to_iou_0.9"] else None
+            lines.append(f"| {row['method']} | {row['scene']} | {vc} | {_fmt(f['silhouette_iou'])} | "
+                         f"{_fmt(f['colour_error'])} | {_fmt(f['saturation_error'])} | {_fmt(f['volumetric_iou'])} | "
+                         f"{_fmt(f['wall_s'], 1)} | {_fmt(reached, 1)} | {_fmt(row['janus_rate'], 2)} | "
+                         f"{_fmt(div.get('colour_entropy'), 2)} | {_fmt(div.get('vendi'), 2)} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: dict, path: Path) -> Path | None:
+    """Bar chart of silhouette IoU per method x scene x view conditioning (matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    labels, values = [], []
+    for row in results["summary"]:
+        for vc in ("none", "camera"):
+            if vc in row:
+                labels.append(f"{row['method']}/{row['scene']}/{vc}")
+                values.append(row[vc]["silhouette_iou"] or 0.0)
+    fig, ax = plt.subplots(figsize=(max(6, 0.5 * len(labels)), 4))
+    ax.bar(range(len(values)), values)
+    ax.set_xticks(range(len(values)), labels, rotation=60, ha="right", fontsize=8)
+    ax.axhline(IOU_TARGET, color="grey", ls="--", lw=1)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("silhouette IoU")
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def validate_results(results: dict) -> None:
+    """Schema check of results.json (raises ValueError naming the first problem)."""
+    def need(obj, key, kind, where):
+        if key not in obj or not isinstance(obj[key], kind):
+            raise ValueError(f"{where}.{key} missing or not {kind}")
+
+    need(results, "schema", int, "results")
+    if results["schema"] != SCHEMA_VERSION:
+        raise ValueError(f"schema {results['schema']} != {SCHEMA_VERSION}")
+    for key, kind in (("suite", str), ("created", str), ("runs", list), ("summary", list), ("machine", dict)):
+        need(results, key, kind, "results")
+    for i, r in enumerate(results["runs"]):
+        for key, kind in (("kind", str), ("method", str), ("scene", str), ("view_conditioning", str), ("seed", int),
+                          ("config", dict), ("wall_s", (int, float)), ("silhouette_iou", (int, float)),
+                          ("colour_error", (int, float)), ("saturation_error", (int, float)), ("curve", list)):
+            need(r, key, kind, f"runs[{i}]")
+        if r["kind"] == "janus":
+            need(r, "janus_rate", float, f"runs[{i}]")
+        if r["kind"] == "diversity":
+            need(r, "mean_rgb", list, f"runs[{i}]")
+    json.dumps(results)  # serialisable

@@ -1,0 +1,78 @@
+"""`dream3d bench`: a tiny suite end to end, the results schema, and the metrics on known inputs."""
+import json
+
+import pytest
+import torch
+
+from dream3d.bench import diversity, janus_rate, run_suite, validate_results
+from dream3d.cli import main
+
+TINY = ["train.steps=4", "train.batch_size=2", "train.resolution=16", "prior.num_views=64",
+        "prior.dataset_resolution=32", "prior.resolution=16", "eval.resolution=16", "eval.num_cameras=2",
+        "eval.volume_resolution=16", "output.export.resolution=32", "output.val_resolution=16", "output.val_every=4",
+        "output.checkpoint_every=4"]
+
+
+def test_tiny_suite_writes_valid_results(tmp_path):
+    folder = run_suite("quick", ["sds"], ["nerf", "gaussians"], 2, tmp_path, TINY, progress=False)
+    results = json.loads((folder / "results.json").read_text())
+    validate_results(results)
+    kinds = sorted(r["kind"] for r in results["runs"])
+    assert kinds == ["diversity"] * 2 + ["fidelity"] * 4 + ["janus"] * 2
+    assert all(r["config"]["train"]["steps"] == 4 for r in results["runs"])  # every run's config is recorded
+    md = (folder / "results.md").read_text()
+    assert "| sds | nerf | none |" in md and "| sds | gaussians | camera |" in md
+    assert (folder / "fidelity.png").stat().st_size > 1000
+
+
+def test_schema_check_names_the_problem():
+    with pytest.raises(ValueError, match="runs"):
+        validate_results({"schema": 1, "suite": "quick", "created": "x", "summary": [], "machine": {}})
+    with pytest.raises(ValueError, match=r"runs\[0\].janus_rate"):
+        validate_results({"schema": 1, "suite": "q", "created": "x", "summary": [], "machine": {}, "runs": [
+            {"kind": "janus", "method": "sds", "scene": "nerf", "view_conditioning": "none", "seed": 0, "config": {},
+             "wall_s": 1.0, "silhouette_iou": 1.0, "colour_error": 0.0, "saturation_error": 0.0, "curve": []}]})
+
+
+def test_diversity_metrics_on_known_sets():
+    uniform = diversity(["red", "green", "blue", "yellow", "purple", "orange"],
+                        [[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [0.5, 0, 0.5], [1, 0.5, 0]])
+    collapsed = diversity(["red"] * 6, [[1, 0, 0]] * 6)
+    assert uniform["colour_entropy"] == pytest.approx(1.0) and collapsed["colour_entropy"] == 0.0
+    assert uniform["vendi"] > 5.0 and collapsed["vendi"] == pytest.approx(1.0)
+
+
+class _Painted(torch.nn.Module):
+    """A stand-in scene: a fixed image for every camera."""
+
+    def __init__(self, rgb):
+        super().__init__()
+        self.rgb = torch.tensor(rgb)
+
+    def render(self, cams, h, w, train=False):
+        from renderers.base import RenderOutput
+
+        n = len(cams)
+        return RenderOutput(self.rgb[None, :, None, None].expand(n, 3, h, w), torch.ones(n, 1, h, w), torch.ones(n, 1, h, w))
+
+
+def test_janus_rate_on_known_scenes():
+    from dream3d.config import load_config
+
+    cfg = load_config("configs/toy/sds-nerf.yaml", ["prompt=a blue cube with a yellow front"])
+    assert janus_rate(_Painted([1.0, 0.85, 0.0]), cfg) == 1.0  # yellow seen from every back view
+    assert janus_rate(_Painted([0.1, 0.2, 0.9]), cfg) == 0.0  # blue from behind, as the truth
+
+
+def test_bench_command(tmp_path, capsys):
+    assert main(["bench", "--methods", "sds", "--scenes", "nerf", "--seeds", "1", "--out", str(tmp_path), *TINY]) == 0
+    assert "| sds | nerf | none |" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_quick_suite_runs_and_validates(tmp_path):
+    """The real quick suite (about 15 minutes on 2 cores): its results.json passes the schema."""
+    folder = run_suite("quick", out_root=tmp_path, progress=False)
+    results = json.loads((folder / "results.json").read_text())
+    validate_results(results)
+    assert len(results["runs"]) == 27 and len(results["summary"]) == 6
