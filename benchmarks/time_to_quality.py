@@ -11,35 +11,21 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
+from pathlib import Path
 
 import torch
 
-from dream3d.bench import held_out, silhouette_quality
+from dream3d import bench
 from dream3d.config import load_config
-from dream3d.runs import RunDir
-from dream3d.toyworld import parse_prompt, render_gt
-from dream3d.trainer import Trainer
 
 
 def measure(config: str, prompt: str, target: float, eval_every: int, overrides: list[str]) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = load_config(config, [f"prompt={prompt}", f"output.out_dir={tmp}", "output.progress=false", *overrides])
-        trainer = Trainer(cfg, RunDir.create(tmp, cfg.prompt, "bench", cfg.seed), progress=False)
-        cams = held_out(cfg)
-        gt, mask = render_gt(parse_prompt(prompt), cams, 64, parse_prompt(prompt).colours[0])
-        train_time, reached, curve = 0.0, None, []
-        while trainer.step < cfg.train.steps:
-            t0 = time.perf_counter()
-            for _ in range(min(eval_every, cfg.train.steps - trainer.step)):
-                trainer.train_step()
-            train_time += time.perf_counter() - t0
-            iou, err = silhouette_quality(trainer.scene, cams, gt, mask)
-            curve.append((trainer.step, round(train_time, 1), round(iou, 3)))
-            if reached is None and iou >= target:
-                reached = (trainer.step, train_time)
-        return {"config": config, "steps": cfg.train.steps, "train_s": train_time, "iou": iou, "colour_error": err,
-                "reached": reached, "curve": curve}
+        cfg = load_config(config, [f"prompt={prompt}", "output.progress=false", "output.turntable_frames=0", *overrides])
+        r = bench.train_with_curve(cfg, Path(tmp), "ttq", eval_every, target)
+        reached = (r["to_iou_0.9"]["step"], r["to_iou_0.9"]["seconds"]) if r["to_iou_0.9"] else None
+        return {"config": config, "steps": cfg.train.steps, "train_s": r["train_s"], "iou": r["iou"],
+                "colour_error": r["colour_error"], "reached": reached, "curve": r["curve"]}
 
 
 def main() -> None:

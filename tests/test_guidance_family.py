@@ -221,6 +221,17 @@ def test_reverse_kl_with_exact_ratio_is_vsd(prior):
     assert torch.allclose(grad_of(vsd, x), grad_of(fdiv, x), atol=1e-6)
 
 
+def train_discriminator(fdiv, fake, bank, gen, steps: int = 600, batch: int = 128):
+    """Adam on the discriminator's loss: renders `fake` vs teacher samples `bank` (256 each)."""
+    opt = torch.optim.Adam(fdiv.discriminator.parameters(), 3e-3)
+    for _ in range(steps):
+        idx = torch.randint(0, fake.shape[0], (batch,), generator=gen)
+        loss = fdiv.discriminator_loss(fake[idx], bank[idx], gen)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
 def test_discriminator_log_ratio_tracks_the_exact_one(prior):
     """Train the discriminator between teacher samples and a fixed 'render' buffer, then compare
     its logit with the exact log p_t / q_t (the buffer's closed-form noised density)."""
@@ -231,14 +242,8 @@ def test_discriminator_log_ratio_tracks_the_exact_one(prior):
     fake = torch.randn(256, D) * 0.8  # the render distribution q
     bank = fdiv.teacher_bank(cond, cams, 0, torch.Generator().manual_seed(0))
     assert (bank.mean(0) - MU).norm() < 0.15 and abs(float(bank.std(0).mean()) - 0.5) < 0.1  # the prior's sampler
-    opt = torch.optim.Adam(fdiv.discriminator.parameters(), 3e-3)
     gen = torch.Generator().manual_seed(1)
-    for _ in range(600):
-        idx = torch.randint(0, 256, (128,), generator=gen)
-        loss = fdiv.discriminator_loss(fake[idx], bank[idx], gen)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    train_discriminator(fdiv, fake, bank, gen)
     t = torch.randint(300, 900, (512,), generator=gen)
     src = torch.cat([fake, bank])
     x_t = prior.add_noise(src, t, torch.randn(512, D, generator=gen))
@@ -285,13 +290,7 @@ def test_discriminator_log_ratio_tracks_the_exact_one_on_toyworld():
     bank = fdiv.teacher_bank(cond, CameraSampler().sample(256, gen), 0, gen)
     spheres = prior.view_set(prior.embed("a red sphere")).x.reshape(-1, 3, 8, 8)
     fake = spheres[torch.randperm(spheres.shape[0], generator=gen)[:256]]
-    opt = torch.optim.Adam(fdiv.discriminator.parameters(), 3e-3)
-    for _ in range(600):
-        idx = torch.randint(0, 256, (128,), generator=gen)
-        loss = fdiv.discriminator_loss(fake[idx], bank[idx], gen)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    train_discriminator(fdiv, fake, bank, gen)
     t = torch.randint(500, 950, (512,), generator=gen)
     src = torch.cat([fake, bank])
     x_t = prior.add_noise(src, t, torch.randn(src.shape, generator=gen))
