@@ -3,11 +3,12 @@
 Three measurements, all on held-out cameras of the known objects:
 - fidelity ("a red cube"): silhouette IoU, colour error, |saturation - truth|, volumetric IoU of
   the exported mesh, wall time, and training seconds to first reach silhouette IoU 0.9;
-- Janus ("a blue cube with a yellow front"): the fraction of back views (|azimuth| > 120 deg)
+- Janus ("a blue cube with a yellow front", view conditioning none): the fraction of back views (|azimuth| > 120 deg)
   where the run paints the yellow front marker (>= 5% of its foreground) and the truth does not;
 - diversity ("a cube", several seeds): the entropy of the runs' dominant colours (normalised by
   log 6; the truth is uniform over the 6 colours) and the Vendi score of their mean colours.
-Each run is a normal run folder under the bench folder; results.json holds every run's config.
+Janus and diversity runs use the suite's probe scene (Gaussians in `quick`: the fast one). Each
+run is a normal run folder under the bench folder; results.json holds every run's config.
 """
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ class Suite:
     view_conditionings: list[str]
     steps: dict[str, int]  # per scene
     seeds: int = 3  # diversity runs per method
+    probe_scene: str = "gaussians"  # the scene of the Janus and diversity runs (when selected)
     eval_every: int = 25
     extra: list[str] = field(default_factory=list)  # overrides for every run
 
@@ -46,7 +48,7 @@ SUITES = {
                    steps={"nerf": 200, "gaussians": 200}, seeds=3),
     "full": Suite(methods=["sds", "vsd", "esd", "ism", "tsm", "csd", "csm", "nfsd", "bsd", "asd", "cds", "fdiv"],
                   scenes=["nerf", "gaussians"], view_conditionings=["none", "camera"],
-                  steps={"nerf": 600, "gaussians": 400}, seeds=6),
+                  steps={"nerf": 600, "gaussians": 400}, seeds=6, probe_scene="nerf"),
 }
 
 
@@ -130,7 +132,7 @@ def diversity(colours: list[str], mean_rgbs: list[list[float]], bandwidth: float
     mean colours with an RBF kernel (Friedman & Dieng 2023): exp(entropy of eig(K/n))."""
     counts = np.array([colours.count(c) for c in sorted(set(colours))], dtype=float)
     p = counts / counts.sum()
-    entropy = float(-(p * np.log(p)).sum() / math.log(6))
+    entropy = max(0.0, float(-(p * np.log(p)).sum() / math.log(6)))  # (no -0.0 for a single colour)
     x = np.asarray(mean_rgbs, dtype=float)
     k = np.exp(-((x[:, None] - x[None]) ** 2).sum(-1) / (2 * bandwidth**2))
     eig = np.clip(np.linalg.eigvalsh(k / len(x)), 0, None)
@@ -154,9 +156,10 @@ def run_suite(suite_name: str = "quick", methods: list[str] | None = None, scene
     seeds = seeds or suite.seeds
     folder = Path(out_root) / time.strftime("%Y-%m-%d-%H%M%S")
     folder.mkdir(parents=True, exist_ok=True)
+    probe = suite.probe_scene if suite.probe_scene in scenes else scenes[0]
     jobs = ([("fidelity", m, s, vc, 0) for m in methods for s in scenes for vc in suite.view_conditionings]
-            + [("janus", m, s, "none", 0) for m in methods for s in scenes]
-            + [("diversity", m, scenes[0], "camera", seed) for m in methods for seed in range(seeds)])
+            + [("janus", m, probe, "none", 0) for m in methods]
+            + [("diversity", m, probe, "camera", seed) for m in methods for seed in range(seeds)])
     prompts = {"fidelity": FIDELITY_PROMPT, "janus": JANUS_PROMPT, "diversity": DIVERSITY_PROMPT}
     runs = []
     for kind, method, scene, vc, seed in tqdm(jobs, desc="bench", disable=not progress, unit="run"):
