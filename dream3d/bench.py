@@ -79,13 +79,11 @@ def train_with_curve(cfg, out_dir: Path, name: str, eval_every: int, target: flo
     (time excluded); "to_iou_0.9" holds the seconds and step at which IoU first reached `target`."""
     from dream3d.toyworld import parse_prompt, render_gt
     from dream3d.trainer import Trainer
-    from guidance.priors import build_prior
 
     item = parse_prompt(cfg.prompt)
     cams = held_out(cfg)
     gt, mask = render_gt(item, cams, 64)
-    prior = build_prior(cfg.prior)
-    trainer = Trainer(cfg, RunDir.create(str(out_dir), cfg.prompt, name, cfg.seed, name), progress=False, prior=prior)
+    trainer = Trainer(cfg, RunDir.create(str(out_dir), cfg.prompt, name, cfg.seed, name), progress=False)
     train_s, reached, curve = 0.0, None, []
     while trainer.step < cfg.train.steps:
         t0 = time.perf_counter()
@@ -99,7 +97,7 @@ def train_with_curve(cfg, out_dir: Path, name: str, eval_every: int, target: flo
     t0 = time.perf_counter()
     trainer.fit()  # at the last step already: checkpoint, export, metrics
     return {"run_dir": str(trainer.run.path), "train_s": round(train_s, 2), "finish_s": round(time.perf_counter() - t0, 2),
-            "to_iou_0.9": reached, "curve": curve, "iou": iou, "colour_error": err}
+            "to_iou_0.9": reached, "curve": curve, "iou": iou, "colour_error": err, "trainer": trainer}
 
 
 def janus_rate(scene, cfg, n: int = 16, marker_share: float = 0.05) -> float:
@@ -178,9 +176,7 @@ def run_suite(suite_name: str = "quick", methods: list[str] | None = None, scene
                                               "volumetric_iou", "matched_colour")}}
         row["saturation_error"] = round(abs(row["saturation"] - row["saturation_gt"]), 4)
         if kind in ("janus", "diversity"):
-            from dream3d.trainer import load_run
-
-            trainer, _ = load_run(trained["run_dir"])
+            trainer = trained["trainer"]  # the trained scene, still in memory
             if kind == "janus":
                 row["janus_rate"] = janus_rate(trainer.scene, trainer.cfg)
             else:
