@@ -164,7 +164,7 @@ def run_suite(suite_name: str = "quick", methods: list[str] | None = None, scene
         cfg = load_config(preset(method, scene), [
             f"prompt={prompts[kind]}", f"scene.name={scene}", f"prior.view_conditioning={vc}", f"seed={seed}",
             f"train.steps={suite.steps[scene]}", "output.progress=false", "output.turntable_frames=0",
-            "output.export.formats=[glb]", *suite.extra, *overrides])
+            "output.export.formats=[glb]", "output.export.colors=vertex", *suite.extra, *overrides])
         name = f"{kind}-{method}-{scene}-{vc}-s{seed}"
         t0 = time.perf_counter()
         trained = train_with_curve(cfg, folder / "runs", name, suite.eval_every)

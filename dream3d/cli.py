@@ -7,6 +7,8 @@ import logging
 import sys
 from pathlib import Path
 
+from dream3d.schema import ConfigError
+
 EXIT_BAD_INPUT, EXIT_INTERRUPTED = 2, 130
 
 
@@ -37,21 +39,31 @@ def _print_export(export: dict) -> None:
         for fmt, path in export["files"].items():
             if fmt == "splat":
                 print(f"{fmt}: {path}  (3D Gaussian Splatting PLY)")
+            elif fmt in ("glb", "obj", "ply"):
+                print(f"{fmt}: {path}  ({export['vertices']} vertices, {export['faces']} faces, "
+                      f"{'vertex colours' if fmt == 'ply' else export['colors']}, level {export['level']:.3g})")
             else:
-                print(f"{fmt}: {path}  ({export['vertices']} vertices, {export['faces']} faces, level {export['level']:.3g})")
+                print(f"{fmt.replace('_', ' ')}: {path}")
 
 
 def _cmd_export(args) -> int:
+    import dataclasses
+
+    from dream3d.config import validate_export
     from dream3d.export import export_scene
     from dream3d.trainer import load_run
 
     trainer, _ = load_run(args.run_dir)
-    e = trainer.cfg.output.export
-    level = e.level if args.level is None else (args.level if args.level == "auto" else float(args.level))
-    out = export_scene(trainer.scene, Path(args.run_dir) / "model", args.format or e.formats,
-                       args.resolution or e.resolution, level, e.min_component_fraction, args.method or e.method,
-                       tuple(trainer.cfg.camera.elevation_range), e.surface_opacity)
-    _print_export(out)
+    flags = {"formats": args.format, "resolution": args.resolution, "method": args.method, "level": args.level,
+             "texture_size": args.texture_size, "max_faces": args.faces, "colors": args.colors}
+    if args.level not in (None, "auto"):
+        try:
+            flags["level"] = float(args.level)
+        except ValueError:
+            raise ConfigError(f"--level {args.level!r}: use 'auto' or a positive density value") from None
+    e = dataclasses.replace(trainer.cfg.output.export, **{k: v for k, v in flags.items() if v is not None})
+    validate_export(e, trainer.cfg.scene.name)
+    _print_export(export_scene(trainer.scene, Path(args.run_dir) / "model", e, tuple(trainer.cfg.camera.elevation_range)))
     return 0
 
 
@@ -109,7 +121,7 @@ def _cmd_bench(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from dream3d.config import EXPORT_FORMATS, ISOSURFACE_METHODS
+    from dream3d.config import EXPORT_COLORS, EXPORT_FORMATS, ISOSURFACE_METHODS
 
     p = argparse.ArgumentParser(prog="dream3d", description="Text-to-3D by score distillation.")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -123,12 +135,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("run_dir")
     s.add_argument("overrides", nargs="*", help="only train.steps=N and output.* may change")
     s.set_defaults(func=_cmd_resume)
-    x = sub.add_parser("export", help="re-export a run's mesh from its checkpoint")
+    x = sub.add_parser("export", help="re-export a run's assets from its checkpoint (no retraining)",
+                       description="Example: dream3d export runs/a-red-cube --format glb --texture-size 2048 --faces 50000")
     x.add_argument("run_dir")
     x.add_argument("--format", action="append", choices=EXPORT_FORMATS)
     x.add_argument("--resolution", type=int)
     x.add_argument("--method", choices=ISOSURFACE_METHODS, help="isosurface method")
     x.add_argument("--level", help="density method: 'auto' or a density value")
+    x.add_argument("--texture-size", type=int, help="baked texture width = height in pixels (default 1024)")
+    x.add_argument("--faces", type=int, help="face budget for decimation, 0 = keep every face (default 30000)")
+    x.add_argument("--colors", choices=EXPORT_COLORS, help="baked UV texture or vertex colours (default texture)")
     x.set_defaults(func=_cmd_export)
     e = sub.add_parser("eval", help="score a ToyWorld run against ground truth")
     e.add_argument("run_dir")
@@ -161,8 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from dream3d.config import ConfigError
-    from dream3d.export import EmptySceneError
+    from dream3d.export import EmptySceneError, ExportError
     from dream3d.runs import CheckpointError
     from dream3d.toyworld import PromptError
     from dream3d.trainer import NonFiniteError, OutputWriteError
@@ -174,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, PromptError, CheckpointError, EmptySceneError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except (NonFiniteError, OutputWriteError) as e:
+    except (NonFiniteError, OutputWriteError, ExportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

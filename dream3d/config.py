@@ -19,6 +19,7 @@ from dream3d.schema import ConfigError, bounded, choice, validate_fields
 
 MAX_PROMPT_CHARS = 300
 EXPORT_FORMATS = ("glb", "obj", "ply", "splat")  # splat: 3DGS PLY of a Gaussian scene (model.splat.ply)
+EXPORT_COLORS = ("texture", "vertex")
 ISOSURFACE_METHODS = ("visibility", "density")  # solid behind the rendered surface | density level set
 
 
@@ -46,6 +47,9 @@ class ExportConfig:
     level: Any = "auto"  # density method only: "auto" or a density value
     surface_opacity: float = bounded(0.05, 0.001, 0.5)  # visibility method: opacity at which a ray meets the surface
     min_component_fraction: float = bounded(0.05, 0.0, 1.0)  # drop pieces smaller than this x the largest
+    max_faces: int = bounded(30000, 0, 10_000_000)  # decimate to this face budget; 0 = keep every face
+    colors: str = choice("texture", EXPORT_COLORS)  # baked UV texture (GLB/OBJ) | vertex colours; PLY: vertex colours
+    texture_size: int = bounded(1024, 16, 8192)  # texture width = height in pixels
 
 
 @dataclass
@@ -168,18 +172,23 @@ def validate(cfg: RunConfig) -> None:
             raise ConfigError(f"camera.{key} must be [min, max] with min <= max, got {getattr(cfg.camera, key)}")
     if not (-90 <= cfg.camera.elevation_range[0] and cfg.camera.elevation_range[1] <= 90):
         raise ConfigError(f"camera.elevation_range must lie within [-90, 90], got {cfg.camera.elevation_range}")
-    for fmt in cfg.output.export.formats:
-        if fmt not in EXPORT_FORMATS:
-            raise ConfigError(f"output.export.formats: {fmt!r} is not valid; valid: {', '.join(EXPORT_FORMATS)}")
-        if fmt == "splat" and cfg.scene.name != "gaussians":
-            raise ConfigError(f"output.export.formats: 'splat' needs scene.name=gaussians (this run's scene is "
-                              f"{cfg.scene.name!r}); use glb, obj or ply")
-    level = cfg.output.export.level
-    if level != "auto" and not (isinstance(level, (int, float)) and level > 0):
-        raise ConfigError(f"output.export.level = {level!r}; valid: 'auto' or a positive density value")
+    validate_export(cfg.output.export, cfg.scene.name)
     for section in (cfg.guidance, cfg.scene, cfg.prior):
         if hasattr(section, "validate"):
             section.validate()
+
+
+def validate_export(e: ExportConfig, scene: str) -> None:
+    """Checks across output.export's fields (also for `dream3d export`'s flags)."""
+    validate_fields(e, "output.export.")
+    for fmt in e.formats:
+        if fmt not in EXPORT_FORMATS:
+            raise ConfigError(f"output.export.formats: {fmt!r} is not valid; valid: {', '.join(EXPORT_FORMATS)}")
+        if fmt == "splat" and scene != "gaussians":
+            raise ConfigError(f"output.export.formats: 'splat' needs scene.name=gaussians (this run's scene is "
+                              f"{scene!r}); use glb, obj or ply")
+    if e.level != "auto" and not (isinstance(e.level, (int, float)) and e.level > 0):
+        raise ConfigError(f"output.export.level = {e.level!r}; valid: 'auto' or a positive density value")
 
 
 def to_dict(cfg: RunConfig) -> dict:

@@ -139,9 +139,7 @@ class Trainer:
     def export(self) -> dict:
         e = self.cfg.output.export
         try:
-            return export_scene(self.scene, self.run.path / "model", e.formats, e.resolution, e.level,
-                                e.min_component_fraction, e.method, tuple(self.cfg.camera.elevation_range),
-                                e.surface_opacity)
+            return export_scene(self.scene, self.run.path / "model", e, tuple(self.cfg.camera.elevation_range))
         except EmptySceneError as err:
             log.error("export skipped: %s", err)
             return {"error": str(err)}

@@ -180,8 +180,8 @@ def build_app(runs_dir: str | Path = "runs", concurrency: int = 1, root: Path | 
         if state["error"] is not None:
             raise gr.Error(user_message(state["error"]))
         result, run_dir = state["result"], Path(state["result"]["run_dir"])
-        files = [p for p in (run_dir / "model.glb", run_dir / "model.obj", run_dir / "model.ply",
-                             run_dir / "model.splat.ply") if p.exists()]
+        files = [p for p in (run_dir / "model.glb", run_dir / "model.obj", run_dir / "model.mtl", run_dir / "model.png",
+                             run_dir / "model.ply", run_dir / "model.splat.ply") if p.exists()]
         files.append(zip_run(run_dir))
         glb = run_dir / "model.glb"
         videos = sorted(run_dir.glob("turntable.*"))

@@ -22,7 +22,8 @@ TINY_RUN = [
     "scene.samples_per_ray=16", "scene.eval_samples_per_ray=24", "scene.max_resolution=32",
     "output.checkpoint_every=3", "output.val_every=3", "output.val_resolution=16",
     "output.turntable_frames=2", "output.turntable_resolution=16", "output.export.resolution=32",
-    "output.progress=false", "eval.resolution=16", "eval.num_cameras=2", "eval.volume_resolution=16",
+    "output.export.texture_size=64", "output.progress=false",
+    "eval.resolution=16", "eval.num_cameras=2", "eval.volume_resolution=16",
 ]
 
 

@@ -1,5 +1,6 @@
 """End-to-end quality on ToyWorld with the default preset (minutes each: marked slow)."""
 import pytest
+from gltf_validator import assert_valid_gltf
 
 from dream3d.config import load_config
 from dream3d.evaluate import evaluate_run
@@ -17,7 +18,8 @@ def test_default_preset_reaches_target_quality(tmp_path, prompt):
     assert metrics["silhouette_iou"] >= 0.90, metrics
     assert metrics["colour_error"] <= 0.05, metrics
     mesh = load_mesh(tmp_path / "acc" / "model.glb")
-    assert mesh.visual.kind == "vertex" and len(mesh.split(only_watertight=False)) == 1
+    assert mesh.visual.kind == "texture" and len(mesh.split(only_watertight=False)) == 1 and len(mesh.faces) <= 30000
+    assert_valid_gltf(tmp_path / "acc" / "model.glb")
     lo, hi = mesh.bounds
     assert (abs(lo) < 0.6).all() and (abs(hi) < 0.6).all() and (hi - lo).min() > 0.5  # in the world frame, object-sized
 
@@ -36,7 +38,8 @@ def test_gaussian_preset_reaches_target_quality(tmp_path):
     assert metrics["silhouette_iou"] >= 0.90, metrics
     assert metrics["colour_error"] <= 0.05, metrics
     mesh = load_mesh(tmp_path / "acc" / "model.glb")
-    assert mesh.visual.kind == "vertex" and len(mesh.faces) > 100
+    assert mesh.visual.kind == "texture" and len(mesh.faces) > 100
+    assert_valid_gltf(tmp_path / "acc" / "model.glb")
     lo, hi = mesh.bounds
     assert (abs(lo) < 0.6).all() and (abs(hi) < 0.6).all() and (hi - lo).min() > 0.5
     ply = read_gaussian_ply(tmp_path / "acc" / "model.splat.ply")

@@ -9,7 +9,8 @@ from dream3d.cli import main
 
 TINY = ["train.steps=4", "train.batch_size=2", "train.resolution=16", "prior.num_views=64",
         "prior.dataset_resolution=32", "prior.resolution=16", "eval.resolution=16", "eval.num_cameras=2",
-        "eval.volume_resolution=16", "output.export.resolution=32", "output.val_resolution=16", "output.val_every=4",
+        "eval.volume_resolution=16", "output.export.resolution=32",
+        "output.export.texture_size=64", "output.val_resolution=16", "output.val_every=4",
         "output.checkpoint_every=4"]
 
 

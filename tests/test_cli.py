@@ -5,6 +5,7 @@ import sys
 from conftest import TINY_RUN
 
 from dream3d.cli import main
+from dream3d.export import load_mesh
 
 
 def test_config_show_prints_merged_config(capsys):
@@ -31,6 +32,13 @@ def test_run_export_eval_end_to_end(tmp_path, capsys):
     run_dir = tmp_path / "e2e"
     assert main(["export", str(run_dir), "--format", "ply", "--method", "density"]) == 0
     assert (run_dir / "model.ply").exists()
+    # re-export with a face budget and texture size, no retraining
+    assert main(["export", str(run_dir), "--format", "glb", "--texture-size", "128", "--faces", "300"]) == 0
+    mesh = load_mesh(run_dir / "model.glb")
+    assert 0 < len(mesh.faces) <= 300 and mesh.visual.material.baseColorTexture.size == (128, 128)
+    assert main(["export", str(run_dir), "--level", "abc", "--method", "density"]) == 2
+    assert main(["export", str(run_dir), "--texture-size", "4"]) == 2
+    assert "texture_size" in capsys.readouterr().err
     assert main(["eval", str(run_dir)]) == 0
     out = capsys.readouterr().out
     assert "silhouette_iou" in out

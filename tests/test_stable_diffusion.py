@@ -240,7 +240,8 @@ def test_sd_presets_run_end_to_end_on_a_tiny_pipeline(preset, model, pipelines, 
     code = main(["run", f"configs/sd/{preset}-nerf.yaml", f"prior.model={pipelines[model]}", "prior.resolution=32",
                  "train.resolution=16", "train.steps=3", "scene.samples_per_ray=16", "scene.eval_samples_per_ray=16",
                  "scene.max_resolution=32", "output.val_resolution=16", "output.turntable_frames=2",
-                 "output.turntable_resolution=16", "output.export.resolution=32", "output.checkpoint_every=2",
+                 "output.turntable_resolution=16", "output.export.resolution=32",
+                 "output.export.texture_size=64", "output.checkpoint_every=2",
                  "output.val_every=2", f"output.out_dir={tmp_path}", "output.progress=false"])
     assert code == 0
     run_dir = Path(capsys.readouterr().out.split("run folder: ")[1].splitlines()[0])

@@ -17,14 +17,15 @@ def params(scene):
 def test_tiny_run_writes_a_complete_run_folder(tmp_path):
     result = run(tiny(tmp_path, "output.name=r1"))
     folder = RunDir(result["run_dir"])
-    for f in ("config.yaml", "checkpoints/last.pt", "metrics.json", "model.glb", "model.obj", "turntable.mp4"):
+    for f in ("config.yaml", "checkpoints/last.pt", "metrics.json", "model.glb", "model.obj", "model.mtl", "model.png",
+              "turntable.mp4"):
         assert (folder.path / f).exists(), f
     assert sorted(p.name for p in folder.previews.iterdir()) == ["step_000003.png", "step_000006.png"]
     metrics = json.loads(folder.metrics.read_text())
     assert metrics["status"] == "finished" and metrics["step"] == 6
     assert set(metrics["ms_per_step"]) == {"render", "guidance", "backward_step"}
     mesh = load_mesh(folder.asset("glb"))
-    assert isinstance(mesh, trimesh.Trimesh) and mesh.visual.kind == "vertex"
+    assert isinstance(mesh, trimesh.Trimesh) and mesh.visual.kind == "texture"
     assert not list(folder.path.rglob("*.tmp*"))  # atomic writes leave no temp files
 
 

@@ -1,12 +1,23 @@
-"""Export a scene to mesh files in the world frame (+Y up, front +Z)."""
+"""Export a scene as assets in the world frame (+Y up, front +Z, metres).
+
+Pipeline: field on a coarse grid -> occupied box -> field on a fine grid in that box ->
+marching cubes (isosurface.py) -> largest pieces -> decimation to a face budget
+(decimate.py) -> xatlas UVs and a baked base-colour texture, or vertex colours
+(texture.py) -> GLB / OBJ+MTL+PNG / PLY, each checked after writing (writers.py).
+"""
 from __future__ import annotations
 
 from pathlib import Path
 
 from dream3d.cameras import Cameras, CameraSampler
-from dream3d.config import ISOSURFACE_METHODS
-from dream3d.export.isosurface import EmptySceneError, auto_level, density_grid, extract_mesh, visibility_grid
-from dream3d.export.writers import load_mesh, write_mesh
+from dream3d.config import ISOSURFACE_METHODS, ExportConfig
+from dream3d.export.decimate import decimate
+from dream3d.export.isosurface import (EmptySceneError, Grid, auto_level, density_grid, extract_mesh, paint_vertices,
+                                       visibility_grid)
+from dream3d.export.texture import bake_texture
+from dream3d.export.writers import ExportError, load_mesh, write_mesh
+
+COARSE_MARGIN = 2  # coarse cells added around the occupied box
 
 
 def surface_cameras(elevation_range=(-10.0, 45.0), n: int = 32) -> Cameras:
@@ -17,33 +28,61 @@ def surface_cameras(elevation_range=(-10.0, 45.0), n: int = 32) -> Cameras:
                         for i in range(rings)])
 
 
-def export_scene(scene, out_base: str | Path, formats=("glb", "obj"), resolution: int = 128, level="auto",
-                 min_component_fraction: float = 0.05, method: str = "visibility",
-                 elevation_range=(-10.0, 45.0), surface_opacity: float = 0.05) -> dict:
-    """Write `out_base.<fmt>` for each format; returns {"method", "level", "vertices", "faces", "files"}.
+def scene_mesh(scene, cfg: ExportConfig, elevation_range=(-10.0, 45.0)):
+    """The scene's surface as a vertex-coloured trimesh, within cfg.max_faces; returns (mesh, level).
 
-    method "density": marching cubes of the density at `level` ("auto": the density where
+    method "density": marching cubes of the density at cfg.level ("auto": the density where
     renders reach 50% opacity, see auto_level). method "visibility": marching cubes of the
     carving field (visibility_grid) at 0, solid behind whatever the renders show as surface.
-    Raises EmptySceneError (and writes nothing) when there is no surface."""
-    files = {}
+    Coarse to fine: the field on a grid of resolution/4 finds the occupied box, then the full
+    resolution covers that box only. Raises EmptySceneError when there is no surface."""
+    if cfg.method not in ISOSURFACE_METHODS:
+        raise ValueError(f"unknown isosurface method {cfg.method!r}; valid: {', '.join(ISOSURFACE_METHODS)}")
+    cams = surface_cameras(elevation_range)
+    if cfg.method == "visibility":
+        level = 0.0
+
+        def field(grid):
+            return visibility_grid(scene, grid, cams, surface_opacity=cfg.surface_opacity)
+    else:
+        level = auto_level(scene, cams) if cfg.level == "auto" else float(cfg.level)
+
+        def field(grid):
+            return density_grid(scene, grid)
+    coarse = Grid.cube(scene.bound, max(16, cfg.resolution // 4))
+    lo, hi = coarse.occupied_box(field(coarse), level, COARSE_MARGIN, scene.bound)
+    fine = Grid.fit(lo, hi, cfg.resolution)
+    mesh = extract_mesh(scene, field(fine), fine, level, cfg.min_component_fraction)
+    if cfg.max_faces and len(mesh.faces) > cfg.max_faces:
+        mesh = paint_vertices(scene, decimate(mesh, cfg.max_faces))
+    return mesh, level
+
+
+def export_scene(scene, out_base: str | Path, cfg: ExportConfig | None = None, elevation_range=(-10.0, 45.0)) -> dict:
+    """Write `out_base.<fmt>` for each of cfg.formats; returns {"method", "level", "vertices",
+    "faces", "colors", "files"}. Raises EmptySceneError (and writes nothing) when there is no
+    surface, ExportError when a written file does not reopen as written."""
+    cfg = cfg or ExportConfig()
+    formats = list(cfg.formats)
+    files: dict[str, str] = {}
     if "splat" in formats:
         if not hasattr(scene, "write_splats"):
             raise ValueError(f"format 'splat' needs a Gaussian scene, not {type(scene).__name__}")
         files["splat"] = str(scene.write_splats(Path(f"{out_base}.splat.ply")))
-        formats = [f for f in formats if f != "splat"]
-    cams = surface_cameras(elevation_range)
-    if method == "visibility":
-        grid, level = visibility_grid(scene, resolution, cams, surface_opacity=surface_opacity), 0.0
-    elif method == "density":
-        level = auto_level(scene, cams) if level == "auto" else float(level)
-        grid = density_grid(scene, resolution)
-    else:
-        raise ValueError(f"unknown isosurface method {method!r}; valid: {', '.join(ISOSURFACE_METHODS)}")
-    mesh = extract_mesh(scene, grid, float(level), min_component_fraction)
-    files.update({fmt: str(write_mesh(mesh, Path(f"{out_base}.{fmt}"))) for fmt in formats})
-    return {"method": method, "level": float(level), "vertices": len(mesh.vertices), "faces": len(mesh.faces),
-            "files": files}
+        formats.remove("splat")
+    info = {"method": cfg.method, "files": files}
+    if not formats:
+        return info
+    mesh, level = scene_mesh(scene, cfg, elevation_range)
+    baked = bake_texture(scene, mesh, cfg.texture_size) if cfg.colors == "texture" and set(formats) - {"ply"} else None
+    for fmt in formats:
+        written = write_mesh(baked if baked is not None and fmt != "ply" else mesh, Path(f"{out_base}.{fmt}"),
+                             scene.bound)
+        files[fmt] = str(written[-1])
+        files.update({f"{fmt}_{p.suffix.lstrip('.')}": str(p) for p in written[:-1]})
+    info.update(level=float(level), vertices=len(mesh.vertices), faces=len(mesh.faces), colors=cfg.colors)
+    return info
 
 
-__all__ = ["EmptySceneError", "export_scene", "load_mesh", "write_mesh", "extract_mesh", "auto_level"]
+__all__ = ["EmptySceneError", "ExportError", "export_scene", "scene_mesh", "load_mesh", "write_mesh", "extract_mesh",
+           "auto_level", "Grid"]

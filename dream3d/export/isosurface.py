@@ -1,6 +1,9 @@
 """Isosurface extraction from a scene's density: grid evaluation, automatic level, marching cubes."""
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 import trimesh
@@ -16,14 +19,49 @@ class EmptySceneError(RuntimeError):
     """The scene has no surface to export."""
 
 
+@dataclass(frozen=True)
+class Grid:
+    """A regular lattice of points lo + step * (i, j, k), i < shape[0] ..., indexed [x, y, z]."""
+
+    lo: tuple[float, float, float]
+    step: float
+    shape: tuple[int, int, int]
+
+    @classmethod
+    def cube(cls, bound: float, resolution: int) -> "Grid":
+        """`resolution` points per axis over [-bound, bound]^3."""
+        return cls((-bound,) * 3, 2 * bound / (resolution - 1), (resolution,) * 3)
+
+    @classmethod
+    def fit(cls, lo, hi, resolution: int) -> "Grid":
+        """Cubic cells over the box [lo, hi], `resolution` points along its longest side."""
+        lo, hi = np.asarray(lo, float), np.asarray(hi, float)
+        step = float((hi - lo).max()) / (resolution - 1)
+        shape = tuple(int(math.ceil(e / step - 1e-9)) + 1 for e in hi - lo)
+        return cls(tuple(float(v) for v in lo), step, shape)
+
+    def points(self) -> Tensor:
+        """Grid points [X*Y*Z, 3] in [x, y, z] index order."""
+        axes = [self.lo[i] + self.step * torch.arange(self.shape[i], dtype=torch.float64) for i in range(3)]
+        return torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3).float()
+
+    def occupied_box(self, field: np.ndarray, level: float, margin: int, bound: float) -> tuple[np.ndarray, np.ndarray]:
+        """Bounding box (lo [3], hi [3]) of the points where field > level, grown by `margin` cells
+        and clipped to [-bound, bound]^3 (the coarse pass of a coarse-to-fine extraction)."""
+        idx = np.argwhere(field > level)
+        if len(idx) == 0:
+            raise EmptySceneError(f"no value above the level {level:.4g}: nothing to export")
+        lo = np.asarray(self.lo) + (idx.min(0) - margin) * self.step
+        hi = np.asarray(self.lo) + (idx.max(0) + margin) * self.step
+        return np.clip(lo, -bound, bound), np.clip(hi, -bound, bound)
+
+
 @torch.no_grad()
-def density_grid(scene: Scene, resolution: int, chunk: int = 65536) -> np.ndarray:
-    """Density at the vertices of a regular grid over [-bound, bound]^3, indexed [x, y, z]."""
-    b = scene.bound
-    axis = torch.linspace(-b, b, resolution)
-    pts = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3)
+def density_grid(scene: Scene, grid: Grid, chunk: int = 65536) -> np.ndarray:
+    """The scene's density at the grid points, [X,Y,Z]."""
+    pts = grid.points()
     out = torch.cat([scene.density(pts[i:i + chunk]) for i in range(0, pts.shape[0], chunk)])
-    return out.reshape(resolution, resolution, resolution).numpy()
+    return out.reshape(grid.shape).numpy()
 
 
 HALF_OPACITY = float(np.log(2))  # optical depth at which transmittance reaches 0.5
@@ -82,9 +120,9 @@ def marched_surface_maps(scene: Scene, cameras: Cameras, image_resolution: int, 
 
 
 @torch.no_grad()
-def visibility_grid(scene: Scene, grid_resolution: int, cameras: Cameras, image_resolution: int | None = None,
+def visibility_grid(scene: Scene, grid: Grid, cameras: Cameras, image_resolution: int | None = None,
                     samples: int | None = None, surface_opacity: float = 0.05) -> np.ndarray:
-    """A carving field on the grid, positive where every camera sees the point behind the
+    """A carving field [X,Y,Z] on the grid, positive where every camera sees the point behind the
     rendered surface (solid) and negative where some camera sees it as free space.
 
     Per camera, with opacity A and the depth D at which a pixel's ray first reaches
@@ -94,6 +132,7 @@ def visibility_grid(scene: Scene, grid_resolution: int, cameras: Cameras, image_
     m = min(pixel_size * (A - 1/2), distance - D); the field is min over cameras. Unlike a
     density level set it is solid behind a thin opaque skin, which NeRFs trained from renders
     often are, and its silhouettes are accurate to a fraction of a pixel."""
+    grid_resolution = max(grid.shape)
     image_resolution = image_resolution or min(96, grid_resolution)
     if hasattr(scene, "surface_maps"):  # scenes that render their own opacity and surface depth (Gaussians)
         opaque, depth = scene.surface_maps(cameras, image_resolution, surface_opacity)
@@ -102,9 +141,7 @@ def visibility_grid(scene: Scene, grid_resolution: int, cameras: Cameras, image_
                                              surface_opacity)
     if opaque.sum() == 0:
         raise _empty_error()
-    b = scene.bound
-    axis = torch.linspace(-b, b, grid_resolution)
-    pts = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3)
+    pts = grid.points()
     field = torch.full((pts.shape[0],), float("inf"))
     w2c = torch.linalg.inv(cameras.c2w())
     tan = torch.tan(torch.deg2rad(cameras.fovy) / 2)
@@ -118,33 +155,60 @@ def visibility_grid(scene: Scene, grid_resolution: int, cameras: Cameras, image_
         dist = pc.norm(dim=-1)
         pixel = 2 * dist * tan[k] / image_resolution
         field = torch.minimum(field, torch.minimum(pixel * (a - 0.5), dist - d_surface))
-    return field.reshape(grid_resolution, grid_resolution, grid_resolution).numpy()
+    return field.reshape(grid.shape).numpy()
 
 
-def extract_mesh(scene: Scene, grid: np.ndarray, level: float, min_component_fraction: float = 0.05) -> trimesh.Trimesh:
-    """Marching cubes of a field `grid` [R,R,R] (indexed [x,y,z] over the scene box, larger =
-    inside) at `level`, in world coordinates (+Y up, front +Z), faces outward, vertex colours
-    from the scene's albedo; connected pieces below `min_component_fraction` of the largest
-    one's face count are dropped."""
-    resolution = grid.shape[0]
-    if np.isnan(grid).any():
+def extract_mesh(scene: Scene, field: np.ndarray, grid: Grid, level: float,
+                 min_component_fraction: float = 0.05) -> trimesh.Trimesh:
+    """Marching cubes of `field` [X,Y,Z] (values at `grid`'s points, larger = inside) at `level`,
+    in world coordinates (+Y up, front +Z), faces outward, vertex colours from the scene's
+    albedo; connected pieces below `min_component_fraction` of the largest one's face count
+    are dropped."""
+    if np.isnan(field).any():
         raise EmptySceneError("the field has NaN values; the checkpoint is damaged")
-    if grid.max() <= level:
-        raise EmptySceneError(f"no value above the level {level:.4g} (max {grid.max():.4g}): nothing to export")
-    padded = np.pad(grid, 1, constant_values=min(float(grid.min()), level - 1.0))  # closes the surface at the box
-    step = 2 * scene.bound / (resolution - 1)
+    if field.max() <= level:
+        raise EmptySceneError(f"no value above the level {level:.4g} (max {field.max():.4g}): nothing to export")
+    padded = np.pad(field, 1, constant_values=min(float(field.min()), level - 1.0))  # closes the surface at the box
+    step = grid.step
     verts, faces, _, _ = marching_cubes(padded, level=level, spacing=(step, step, step))
-    verts = verts - scene.bound - step
-    mesh = trimesh.Trimesh(verts, faces, process=True)
+    verts = verts + np.asarray(grid.lo) - step
+    mesh = drop_degenerate(trimesh.Trimesh(verts, faces, process=True))
     parts = mesh.split(only_watertight=False)
     if len(parts) > 1:
         biggest = max(len(p.faces) for p in parts)
         mesh = trimesh.util.concatenate([p for p in parts if len(p.faces) >= min_component_fraction * biggest])
     if mesh.volume < 0:
         mesh.invert()
-    with torch.no_grad():
-        rgb = scene.color(torch.as_tensor(mesh.vertices, dtype=torch.float32)).clamp(0, 1).numpy()
-    mesh.visual.vertex_colors = np.concatenate([np.round(rgb * 255), np.full((len(rgb), 1), 255)], 1).astype(np.uint8)
     if not np.isfinite(mesh.vertices).all():
         raise EmptySceneError("marching cubes produced non-finite vertices")
+    return paint_vertices(scene, mesh)
+
+
+def drop_degenerate(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
+    """Remove zero-area faces and folded pairs (two faces on the same three vertices, back to
+    back, which decimation can leave), then the vertices only they used: both have no
+    well-defined normal (glTF validators reject zero normals) and xatlas leaves them uncharted."""
+    keep = np.zeros(len(mesh.faces), bool)
+    keep[mesh.nondegenerate_faces()] = True
+    _, inverse, counts = np.unique(np.sort(mesh.faces, axis=1), axis=0, return_inverse=True, return_counts=True)
+    keep &= counts[inverse.reshape(-1)] == 1
+    mesh.update_faces(keep)
+    mesh.remove_unreferenced_vertices()
+    return mesh
+
+
+@torch.no_grad()
+def scene_colors(scene: Scene, points: np.ndarray | Tensor, chunk: int = 65536) -> Tensor:
+    """The scene's albedo [N,3] in [0,1] at points [N,3], evaluated in chunks."""
+    pts = torch.as_tensor(points, dtype=torch.float32)
+    if len(pts) == 0:
+        return torch.zeros(0, 3)
+    return torch.cat([scene.color(pts[i:i + chunk]).clamp(0, 1) for i in range(0, len(pts), chunk)])
+
+
+def paint_vertices(scene: Scene, mesh: trimesh.Trimesh) -> trimesh.Trimesh:
+    """Set the mesh's vertex colours (RGBA uint8) to the scene's albedo at its vertices."""
+    rgb = scene_colors(scene, mesh.vertices).numpy()
+    mesh.visual = trimesh.visual.ColorVisuals(
+        mesh, vertex_colors=np.concatenate([np.round(rgb * 255), np.full((len(rgb), 1), 255)], 1).astype(np.uint8))
     return mesh
