@@ -1,4 +1,4 @@
-"""The `dream3d` command line: run | resume | export | eval | bench | models | app | config show."""
+"""The `dream3d` command line: run | resume | export | eval | batch | bench | models | app | config show."""
 from __future__ import annotations
 
 import argparse
@@ -120,6 +120,22 @@ def _cmd_bench(args) -> int:
     return 0
 
 
+def _cmd_batch(args) -> int:
+    from dream3d.batch import parse_seeds, run_batch
+
+    index = run_batch(args.prompts, args.config, tuple(args.overrides), args.backend, args.address, args.cpus_per_run,
+                      args.gpus_per_run, parse_seeds(args.seeds), args.retries, args.name, args.out)
+    runs = index["runs"]
+    failed = [r for r in runs if r["status"] == "failed"]
+    reused = sum(r["reused"] for r in runs)
+    folder = Path(args.out) / index["batch"]
+    print(f"{len(runs) - len(failed)} finished ({reused} reused from an earlier invocation), {len(failed)} failed")
+    for r in failed:
+        print(f"  failed: {r['prompt']!r} seed {r['seed']} after {r['attempts']} attempts: {r['error']}")
+    print(f"index: {folder / 'index.json'}\ngallery: {folder / 'gallery.html'}")
+    return 1 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from dream3d.config import EXPORT_COLORS, EXPORT_FORMATS, ISOSURFACE_METHODS
 
@@ -165,6 +181,24 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", default="bench", help="results go to OUT/<date-time>/")
     b.add_argument("overrides", nargs="*", help="key=value overrides for every run")
     b.set_defaults(func=_cmd_bench)
+    bt = sub.add_parser("batch", help="one run per prompt (x seed), on Ray or one at a time",
+                        description="Example: dream3d batch prompts.txt --config configs/toy/sds-nerf.yaml --seeds 0,1 "
+                                    "train.steps=400. Rerunning the same command skips finished runs and resumes "
+                                    "interrupted ones.")
+    bt.add_argument("prompts", help="a .txt file (one prompt per line) or .jsonl ({\"prompt\", \"seed\", \"overrides\"})")
+    bt.add_argument("--config", required=True, help="YAML preset for every run")
+    bt.add_argument("overrides", nargs="*", help="key=value overrides for every run")
+    bt.add_argument("--backend", choices=("ray", "local"), default="ray",
+                    help="ray (default: a local Ray cluster unless --address) or local (one run at a time, no Ray)")
+    bt.add_argument("--address", help="an existing Ray cluster: auto, or ray://HOST:10001")
+    bt.add_argument("--cpus-per-run", type=int, default=1, help="CPUs Ray reserves per run (= torch threads)")
+    bt.add_argument("--gpus-per-run", type=float, help="GPUs Ray reserves per run (default: 1 for Stable Diffusion, "
+                                                       "0 for ToyWorld; fractions share a GPU)")
+    bt.add_argument("--seeds", default="0", help="comma-separated seeds per prompt (default 0)")
+    bt.add_argument("--retries", type=int, default=2, help="retries of a failed or killed run before it is reported")
+    bt.add_argument("--name", help="batch name (default: the prompt file's name)")
+    bt.add_argument("--out", default="batch", help="batches go to OUT/<name>/")
+    bt.set_defaults(func=_cmd_batch)
     m = sub.add_parser("models", help="list the supported priors and whether each is available locally")
     m.set_defaults(func=_cmd_models)
     c = sub.add_parser("config", help="config tools")
@@ -182,7 +216,13 @@ def main(argv: list[str] | None = None) -> int:
     from dream3d.toyworld import PromptError
     from dream3d.trainer import NonFiniteError, OutputWriteError
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # key=value overrides placed after options (`batch P --config C train.steps=5`) land in `extra`
+    if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
     try:
         return args.func(args)

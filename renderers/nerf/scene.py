@@ -13,7 +13,11 @@ from dream3d.schema import bounded, choice
 from renderers.background import BACKGROUNDS, Background
 from renderers.base import RenderOutput, Scene
 from renderers.nerf.field import RadianceField
+from renderers.nerf.occupancy import OccupancyGrid
 from renderers.nerf.volume_rendering import render_rays
+
+
+SAMPLERS = ("occupancy", "dense")
 
 
 @dataclass
@@ -36,6 +40,11 @@ class NeRFConfig:
     lr_background: float = bounded(0.003, 0.0, 10.0)
     sparsity_weight: Any = bounded(0.0, 0.0, None, schedule=True)  # weight of mean rendered opacity
     chunk_rays: int = bounded(8192, 64, None)  # rays per chunk when rendering without gradients
+    sampler: str = choice("occupancy", SAMPLERS)  # skip empty space and hidden samples | evaluate every sample
+    occupancy_resolution: int = bounded(32, 4, 256)  # cells per axis of the occupancy grid
+    occupancy_threshold: float = bounded(0.5, 0.0, None)  # density below which a cell is empty
+    occupancy_every: int = bounded(16, 1, None)  # steps between occupancy-grid updates
+    min_transmittance: float = bounded(1e-3, 0.0, 1.0)  # occupancy sampler: rays stop below this
 
 
 class NeRFScene(Scene):
@@ -47,6 +56,8 @@ class NeRFScene(Scene):
                                    cfg.blob_density, cfg.blob_radius)
         self.background = Background(cfg.background)
         self.sparsity = Schedule.parse(cfg.sparsity_weight, "sparsity_weight")
+        self.occupancy = (OccupancyGrid(cfg.bound, cfg.occupancy_resolution, cfg.occupancy_threshold)
+                          if cfg.sampler == "occupancy" else None)
 
     @property
     def bound(self) -> float:
@@ -58,7 +69,8 @@ class NeRFScene(Scene):
         o, d = origins.reshape(-1, 3), dirs.reshape(-1, 3)
         samples = self.cfg.samples_per_ray if train else self.cfg.eval_samples_per_ray
         chunk = o.shape[0] if torch.is_grad_enabled() else self.cfg.chunk_rays
-        parts = [render_rays(self.field, o[i:i + chunk], d[i:i + chunk], self.cfg.bound, samples, train, generator)
+        parts = [render_rays(self.field, o[i:i + chunk], d[i:i + chunk], self.cfg.bound, samples, train, generator,
+                             self.occupancy, min_transmittance=self.cfg.min_transmittance)
                  for i in range(0, o.shape[0], chunk)]
         rgb, opacity, depth = (torch.cat(p) for p in zip(*parts))
         rgb = rgb + (1 - opacity) * self.background(d)
@@ -77,6 +89,12 @@ class NeRFScene(Scene):
     def regularizers(self, out: RenderOutput, step: int) -> dict[str, Tensor]:
         w = self.sparsity(step)
         return {"sparsity": w * out.alpha.mean()} if w > 0 else {}
+
+    def post_backward(self, step: int, out: RenderOutput, optimizer=None) -> None:
+        """Refresh the occupancy grid every `occupancy_every` steps (jitter seeded by the step, so
+        a resumed run refreshes it identically)."""
+        if self.occupancy is not None and step % self.cfg.occupancy_every == 0:
+            self.occupancy.update(self.density, torch.Generator().manual_seed(step))
 
     def density(self, points: Tensor) -> Tensor:
         return self.field(points)[0]
