@@ -229,7 +229,11 @@ def _ray(spec: BatchSpec, jobs: list[BatchJob], address: str | None) -> Iterator
                           "or run with --backend local") from None
     started_here = not ray.is_initialized()
     if started_here:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        except ConnectionError as e:
+            raise ConfigError(f"could not connect to the Ray cluster at {address!r} ({e}); start one with "
+                              "`ray start --head`, or leave out --address for a local cluster") from None
     try:
         task = ray.remote(run_job).options(num_cpus=spec.cpus_per_run, num_gpus=spec.gpus_per_run,
                                            max_retries=spec.retries, retry_exceptions=True)

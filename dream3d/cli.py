@@ -233,6 +233,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        if args.command == "batch":
+            print("\ninterrupted: finished runs are kept and the index is saved; run the same command again to "
+                  "resume the rest from their last checkpoints", file=sys.stderr)
+            return EXIT_INTERRUPTED
         print("\ninterrupted: checkpoint saved and the current scene exported; continue with "
               "`dream3d resume RUN_DIR`", file=sys.stderr)
         return EXIT_INTERRUPTED

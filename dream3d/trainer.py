@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from dream3d.cameras import CameraSampler
 from dream3d.config import RunConfig, to_dict, to_yaml
-from dream3d.export import EmptySceneError, export_scene
+from dream3d.export import EmptySceneError, ExportError, export_scene
 from dream3d.runs import CheckpointError, RunDir, atomic_write_text, to_uint8, write_image, write_json, write_video
 from guidance import build_guidance
 from guidance.priors import build_prior
@@ -140,7 +140,7 @@ class Trainer:
         e = self.cfg.output.export
         try:
             return export_scene(self.scene, self.run.path / "model", e, tuple(self.cfg.camera.elevation_range))
-        except EmptySceneError as err:
+        except (EmptySceneError, ExportError) as err:  # the checkpoint is safe; `dream3d export` can retry
             log.error("export skipped: %s", err)
             return {"error": str(err)}
 

@@ -120,3 +120,19 @@ def test_foreign_checkpoint_is_refused_before_loading(tmp_path):
     torch.save(state, folder.checkpoint)
     with pytest.raises(CheckpointError, match="does not match"):
         load_run(folder.path)
+
+
+def test_a_failed_export_check_keeps_the_run(tmp_path, monkeypatch):
+    """An export whose file fails its check is reported in the result and metrics; the trained
+    checkpoint stays, so `dream3d export RUN_DIR` can retry."""
+    import dream3d.trainer as trainer_module
+    from dream3d.export import ExportError
+
+    def broken(*a, **kw):
+        raise ExportError("model.glb failed its check after writing (UVs missing or outside [0,1])")
+
+    monkeypatch.setattr(trainer_module, "export_scene", broken)
+    result = run(tiny(tmp_path, "output.name=ex", "train.steps=2", "output.turntable_frames=0"))
+    assert result["status"] == "finished" and "failed its check" in result["export"]["error"]
+    folder = RunDir(result["run_dir"])
+    assert folder.checkpoint.exists() and "failed its check" in json.loads(folder.metrics.read_text())["export"]["error"]
