@@ -298,3 +298,19 @@ def test_export_config_rejects_bad_values():
                      (dict(colors="uv"), "colors")):
         with pytest.raises(ConfigError, match=key):
             validate_export(dataclasses.replace(ExportConfig(), **bad), "nerf")
+
+
+def test_specks_left_by_decimation_are_dropped(tmp_path, monkeypatch):
+    import dream3d.export as export_module
+
+    real = export_module.decimate
+
+    def with_speck(mesh, max_faces):  # decimation that pinches off a tiny tetrahedron
+        out = real(mesh, max_faces - 4)
+        speck = trimesh.creation.box(extents=[0.01] * 3).convex_hull.simplify_quadric_decimation(face_count=4)
+        return trimesh.util.concatenate([out, speck])
+
+    monkeypatch.setattr(export_module, "decimate", with_speck)
+    info = export(AnalyticScene("sphere"), tmp_path, method="density", resolution=48, formats=["ply"], max_faces=1000)
+    mesh = load_mesh(info["files"]["ply"])
+    assert len(trimesh.Trimesh(mesh.vertices, mesh.faces).split(only_watertight=False)) == 1

@@ -12,8 +12,8 @@ from pathlib import Path
 from dream3d.cameras import Cameras, CameraSampler
 from dream3d.config import ISOSURFACE_METHODS, ExportConfig
 from dream3d.export.decimate import decimate
-from dream3d.export.isosurface import (EmptySceneError, Grid, auto_level, density_grid, extract_mesh, paint_vertices,
-                                       visibility_grid)
+from dream3d.export.isosurface import (EmptySceneError, Grid, auto_level, density_grid, extract_mesh,
+                                       keep_large_pieces, paint_vertices, visibility_grid)
 from dream3d.export.texture import bake_texture
 from dream3d.export.writers import ExportError, load_mesh, write_mesh
 
@@ -53,8 +53,8 @@ def scene_mesh(scene, cfg: ExportConfig, elevation_range=(-10.0, 45.0)):
     lo, hi = coarse.occupied_box(field(coarse), level, COARSE_MARGIN, scene.bound)
     fine = Grid.fit(lo, hi, cfg.resolution)
     mesh = extract_mesh(scene, field(fine), fine, level, cfg.min_component_fraction)
-    if cfg.max_faces and len(mesh.faces) > cfg.max_faces:
-        mesh = paint_vertices(scene, decimate(mesh, cfg.max_faces))
+    if cfg.max_faces and len(mesh.faces) > cfg.max_faces:  # collapses can pinch off specks: drop them again
+        mesh = paint_vertices(scene, keep_large_pieces(decimate(mesh, cfg.max_faces), cfg.min_component_fraction))
     return mesh, level
 
 

@@ -172,16 +172,21 @@ def extract_mesh(scene: Scene, field: np.ndarray, grid: Grid, level: float,
     step = grid.step
     verts, faces, _, _ = marching_cubes(padded, level=level, spacing=(step, step, step))
     verts = verts + np.asarray(grid.lo) - step
-    mesh = drop_degenerate(trimesh.Trimesh(verts, faces, process=True))
-    parts = mesh.split(only_watertight=False)
-    if len(parts) > 1:
-        biggest = max(len(p.faces) for p in parts)
-        mesh = trimesh.util.concatenate([p for p in parts if len(p.faces) >= min_component_fraction * biggest])
+    mesh = keep_large_pieces(drop_degenerate(trimesh.Trimesh(verts, faces, process=True)), min_component_fraction)
     if mesh.volume < 0:
         mesh.invert()
     if not np.isfinite(mesh.vertices).all():
         raise EmptySceneError("marching cubes produced non-finite vertices")
     return paint_vertices(scene, mesh)
+
+
+def keep_large_pieces(mesh: trimesh.Trimesh, min_fraction: float) -> trimesh.Trimesh:
+    """Drop connected pieces with fewer than `min_fraction` x the largest piece's faces."""
+    parts = mesh.split(only_watertight=False)
+    if len(parts) <= 1:
+        return mesh
+    biggest = max(len(p.faces) for p in parts)
+    return trimesh.util.concatenate([p for p in parts if len(p.faces) >= min_fraction * biggest])
 
 
 def drop_degenerate(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
