@@ -28,7 +28,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from dream3d.config import RunConfig, load_config, to_dict
+from dream3d.config import RunConfig, changed_keys, load_config
 from dream3d.runs import RunDir, atomic_write_text, slugify, write_json
 from dream3d.schema import ConfigError
 
@@ -118,13 +118,6 @@ def read_prompts(path: str | Path, seeds: list[int]) -> list[BatchJob]:
     return jobs
 
 
-def _changed_settings(saved: RunConfig, wanted: RunConfig) -> list[str]:
-    from dream3d.trainer import _flatten
-
-    a, b = _flatten(to_dict(saved)), _flatten(to_dict(wanted))
-    return [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k) and k != "output.progress"]
-
-
 def check_job(spec: BatchSpec, job: BatchJob) -> RunConfig:
     """The job's config; ConfigError/PromptError for bad overrides, a prompt the ToyWorld prior
     cannot read, or an existing run folder made with other settings."""
@@ -135,7 +128,7 @@ def check_job(spec: BatchSpec, job: BatchJob) -> RunConfig:
         parse_prompt(cfg.prompt)
     folder = RunDir(spec.job_dir(job))
     if folder.config.exists():
-        changed = _changed_settings(load_config(folder.config), cfg)
+        changed = [k for k in changed_keys(load_config(folder.config), cfg) if k != "output.progress"]
         if changed:
             raise ConfigError(f"{folder.path} was made with other settings ({', '.join(changed[:5])}); "
                               "use another --name for this batch")

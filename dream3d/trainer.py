@@ -228,24 +228,16 @@ def run(cfg: RunConfig, config_name: str = "config", progress: bool | None = Non
     return Trainer(cfg, folder, progress, prior).fit(stop, on_step)
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        out.update(_flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-    return out
-
-
 def load_run(run_dir: str | Path, overrides: tuple[str, ...] = ()) -> tuple[Trainer, dict]:
     """A trainer restored from a run folder's last checkpoint (scene, optimiser, RNG, step).
     Overrides may change only train.steps and output.* (anything else would not be the same run)."""
-    from dream3d.config import ConfigError, load_config
+    from dream3d.config import ConfigError, changed_keys, load_config
 
     folder = RunDir(run_dir)
     if not folder.config.exists():
         raise ConfigError(f"{run_dir} is not a dream3d run folder (no config.yaml)")
     cfg = load_config(folder.config, list(overrides))
-    saved = _flatten(to_dict(load_config(folder.config)))
-    changed = [k for k, v in _flatten(to_dict(cfg)).items() if saved.get(k) != v and not k.startswith(RESUMABLE_CHANGES)]
+    changed = [k for k in changed_keys(load_config(folder.config), cfg) if not k.startswith(RESUMABLE_CHANGES)]
     if changed:
         raise ConfigError(f"a resumed run can change only train.steps and output.*; not {', '.join(changed)}")
     state = folder.load_checkpoint()

@@ -53,7 +53,7 @@ def rasterize_uv(uv: Tensor, faces: Tensor, size: int, margin: int = 0,
     w, h = (hi - lo + 1).clamp(min=0).unbind(-1)
     count = w * h
     a, b, c = tri.unbind(1)
-    area = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
+    area = _edge(a, b, c)
     best = torch.full((size * size,), float("inf"), dtype=torch.float64)
     face_id = torch.full((size * size,), -1, dtype=torch.long)
     bary = torch.zeros(size * size, 3, dtype=torch.float64)
