@@ -22,11 +22,7 @@ import torch
 from dream3d import bench
 from dream3d.cameras import CameraSampler
 from dream3d.config import load_config
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    mse = float(((a - b) ** 2).mean())
-    return float("inf") if mse == 0 else 10 * torch.log10(torch.tensor(1.0 / mse)).item()
+from dream3d.toyworld.metrics import psnr
 
 
 def step_ms(scene, cams, res: int, samplers: dict, reps: int) -> dict:

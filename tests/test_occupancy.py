@@ -9,7 +9,7 @@ from dream3d.cameras import CameraSampler
 from dream3d.config import load_config
 from dream3d.toyworld import parse_prompt, render_gt
 from dream3d.toyworld.geometry import inside
-from dream3d.toyworld.metrics import silhouette_iou
+from dream3d.toyworld.metrics import psnr, silhouette_iou
 from renderers.nerf.occupancy import OccupancyGrid
 from renderers.nerf.scene import NeRFConfig, NeRFScene
 from renderers.nerf.volume_rendering import render_rays
@@ -26,10 +26,6 @@ def render(field, cams, res, grid, perturb=False):
     o, d = (v.reshape(-1, 3) for v in cams.rays(res, res))
     rgb, alpha, depth = render_rays(field, o, d, BOUND, 128, perturb, torch.Generator().manual_seed(0), grid)
     return rgb.reshape(len(cams), res, res, 3), alpha.reshape(len(cams), 1, res, res)
-
-
-def psnr(a, b):
-    return float(10 * torch.log10(1 / ((a - b) ** 2).mean().clamp(min=1e-20)))
 
 
 def test_analytic_density_renders_the_analytic_silhouette_with_either_sampler():
@@ -72,14 +68,14 @@ def test_skipping_sampler_evaluates_far_fewer_samples_for_the_same_gradient():
 @given(centres=st.lists(st.tuples(*[st.floats(-0.45, 0.45)] * 3), min_size=1, max_size=4),
        width=st.floats(0.02, 0.15), peak=st.floats(1.0, 500.0), seed=st.integers(0, 2**16))
 def test_occupancy_grid_never_drops_a_sample_above_the_threshold(centres, width, peak, seed):
-    """Fields of Gaussian blobs at least a cell wide (the default grid: 1.2 / 64 = 0.019):
+    """Fields of Gaussian blobs at least a cell wide (a 64^3 grid: 1.2 / 64 = 0.019):
     after one update, every point whose density exceeds the threshold is in an occupied cell."""
     c = torch.tensor(centres)
 
     def density(p):
         return peak * torch.exp(-((p[:, None] - c[None]) ** 2).sum(-1) / (2 * width ** 2)).sum(-1)
 
-    grid = OccupancyGrid(BOUND)
+    grid = OccupancyGrid(BOUND, 64)
     grid.update(density, torch.Generator().manual_seed(seed))
     gen = torch.Generator().manual_seed(seed + 1)
     points = torch.cat([torch.rand(20000, 3, generator=gen) * 2 * BOUND - BOUND,  # anywhere, and near the blobs
@@ -106,7 +102,7 @@ def test_occupancy_state_is_checkpointed_and_old_checkpoints_still_load():
 
 def test_the_initial_blob_stops_holding_cells_soon():
     """The capped moving maximum forgets a density of e^10 within a few updates."""
-    grid = OccupancyGrid(BOUND)
+    grid = OccupancyGrid(BOUND, 64)
     grid.update(lambda p: torch.full((len(p),), 22026.0))
     assert grid.occupied.all()
     for _ in range(8):

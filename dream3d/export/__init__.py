@@ -52,10 +52,10 @@ def scene_mesh(scene, cfg: ExportConfig, elevation_range=(-10.0, 45.0)):
     coarse = Grid.cube(scene.bound, max(16, cfg.resolution // 4))
     lo, hi = coarse.occupied_box(field(coarse), level, COARSE_MARGIN, scene.bound)
     fine = Grid.fit(lo, hi, cfg.resolution)
-    mesh = extract_mesh(scene, field(fine), fine, level, cfg.min_component_fraction)
+    mesh = extract_mesh(field(fine), fine, level, cfg.min_component_fraction)
     if cfg.max_faces and len(mesh.faces) > cfg.max_faces:  # collapses can pinch off specks: drop them again
-        mesh = paint_vertices(scene, keep_large_pieces(decimate(mesh, cfg.max_faces), cfg.min_component_fraction))
-    return mesh, level
+        mesh = keep_large_pieces(decimate(mesh, cfg.max_faces), cfg.min_component_fraction)
+    return paint_vertices(scene, mesh), level
 
 
 def export_scene(scene, out_base: str | Path, cfg: ExportConfig | None = None, elevation_range=(-10.0, 45.0)) -> dict:

@@ -158,12 +158,11 @@ def visibility_grid(scene: Scene, grid: Grid, cameras: Cameras, image_resolution
     return field.reshape(grid.shape).numpy()
 
 
-def extract_mesh(scene: Scene, field: np.ndarray, grid: Grid, level: float,
+def extract_mesh(field: np.ndarray, grid: Grid, level: float,
                  min_component_fraction: float = 0.05) -> trimesh.Trimesh:
     """Marching cubes of `field` [X,Y,Z] (values at `grid`'s points, larger = inside) at `level`,
-    in world coordinates (+Y up, front +Z), faces outward, vertex colours from the scene's
-    albedo; connected pieces below `min_component_fraction` of the largest one's face count
-    are dropped."""
+    in world coordinates (+Y up, front +Z), faces outward, uncoloured (see paint_vertices);
+    connected pieces below `min_component_fraction` of the largest one's face count are dropped."""
     if np.isnan(field).any():
         raise EmptySceneError("the field has NaN values; the checkpoint is damaged")
     if field.max() <= level:
@@ -177,7 +176,7 @@ def extract_mesh(scene: Scene, field: np.ndarray, grid: Grid, level: float,
         mesh.invert()
     if not np.isfinite(mesh.vertices).all():
         raise EmptySceneError("marching cubes produced non-finite vertices")
-    return paint_vertices(scene, mesh)
+    return mesh
 
 
 def keep_large_pieces(mesh: trimesh.Trimesh, min_fraction: float) -> trimesh.Trimesh:

@@ -8,6 +8,12 @@ from torch import Tensor
 from dream3d.toyworld.geometry import inside
 
 
+def psnr(a: Tensor, b: Tensor) -> float:
+    """Peak signal-to-noise ratio in dB of images in [0,1] (inf when identical)."""
+    mse = float(((a - b) ** 2).mean())
+    return float("inf") if mse == 0 else -10 * float(np.log10(mse))
+
+
 def silhouette_iou(alpha: Tensor, mask: Tensor, threshold: float = 0.5) -> float:
     """IoU of (alpha > t) and (mask > t); alpha, mask [B,1,H,W]."""
     a, m = alpha > threshold, mask > threshold

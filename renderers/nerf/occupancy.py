@@ -19,7 +19,7 @@ class OccupancyGrid(nn.Module):
     them. A cell is occupied when its density exceeds `threshold`, dilated by one cell so that
     samples near a boundary are kept. Before the first update every cell counts as occupied."""
 
-    def __init__(self, bound: float, resolution: int = 64, threshold: float = 0.5, decay: float = 0.5,
+    def __init__(self, bound: float, resolution: int = 32, threshold: float = 0.5, decay: float = 0.5,
                  cap_factor: float = 100.0):
         super().__init__()
         self.bound, self.resolution, self.threshold, self.decay = bound, resolution, threshold, decay
