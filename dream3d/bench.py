@@ -7,8 +7,9 @@ Three measurements, all on held-out cameras of the known objects:
   where the run paints the yellow front marker (>= 5% of its foreground) and the truth does not;
 - diversity ("a cube", several seeds): the entropy of the runs' dominant colours (normalised by
   log 6; the truth is uniform over the 6 colours) and the Vendi score of their mean colours.
-Janus and diversity runs use the suite's probe scene (Gaussians in `quick`: the fast one). Each
-run is a normal run folder under the bench folder; results.json holds every run's config.
+Janus and diversity runs each use one scene of the suite (Gaussians, the fast one, unless the suite
+says otherwise). Each run is a normal run folder under the bench folder; results.json holds every
+run's config and is rewritten after every run, so an interrupted suite resumes (`--resume FOLDER`).
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ import torch
 from dream3d.cameras import CameraSampler, Cameras
 from dream3d.runs import RunDir, atomic_write_text, write_json
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 FIDELITY_PROMPT = "a red cube"
 JANUS_PROMPT = "a blue cube with a yellow front"
 DIVERSITY_PROMPT = "a cube"
@@ -38,25 +39,30 @@ class Suite:
     view_conditionings: list[str]
     steps: dict[str, int]  # per scene
     seeds: int = 3  # diversity runs per method
-    probe_scene: str = "gaussians"  # the scene of the Janus and diversity runs (when selected)
+    janus_scene: str = "gaussians"  # the scene of the Janus runs (when selected, else the first scene)
+    diversity_scene: str = "gaussians"  # the scene of the diversity runs (likewise)
     eval_every: int = 25
     extra: list[str] = field(default_factory=list)  # overrides for every run
 
 
+# Method variants: a name in --methods -> (preset method, overrides).
+VARIANTS = {"fdiv-fkl": ("fdiv", ["guidance.divergence=forward_kl"])}
+ALL_METHODS = ["sds", "vsd", "esd", "ism", "tsm", "csd", "csm", "nfsd", "bsd", "asd", "cds", "fdiv", "fdiv-fkl"]
+
 SUITES = {
     "quick": Suite(methods=["sds", "vsd", "esd"], scenes=["nerf", "gaussians"], view_conditionings=["none", "camera"],
                    steps={"nerf": 200, "gaussians": 200}, seeds=3),
-    "full": Suite(methods=["sds", "vsd", "esd", "ism", "tsm", "csd", "csm", "nfsd", "bsd", "asd", "cds", "fdiv"],
-                  scenes=["nerf", "gaussians"], view_conditionings=["none", "camera"],
-                  steps={"nerf": 600, "gaussians": 400}, seeds=6, probe_scene="nerf"),
+    "full": Suite(methods=ALL_METHODS, scenes=["nerf", "gaussians"], view_conditionings=["none", "camera"],
+                  steps={"nerf": 400, "gaussians": 400}, seeds=6, janus_scene="nerf"),
 }
 
 
-def preset(method: str, scene: str) -> str:
-    """The toy preset of a method on a scene: configs/toy/<method>-<scene>.yaml when it exists,
-    else the method's NeRF preset with scene.name switched."""
-    own = Path("configs/toy") / f"{method}-{scene}.yaml"
-    return str(own if own.exists() else Path("configs/toy") / f"{method}-nerf.yaml")
+def preset(method: str, scene: str) -> tuple[str, list[str]]:
+    """(preset path, overrides) of a method or variant on a scene: configs/toy/<method>-<scene>.yaml
+    when it exists, else the method's NeRF preset with scene.name switched."""
+    base, extra = VARIANTS.get(method, (method, []))
+    own = Path("configs/toy") / f"{base}-{scene}.yaml"
+    return str(own if own.exists() else Path("configs/toy") / f"{base}-nerf.yaml"), list(extra)
 
 
 # -- measurements -------------------------------------------------------------------------------
@@ -76,8 +82,10 @@ def held_out(cfg, n: int = 8) -> Cameras:
 
 def train_with_curve(cfg, out_dir: Path, name: str, eval_every: int, target: float = IOU_TARGET) -> dict:
     """Train one run (a normal run folder), measuring silhouette IoU every `eval_every` steps
-    (time excluded); "to_iou_0.9" holds the seconds and step at which IoU first reached `target`."""
+    (time excluded); "to_iou_0.9" holds the seconds and step at which IoU first reached `target`;
+    "sharpness" the renders' gradient magnitude over the truth's at the end."""
     from dream3d.toyworld import parse_prompt, render_gt
+    from dream3d.toyworld.metrics import sharpness
     from dream3d.trainer import Trainer
 
     item = parse_prompt(cfg.prompt)
@@ -94,10 +102,13 @@ def train_with_curve(cfg, out_dir: Path, name: str, eval_every: int, target: flo
         curve.append([trainer.step, round(train_s, 2), round(iou, 4)])
         if reached is None and iou >= target:
             reached = {"step": trainer.step, "seconds": round(train_s, 2)}
+    with torch.no_grad():
+        sharp = sharpness(trainer.scene.render(cams, gt.shape[-1], gt.shape[-1], train=False).rgb, gt)
     t0 = time.perf_counter()
     trainer.fit()  # at the last step already: checkpoint, export, metrics
     return {"run_dir": str(trainer.run.path), "train_s": round(train_s, 2), "finish_s": round(time.perf_counter() - t0, 2),
-            "to_iou_0.9": reached, "curve": curve, "iou": iou, "colour_error": err, "trainer": trainer}
+            "to_iou_0.9": reached, "curve": curve, "iou": iou, "colour_error": err, "sharpness": round(sharp, 4),
+            "trainer": trainer}
 
 
 def janus_rate(scene, cfg, n: int = 16, marker_share: float = 0.05) -> float:
@@ -142,8 +153,10 @@ def diversity(colours: list[str], mean_rgbs: list[list[float]], bandwidth: float
 # -- the suite ----------------------------------------------------------------------------------
 def run_suite(suite_name: str = "quick", methods: list[str] | None = None, scenes: list[str] | None = None,
               seeds: int | None = None, out_root: str | Path = "bench", overrides: list[str] = (),
-              progress: bool = True) -> Path:
-    """Run the suite; write <out_root>/<date-time>/results.json, results.md and plots. Returns the folder."""
+              progress: bool = True, resume: str | Path | None = None) -> Path:
+    """Run the suite; write <out_root>/<date-time>/results.json, results.md and plots (rewritten
+    after every run). `resume`: a folder of an interrupted suite; its finished runs are kept and
+    only the missing ones run. Returns the folder."""
     from tqdm import tqdm
 
     from dream3d.config import load_config, to_dict
@@ -151,48 +164,71 @@ def run_suite(suite_name: str = "quick", methods: list[str] | None = None, scene
 
     suite = SUITES[suite_name]
     methods, scenes = methods or suite.methods, scenes or suite.scenes
+    unknown = [m for m in methods if not Path(preset(m, "nerf")[0]).exists()]
+    if unknown:
+        raise ValueError(f"unknown bench method(s) {', '.join(unknown)}; valid: {', '.join(ALL_METHODS)}")
     seeds = seeds or suite.seeds
-    folder = Path(out_root) / time.strftime("%Y-%m-%d-%H%M%S")
-    folder.mkdir(parents=True, exist_ok=True)
-    probe = suite.probe_scene if suite.probe_scene in scenes else scenes[0]
+    if resume is not None:
+        folder = Path(resume)
+        previous = json.loads((folder / "results.json").read_text())
+        validate_results(previous)
+        if previous["suite"] != suite_name:
+            raise ValueError(f"{folder} holds a {previous['suite']!r} suite, not {suite_name!r}")
+        runs = previous["runs"]
+    else:
+        folder = Path(out_root) / time.strftime("%Y-%m-%d-%H%M%S")
+        folder.mkdir(parents=True, exist_ok=True)
+        runs = []
+    janus_scene = suite.janus_scene if suite.janus_scene in scenes else scenes[0]
+    diversity_scene = suite.diversity_scene if suite.diversity_scene in scenes else scenes[0]
     jobs = ([("fidelity", m, s, vc, 0) for m in methods for s in scenes for vc in suite.view_conditionings]
-            + [("janus", m, probe, "none", 0) for m in methods]
-            + [("diversity", m, probe, "camera", seed) for m in methods for seed in range(seeds)])
+            + [("janus", m, janus_scene, "none", 0) for m in methods]
+            + [("diversity", m, diversity_scene, "camera", seed) for m in methods for seed in range(seeds)])
+    done = {(r["kind"], r["method"], r["scene"], r["view_conditioning"], r["seed"]) for r in runs}
     prompts = {"fidelity": FIDELITY_PROMPT, "janus": JANUS_PROMPT, "diversity": DIVERSITY_PROMPT}
-    runs = []
     for kind, method, scene, vc, seed in tqdm(jobs, desc="bench", disable=not progress, unit="run"):
-        cfg = load_config(preset(method, scene), [
+        if (kind, method, scene, vc, seed) in done:
+            continue
+        path, variant = preset(method, scene)
+        cfg = load_config(path, [
             f"prompt={prompts[kind]}", f"scene.name={scene}", f"prior.view_conditioning={vc}", f"seed={seed}",
             f"train.steps={suite.steps[scene]}", "output.progress=false", "output.turntable_frames=0",
-            "output.export.formats=[glb]", "output.export.colors=vertex", *suite.extra, *overrides])
+            "output.export.formats=[glb]", "output.export.colors=vertex", *variant, *suite.extra, *overrides])
         name = f"{kind}-{method}-{scene}-{vc}-s{seed}"
         t0 = time.perf_counter()
         trained = train_with_curve(cfg, folder / "runs", name, suite.eval_every)
         metrics = evaluate_run(trained["run_dir"])
         row = {"kind": kind, "method": method, "scene": scene, "view_conditioning": vc, "seed": seed,
                "prompt": cfg.prompt, "wall_s": round(time.perf_counter() - t0, 2), "config": to_dict(cfg),
-               **{k: trained[k] for k in ("run_dir", "train_s", "to_iou_0.9", "curve")},
+               **{k: trained[k] for k in ("run_dir", "train_s", "to_iou_0.9", "curve", "sharpness")},
                **{k: metrics.get(k) for k in ("silhouette_iou", "colour_error", "saturation", "saturation_gt",
                                               "volumetric_iou", "matched_colour")}}
         row["saturation_error"] = round(abs(row["saturation"] - row["saturation_gt"]), 4)
-        if kind in ("janus", "diversity"):
-            trainer = trained["trainer"]  # the trained scene, still in memory
-            if kind == "janus":
-                row["janus_rate"] = janus_rate(trainer.scene, trainer.cfg)
-            else:
-                with torch.no_grad():
-                    out = trainer.scene.render(held_out(trainer.cfg), 64, 64, train=False)
-                fg = (out.alpha > 0.5).expand_as(out.rgb)
-                row["mean_rgb"] = [round(float(out.rgb[:, c][fg[:, c]].mean()), 4) if fg.any() else 1.0
-                                   for c in range(3)]
+        trainer = trained["trainer"]  # the trained scene, still in memory
+        if kind == "janus":
+            row["janus_rate"] = janus_rate(trainer.scene, trainer.cfg)
+        elif kind == "diversity":
+            with torch.no_grad():
+                out = trainer.scene.render(held_out(trainer.cfg), 64, 64, train=False)
+            fg = (out.alpha > 0.5).expand_as(out.rgb)
+            row["mean_rgb"] = [round(float(out.rgb[:, c][fg[:, c]].mean()), 4) if fg.any() else 1.0
+                               for c in range(3)]
         runs.append(row)
+        write_results(folder, suite_name, runs)
+    if not runs or resume is not None:
+        write_results(folder, suite_name, runs)
+    return folder
+
+
+def write_results(folder: Path, suite_name: str, runs: list[dict]) -> dict:
+    """results.json (atomic), results.md and fidelity.png of the runs so far."""
     results = {"schema": SCHEMA_VERSION, "suite": suite_name, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
                "machine": {"threads": torch.get_num_threads(), "torch": torch.__version__},
                "runs": runs, "summary": summarise(runs)}
     write_json(folder / "results.json", results)
     atomic_write_text(folder / "results.md", markdown(results))
     plot(results, folder / "fidelity.png")
-    return folder
+    return results
 
 
 def summarise(runs: list[dict]) -> list[dict]:
@@ -204,7 +240,7 @@ def summarise(runs: list[dict]) -> list[dict]:
         for r in (r for r in mine if r["kind"] == "fidelity"):
             vc = r["view_conditioning"]
             row[vc] = {k: r[k] for k in ("silhouette_iou", "colour_error", "saturation_error", "volumetric_iou",
-                                         "wall_s", "to_iou_0.9")}
+                                         "sharpness", "wall_s", "to_iou_0.9")}
         janus = [r["janus_rate"] for r in mine if r["kind"] == "janus"]
         row["janus_rate"] = float(np.mean(janus)) if janus else None
         div = [r for r in mine if r["kind"] == "diversity"]
@@ -222,19 +258,22 @@ def markdown(results: dict) -> str:
     lines = [f"# ToyWorld bench ({results['suite']}, {results['created']})", "",
              f"Fidelity: \"{FIDELITY_PROMPT}\"; Janus: \"{JANUS_PROMPT}\" (view conditioning none); diversity: "
              f"\"{DIVERSITY_PROMPT}\" over seeds (truth: uniform over 6 colours, entropy 1).", "",
-             "| method | scene | view cond. | IoU | colour err | sat. err | vol. IoU | wall s | s to IoU 0.9 | Janus rate "
-             "| colour entropy | Vendi |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "Sharpness: the renders' image-gradient magnitude over the truth's (1 = as sharp as the truth). "
+             "To IoU 0.9: training seconds (step) at which silhouette IoU first reached 0.9.", "",
+             "| method | scene | view cond. | IoU | colour err | sat. err | vol. IoU | sharpness | wall s "
+             "| to IoU 0.9 | Janus rate | colour entropy | Vendi |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in results["summary"]:
         div = row.get("diversity") or {}
         for vc in ("none", "camera"):
             if vc not in row:
                 continue
             f = row[vc]
-            reached = f["to_iou_0.9"]["seconds"] if f["to_iou_0.9"] else None
+            reached = f["to_iou_0.9"]
+            reached = f"{reached['seconds']:.1f} ({reached['step']})" if reached else "-"
             lines.append(f"| {row['method']} | {row['scene']} | {vc} | {_fmt(f['silhouette_iou'])} | "
                          f"{_fmt(f['colour_error'])} | {_fmt(f['saturation_error'])} | {_fmt(f['volumetric_iou'])} | "
-                         f"{_fmt(f['wall_s'], 1)} | {_fmt(reached, 1)} | {_fmt(row['janus_rate'], 2)} | "
+                         f"{_fmt(f['sharpness'], 2)} | {_fmt(f['wall_s'], 1)} | {reached} | {_fmt(row['janus_rate'], 2)} | "
                          f"{_fmt(div.get('colour_entropy'), 2)} | {_fmt(div.get('vendi'), 2)} |")
     return "\n".join(lines) + "\n"
 
@@ -282,7 +321,8 @@ def validate_results(results: dict) -> None:
     for i, r in enumerate(results["runs"]):
         for key, kind in (("kind", str), ("method", str), ("scene", str), ("view_conditioning", str), ("seed", int),
                           ("config", dict), ("wall_s", (int, float)), ("silhouette_iou", (int, float)),
-                          ("colour_error", (int, float)), ("saturation_error", (int, float)), ("curve", list)):
+                          ("colour_error", (int, float)), ("saturation_error", (int, float)),
+                          ("sharpness", (int, float)), ("curve", list)):
             need(r, key, kind, f"runs[{i}]")
         if r["kind"] == "janus":
             need(r, "janus_rate", float, f"runs[{i}]")

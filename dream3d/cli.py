@@ -114,7 +114,7 @@ def _cmd_app(args) -> int:
 def _cmd_bench(args) -> int:
     from dream3d.bench import run_suite
 
-    folder = run_suite(args.suite, args.methods, args.scenes, args.seeds, args.out, args.overrides)
+    folder = run_suite(args.suite, args.methods, args.scenes, args.seeds, args.out, args.overrides, resume=args.resume)
     print((folder / "results.md").read_text(), end="")
     print(f"\nwritten to {folder} (results.json, results.md, fidelity.png)")
     return 0
@@ -179,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--scenes", nargs="+", choices=("nerf", "gaussians"))
     b.add_argument("--seeds", type=int, help="seeds of the diversity runs")
     b.add_argument("--out", default="bench", help="results go to OUT/<date-time>/")
+    b.add_argument("--resume", metavar="FOLDER", help="finish an interrupted suite in FOLDER (keeps its finished runs)")
     b.add_argument("overrides", nargs="*", help="key=value overrides for every run")
     b.set_defaults(func=_cmd_bench)
     bt = sub.add_parser("batch", help="one run per prompt (x seed), on Ray or one at a time",

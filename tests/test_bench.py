@@ -1,5 +1,6 @@
 """`dream3d bench`: a tiny suite end to end, the results schema, and the metrics on known inputs."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -26,13 +27,53 @@ def test_tiny_suite_writes_valid_results(tmp_path):
     assert (folder / "fidelity.png").stat().st_size > 1000
 
 
+def test_interrupted_suite_resumes_and_keeps_finished_runs(tmp_path):
+    folder = run_suite("quick", ["sds"], ["gaussians"], 1, tmp_path, TINY, progress=False)
+    results = json.loads((folder / "results.json").read_text())
+    lost = results["runs"].pop()  # as if the suite died before its last run was recorded
+    (folder / "results.json").write_text(json.dumps(results))
+    kept = {r["run_dir"]: (Path(r["run_dir"]) / "checkpoints" / "last.pt").stat().st_mtime_ns for r in results["runs"]}
+    again = run_suite("quick", ["sds"], ["gaussians"], 1, tmp_path, TINY, progress=False, resume=folder)
+    assert again == folder
+    final = json.loads((folder / "results.json").read_text())
+    validate_results(final)
+    assert len(final["runs"]) == len(results["runs"]) + 1
+    assert (final["runs"][-1]["kind"], final["runs"][-1]["seed"]) == (lost["kind"], lost["seed"])
+    assert {d: (Path(d) / "checkpoints" / "last.pt").stat().st_mtime_ns for d in kept} == kept  # not rerun
+    with pytest.raises(ValueError, match="quick"):
+        run_suite("full", ["sds"], ["gaussians"], 1, tmp_path, TINY, progress=False, resume=folder)
+
+
+def test_variants_and_unknown_methods():
+    from dream3d.bench import ALL_METHODS, preset
+    from dream3d.config import load_config
+
+    path, extra = preset("fdiv-fkl", "gaussians")
+    assert path.endswith("fdiv-nerf.yaml") and load_config(path, extra).guidance.divergence == "forward_kl"
+    assert all(Path(preset(m, "nerf")[0]).exists() for m in ALL_METHODS)
+    with pytest.raises(ValueError, match="valid: sds"):
+        run_suite("quick", ["sdss"], ["nerf"], 1, "unused", TINY, progress=False)
+
+
+def test_sharpness_on_known_images():
+    from dream3d.toyworld.metrics import sharpness
+
+    gt = torch.zeros(1, 3, 32, 32)
+    gt[..., 8:24, 8:24] = 1.0
+    blurred = torch.nn.functional.avg_pool2d(gt, 5, 1, 2)
+    noisy = gt + 0.2 * torch.randn(gt.shape, generator=torch.Generator().manual_seed(0))
+    assert sharpness(gt, gt) == pytest.approx(1.0)
+    assert sharpness(blurred, gt) < 0.5 < 1.5 < sharpness(noisy, gt)
+
+
 def test_schema_check_names_the_problem():
     with pytest.raises(ValueError, match="runs"):
-        validate_results({"schema": 1, "suite": "quick", "created": "x", "summary": [], "machine": {}})
+        validate_results({"schema": 2, "suite": "quick", "created": "x", "summary": [], "machine": {}})
     with pytest.raises(ValueError, match=r"runs\[0\].janus_rate"):
-        validate_results({"schema": 1, "suite": "q", "created": "x", "summary": [], "machine": {}, "runs": [
+        validate_results({"schema": 2, "suite": "q", "created": "x", "summary": [], "machine": {}, "runs": [
             {"kind": "janus", "method": "sds", "scene": "nerf", "view_conditioning": "none", "seed": 0, "config": {},
-             "wall_s": 1.0, "silhouette_iou": 1.0, "colour_error": 0.0, "saturation_error": 0.0, "curve": []}]})
+             "wall_s": 1.0, "silhouette_iou": 1.0, "colour_error": 0.0, "saturation_error": 0.0, "sharpness": 1.0,
+             "curve": []}]})
 
 
 def test_diversity_metrics_on_known_sets():

@@ -37,6 +37,16 @@ def mean_saturation(rgb: Tensor, mask: Tensor, threshold: float = 0.5) -> float:
     return float(sat[fg].mean()) if fg.any() else 0.0
 
 
+def sharpness(rgb: Tensor, gt: Tensor) -> float:
+    """RMS image gradient of renders over the truth's, both [B,3,H,W] on the same cameras: 1 = as
+    sharp as the truth, < 1 blurrier, > 1 noisier. (RMS, not mean |gradient|: blur keeps a step's
+    total variation but spreads it, which lowers the squared gradient.)"""
+    def grad(img: Tensor) -> float:
+        return float(((img.diff(dim=-1) ** 2).mean() + (img.diff(dim=-2) ** 2).mean()).sqrt())
+
+    return grad(rgb) / max(grad(gt), 1e-8)
+
+
 def mesh_occupancy(vertices: np.ndarray, faces: np.ndarray, xs: np.ndarray, ys: np.ndarray | None = None,
                    zs: np.ndarray | None = None) -> np.ndarray:
     """Inside test of a closed mesh at the grid points xs x ys x zs, by ray parity along x.
