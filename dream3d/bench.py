@@ -183,7 +183,7 @@ def run_suite(suite_name: str = "quick", methods: list[str] | None = None, scene
     diversity_scene = suite.diversity_scene if suite.diversity_scene in scenes else scenes[0]
     jobs = ([("fidelity", m, s, vc, 0) for m in methods for s in scenes for vc in suite.view_conditionings]
             + [("janus", m, janus_scene, "none", 0) for m in methods]
-            + [("diversity", m, diversity_scene, "camera", seed) for m in methods for seed in range(seeds)])
+            + [("diversity", m, diversity_scene, "camera", seed) for seed in range(seeds) for m in methods])
     done = {(r["kind"], r["method"], r["scene"], r["view_conditioning"], r["seed"]) for r in runs}
     prompts = {"fidelity": FIDELITY_PROMPT, "janus": JANUS_PROMPT, "diversity": DIVERSITY_PROMPT}
     for kind, method, scene, vc, seed in tqdm(jobs, desc="bench", disable=not progress, unit="run"):
