@@ -153,14 +153,12 @@ def diversity(colours: list[str], mean_rgbs: list[list[float]], bandwidth: float
 # -- the suite ----------------------------------------------------------------------------------
 def run_suite(suite_name: str = "quick", methods: list[str] | None = None, scenes: list[str] | None = None,
               seeds: int | None = None, out_root: str | Path = "bench", overrides: list[str] = (),
-              progress: bool = True, resume: str | Path | None = None) -> Path:
+              progress: bool = True, resume: str | Path | None = None, jobs_at_once: int = 1) -> Path:
     """Run the suite; write <out_root>/<date-time>/results.json, results.md and plots (rewritten
     after every run). `resume`: a folder of an interrupted suite; its finished runs are kept and
-    only the missing ones run. Returns the folder."""
+    only the missing ones run. `jobs_at_once` > 1 trains that many runs at a time in separate
+    processes with one torch thread each (wall times then share the machine). Returns the folder."""
     from tqdm import tqdm
-
-    from dream3d.config import load_config, to_dict
-    from dream3d.evaluate import evaluate_run
 
     suite = SUITES[suite_name]
     methods, scenes = methods or suite.methods, scenes or suite.scenes
@@ -185,45 +183,70 @@ def run_suite(suite_name: str = "quick", methods: list[str] | None = None, scene
             + [("janus", m, janus_scene, "none", 0) for m in methods]
             + [("diversity", m, diversity_scene, "camera", seed) for seed in range(seeds) for m in methods])
     done = {(r["kind"], r["method"], r["scene"], r["view_conditioning"], r["seed"]) for r in runs}
-    prompts = {"fidelity": FIDELITY_PROMPT, "janus": JANUS_PROMPT, "diversity": DIVERSITY_PROMPT}
-    for kind, method, scene, vc, seed in tqdm(jobs, desc="bench", disable=not progress, unit="run"):
-        if (kind, method, scene, vc, seed) in done:
-            continue
-        path, variant = preset(method, scene)
-        cfg = load_config(path, [
-            f"prompt={prompts[kind]}", f"scene.name={scene}", f"prior.view_conditioning={vc}", f"seed={seed}",
-            f"train.steps={suite.steps[scene]}", "output.progress=false", "output.turntable_frames=0",
-            "output.export.formats=[glb]", "output.export.colors=vertex", *variant, *suite.extra, *overrides])
-        name = f"{kind}-{method}-{scene}-{vc}-s{seed}"
-        t0 = time.perf_counter()
-        trained = train_with_curve(cfg, folder / "runs", name, suite.eval_every)
-        metrics = evaluate_run(trained["run_dir"])
-        row = {"kind": kind, "method": method, "scene": scene, "view_conditioning": vc, "seed": seed,
-               "prompt": cfg.prompt, "wall_s": round(time.perf_counter() - t0, 2), "config": to_dict(cfg),
-               **{k: trained[k] for k in ("run_dir", "train_s", "to_iou_0.9", "curve", "sharpness")},
-               **{k: metrics.get(k) for k in ("silhouette_iou", "colour_error", "saturation", "saturation_gt",
-                                              "volumetric_iou", "matched_colour")}}
-        row["saturation_error"] = round(abs(row["saturation"] - row["saturation_gt"]), 4)
-        trainer = trained["trainer"]  # the trained scene, still in memory
-        if kind == "janus":
-            row["janus_rate"] = janus_rate(trainer.scene, trainer.cfg)
-        elif kind == "diversity":
-            with torch.no_grad():
-                out = trainer.scene.render(held_out(trainer.cfg), 64, 64, train=False)
-            fg = (out.alpha > 0.5).expand_as(out.rgb)
-            row["mean_rgb"] = [round(float(out.rgb[:, c][fg[:, c]].mean()), 4) if fg.any() else 1.0
-                               for c in range(3)]
-        runs.append(row)
-        write_results(folder, suite_name, runs)
+    todo = [(*job, folder, suite_name, tuple(overrides)) for job in jobs if job not in done]
+    bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="bench", disable=not progress, unit="run")
+    if jobs_at_once <= 1:
+        rows = (run_job(*job) for job in todo)
+    else:  # one torch thread per process; rows come back as runs finish
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        pool = ProcessPoolExecutor(jobs_at_once, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=torch.set_num_threads, initargs=(1,))
+        rows = (f.result() for f in as_completed([pool.submit(run_job, *job) for job in todo]))
+    try:
+        for row in rows:
+            runs.append(row)
+            write_results(folder, suite_name, runs, jobs_at_once)
+            bar.update()
+    finally:
+        bar.close()
+        if jobs_at_once > 1:
+            pool.shutdown(cancel_futures=True)
     if not runs or resume is not None:
-        write_results(folder, suite_name, runs)
+        write_results(folder, suite_name, runs, jobs_at_once)
     return folder
 
 
-def write_results(folder: Path, suite_name: str, runs: list[dict]) -> dict:
+def run_job(kind: str, method: str, scene: str, vc: str, seed: int, folder: Path, suite_name: str,
+            overrides: tuple[str, ...]) -> dict:
+    """Train and measure one run of the suite; returns its results row."""
+    from dream3d.config import load_config, to_dict
+    from dream3d.evaluate import evaluate_run
+
+    suite = SUITES[suite_name]
+    prompts = {"fidelity": FIDELITY_PROMPT, "janus": JANUS_PROMPT, "diversity": DIVERSITY_PROMPT}
+    path, variant = preset(method, scene)
+    cfg = load_config(path, [
+        f"prompt={prompts[kind]}", f"scene.name={scene}", f"prior.view_conditioning={vc}", f"seed={seed}",
+        f"train.steps={suite.steps[scene]}", "output.progress=false", "output.turntable_frames=0",
+        "output.export.formats=[glb]", "output.export.colors=vertex", *variant, *suite.extra, *overrides])
+    name = f"{kind}-{method}-{scene}-{vc}-s{seed}"
+    t0 = time.perf_counter()
+    trained = train_with_curve(cfg, folder / "runs", name, suite.eval_every)
+    metrics = evaluate_run(trained["run_dir"])
+    row = {"kind": kind, "method": method, "scene": scene, "view_conditioning": vc, "seed": seed,
+           "prompt": cfg.prompt, "wall_s": round(time.perf_counter() - t0, 2), "config": to_dict(cfg),
+           **{k: trained[k] for k in ("run_dir", "train_s", "to_iou_0.9", "curve", "sharpness")},
+           **{k: metrics.get(k) for k in ("silhouette_iou", "colour_error", "saturation", "saturation_gt",
+                                          "volumetric_iou", "matched_colour")}}
+    row["saturation_error"] = round(abs(row["saturation"] - row["saturation_gt"]), 4)
+    trainer = trained["trainer"]  # the trained scene, still in memory
+    if kind == "janus":
+        row["janus_rate"] = janus_rate(trainer.scene, trainer.cfg)
+    elif kind == "diversity":
+        with torch.no_grad():
+            out = trainer.scene.render(held_out(trainer.cfg), 64, 64, train=False)
+        fg = (out.alpha > 0.5).expand_as(out.rgb)
+        row["mean_rgb"] = [round(float(out.rgb[:, c][fg[:, c]].mean()), 4) if fg.any() else 1.0 for c in range(3)]
+    return row
+
+
+def write_results(folder: Path, suite_name: str, runs: list[dict], jobs_at_once: int = 1) -> dict:
     """results.json (atomic), results.md and fidelity.png of the runs so far."""
+    threads = 1 if jobs_at_once > 1 else torch.get_num_threads()
     results = {"schema": SCHEMA_VERSION, "suite": suite_name, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
-               "machine": {"threads": torch.get_num_threads(), "torch": torch.__version__},
+               "machine": {"threads": threads, "jobs_at_once": jobs_at_once, "torch": torch.__version__},
                "runs": runs, "summary": summarise(runs)}
     write_json(folder / "results.json", results)
     atomic_write_text(folder / "results.md", markdown(results))

@@ -114,7 +114,8 @@ def _cmd_app(args) -> int:
 def _cmd_bench(args) -> int:
     from dream3d.bench import run_suite
 
-    folder = run_suite(args.suite, args.methods, args.scenes, args.seeds, args.out, args.overrides, resume=args.resume)
+    folder = run_suite(args.suite, args.methods, args.scenes, args.seeds, args.out, args.overrides, resume=args.resume,
+                       jobs_at_once=args.jobs)
     print((folder / "results.md").read_text(), end="")
     print(f"\nwritten to {folder} (results.json, results.md, fidelity.png)")
     return 0
@@ -179,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--scenes", nargs="+", choices=("nerf", "gaussians"))
     b.add_argument("--seeds", type=int, help="seeds of the diversity runs")
     b.add_argument("--out", default="bench", help="results go to OUT/<date-time>/")
+    b.add_argument("--jobs", type=int, default=1, help="runs at a time, one process and torch thread each")
     b.add_argument("--resume", metavar="FOLDER", help="finish an interrupted suite in FOLDER (keeps its finished runs)")
     b.add_argument("overrides", nargs="*", help="key=value overrides for every run")
     b.set_defaults(func=_cmd_bench)

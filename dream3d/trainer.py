@@ -78,6 +78,7 @@ class Trainer:
             raise CheckpointError(f"checkpoint does not match this config ({type(e).__name__}: {str(e)[:300]})") from None
         self.scene, self.guidance, self.optimizer = scene, guidance, optimizer
         self.step, self.skipped_steps = state["step"], state.get("skipped_steps", 0)
+        self.scene.begin_step(self.step)
         self.generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
         self.timings = defaultdict(float, state.get("timings", {}))
@@ -91,6 +92,7 @@ class Trainer:
         cfg, gen = self.cfg, self.generator
         t0 = time.perf_counter()
         cams = self.cameras.sample(cfg.train.batch_size, gen)
+        self.scene.begin_step(self.step)
         out = self.scene.render(cams, cfg.train.resolution, cfg.train.resolution, gen)
         t1 = time.perf_counter()
         g = self.guidance(out.rgb, cams, self.cond, self.step, gen)

@@ -36,6 +36,10 @@ class Scene(nn.Module):
         """Extra weighted losses for this step (e.g. opacity sparsity)."""
         return {}
 
+    def begin_step(self, step: int) -> None:
+        """Called before each training step's render, and after a checkpoint is loaded, with the
+        step about to run (schedules inside the scene: progressive grid levels, shading warm-up)."""
+
     def post_backward(self, step: int, out: RenderOutput, optimizer: torch.optim.Optimizer | None = None) -> None:
         """Hook after backward, before the optimiser step (densify, occupancy updates); densification
         edits the optimiser's parameter groups in place."""

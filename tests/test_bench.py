@@ -44,6 +44,18 @@ def test_interrupted_suite_resumes_and_keeps_finished_runs(tmp_path):
         run_suite("full", ["sds"], ["gaussians"], 1, tmp_path, TINY, progress=False, resume=folder)
 
 
+def test_runs_at_once_in_processes_give_the_same_results(tmp_path):
+    one = run_suite("quick", ["sds"], ["gaussians"], 1, tmp_path / "one", TINY, progress=False)
+    two = run_suite("quick", ["sds"], ["gaussians"], 1, tmp_path / "two", TINY, progress=False, jobs_at_once=2)
+    key = lambda r: (r["kind"], r["view_conditioning"], r["seed"])  # noqa: E731
+    a, b = (sorted(json.loads((f / "results.json").read_text())["runs"], key=key) for f in (one, two))
+    assert [key(r) for r in a] == [key(r) for r in b] and len(a) == 4
+    for ra, rb in zip(a, b):
+        assert ra["silhouette_iou"] == pytest.approx(rb["silhouette_iou"], abs=0.02)
+        assert ra["colour_error"] == pytest.approx(rb["colour_error"], abs=0.02)
+    assert json.loads((two / "results.json").read_text())["machine"]["jobs_at_once"] == 2
+
+
 def test_variants_and_unknown_methods():
     from dream3d.bench import ALL_METHODS, preset
     from dream3d.config import load_config

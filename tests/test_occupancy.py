@@ -24,7 +24,7 @@ def sphere_field(points):
 
 def render(field, cams, res, grid, perturb=False):
     o, d = (v.reshape(-1, 3) for v in cams.rays(res, res))
-    rgb, alpha, depth = render_rays(field, o, d, BOUND, 128, perturb, torch.Generator().manual_seed(0), grid)
+    rgb, alpha, depth = render_rays(field, o, d, BOUND, 128, perturb, torch.Generator().manual_seed(0), grid)[:3]
     return rgb.reshape(len(cams), res, res, 3), alpha.reshape(len(cams), 1, res, res)
 
 

@@ -27,7 +27,7 @@ def test_ray_box_and_analytic_sphere_silhouette():
 
     cams = Cameras.make([0.0], [0.0])
     o, d = cams.rays(48, 48)
-    rgb, opacity, depth = render_rays(field, o.reshape(-1, 3), d.reshape(-1, 3), 0.6, 256, perturb=False)
+    rgb, opacity, depth = render_rays(field, o.reshape(-1, 3), d.reshape(-1, 3), 0.6, 256, perturb=False)[:3]
     # analytic: rays whose closest approach to the origin is < radius
     closest = torch.linalg.cross(o.reshape(-1, 3), d.reshape(-1, 3)).norm(dim=-1)
     truth = closest < radius

@@ -56,12 +56,17 @@ class GridEncoding(nn.Module):
                 self.dense.append(nn.Parameter(torch.empty(1, features, r, r, r).uniform_(-init_scale, init_scale)))
             else:
                 self.hashed.append(nn.Parameter(torch.empty(table, features).uniform_(-init_scale, init_scale)))
+        self.features = features
         self.out_dim = num_levels * features
+        self.active_levels = num_levels  # coarse-to-fine training: finer levels read as 0 (Magic3D, Neuralangelo)
 
     def forward(self, x: Tensor) -> Tensor:
         g = (x * 2 - 1).reshape(1, 1, 1, -1, 3)  # grid_sample wants (x, y, z) -> (W, H, D)
+        n_dense = len(self.dense)
         out = [F.grid_sample(grid, g, mode="bilinear", align_corners=True).reshape(grid.shape[1], -1).T
-               for grid in self.dense]
-        dense_res = len(self.dense)
-        out += [hashed_lookup(t, x, r) for t, r in zip(self.hashed, self.resolutions[dense_res:])]
+               for grid in list(self.dense)[:self.active_levels]]
+        out += [hashed_lookup(t, x, r) for t, r in
+                zip(list(self.hashed)[:max(0, self.active_levels - n_dense)], self.resolutions[n_dense:])]
+        if len(self.resolutions) > self.active_levels:
+            out.append(x.new_zeros(x.shape[0], (len(self.resolutions) - self.active_levels) * self.features))
         return torch.cat(out, -1)

@@ -48,6 +48,7 @@ class OccupancyGrid(nn.Module):
         r = self.resolution
         idx = torch.stack(torch.meshgrid(*[torch.arange(r)] * 3, indexing="ij"), -1).reshape(-1, 3)
         points = (idx + torch.rand(idx.shape, generator=generator)) / r * 2 * self.bound - self.bound
+        points = points.to(self.density.device)
         sigma = torch.cat([density_fn(points[i:i + chunk]) for i in range(0, len(points), chunk)])
         self.density.copy_(torch.maximum(self.density.clamp(max=self.cap) * self.decay, sigma.reshape(r, r, r)))
         above = (self.density > self.threshold).float()[None, None]

@@ -13,7 +13,10 @@ from dream3d.schema import bounded, choice
 from renderers.background import BACKGROUNDS, Background
 from renderers.base import RenderOutput, Scene
 from renderers.nerf.field import RadianceField
+from renderers.nerf.normals import NORMAL_METHODS, with_normals
 from renderers.nerf.occupancy import OccupancyGrid
+from renderers.nerf.sampling_cuda import NerfaccMarcher, use_cuda
+from renderers.nerf.shading import SHADING_MODES, sample_lighting, shade
 from renderers.nerf.volume_rendering import render_rays
 
 
@@ -39,6 +42,18 @@ class NeRFConfig:
     lr_network: float = bounded(0.003, 0.0, 10.0)
     lr_background: float = bounded(0.003, 0.0, 10.0)
     sparsity_weight: Any = bounded(0.0, 0.0, None, schedule=True)  # weight of mean rendered opacity
+    opacity_entropy_weight: Any = bounded(0.0, 0.0, None, schedule=True)  # binary entropy of opacity: 0 or 1
+    orientation_weight: Any = bounded(0.0, 0.0, None, schedule=True)  # normals facing away from the camera
+    normal_method: str = choice("analytic", NORMAL_METHODS)  # density gradient by autograd | central differences
+    shading: str = choice("albedo", SHADING_MODES)  # training renders: plain albedo | DreamFusion's random shading
+    ambient_only_steps: int = bounded(200, 0, None)  # diffuse shading: albedo only before this step (warm-up)
+    albedo_ratio: float = bounded(0.2, 0.0, 1.0)  # diffuse shading: share of plain-albedo images
+    textureless_ratio: float = bounded(0.5, 0.0, 1.0)  # diffuse shading: share of lit white images among the rest
+    ambient_light: float = bounded(0.1, 0.0, 1.0)
+    diffuse_light: float = bounded(0.9, 0.0, 1.0)
+    light_jitter: float = bounded(0.3, 0.0, None)  # std of the light direction around the camera's
+    levels_start: int = bounded(0, 0, 16)  # progressive grid: levels active at step 0 (0 = all from the start)
+    levels_every: int = bounded(100, 1, None)  # progressive grid: steps between enabling the next finer level
     chunk_rays: int = bounded(8192, 64, None)  # rays per chunk when rendering without gradients
     sampler: str = choice("occupancy", SAMPLERS)  # skip empty space and hidden samples | evaluate every sample
     occupancy_resolution: int = bounded(32, 4, 256)  # cells per axis of the occupancy grid
@@ -56,27 +71,60 @@ class NeRFScene(Scene):
                                    cfg.blob_density, cfg.blob_radius)
         self.background = Background(cfg.background)
         self.sparsity = Schedule.parse(cfg.sparsity_weight, "sparsity_weight")
+        self.opacity_entropy = Schedule.parse(cfg.opacity_entropy_weight, "opacity_entropy_weight")
+        self.orientation = Schedule.parse(cfg.orientation_weight, "orientation_weight")
         self.occupancy = (OccupancyGrid(cfg.bound, cfg.occupancy_resolution, cfg.occupancy_threshold)
                           if cfg.sampler == "occupancy" else None)
+        self.step = 0
+        self.begin_step(0)
 
     @property
     def bound(self) -> float:
         return self.cfg.bound
 
+    def begin_step(self, step: int) -> None:
+        """Progressive grid levels (coarse to fine) and the shading warm-up follow the step."""
+        self.step = step
+        levels = self.cfg.num_levels if self.cfg.levels_start == 0 else self.cfg.levels_start + step // self.cfg.levels_every
+        self.field.encoding.active_levels = min(levels, self.cfg.num_levels)
+
     def render(self, cameras: Cameras, height: int, width: int, generator: torch.Generator | None = None,
                train: bool = True) -> RenderOutput:
+        """Training renders (train=True) may be shaded and carry normals and the orientation
+        penalty; evaluation renders are albedo, in chunks of `chunk_rays` rays without gradients."""
+        cfg = self.cfg
         origins, dirs = cameras.rays(height, width)
         o, d = origins.reshape(-1, 3), dirs.reshape(-1, 3)
-        samples = self.cfg.samples_per_ray if train else self.cfg.eval_samples_per_ray
-        chunk = o.shape[0] if torch.is_grad_enabled() else self.cfg.chunk_rays
-        parts = [render_rays(self.field, o[i:i + chunk], d[i:i + chunk], self.cfg.bound, samples, train, generator,
-                             self.occupancy, min_transmittance=self.cfg.min_transmittance)
-                 for i in range(0, o.shape[0], chunk)]
-        rgb, opacity, depth = (torch.cat(p) for p in zip(*parts))
-        rgb = rgb + (1 - opacity) * self.background(d)
-        shape = (len(cameras), height, width, -1)
-        to_img = lambda v: v.reshape(shape).permute(0, 3, 1, 2)  # noqa: E731
-        return RenderOutput(to_img(rgb), to_img(opacity), to_img(depth))
+        samples = cfg.samples_per_ray if train else cfg.eval_samples_per_ray
+        lighting = None
+        if train and cfg.shading == "diffuse" and self.step >= cfg.ambient_only_steps:
+            lighting = sample_lighting(cameras.positions, generator, cfg.albedo_ratio, cfg.textureless_ratio,
+                                       cfg.light_jitter)
+        normals = train and (lighting is not None or self.orientation(self.step) > 0)
+        field = with_normals(self.field, cfg.normal_method) if normals else self.field
+        chunk = o.shape[0] if torch.is_grad_enabled() else cfg.chunk_rays
+        if use_cuda(self.field):
+            o, d = o.cuda(), d.cuda()
+        if use_cuda(self.field) and self.occupancy is not None:
+            self._marcher = getattr(self, "_marcher", None) or NerfaccMarcher(self.occupancy)
+            parts = [self._marcher.render(field, o[i:i + chunk], d[i:i + chunk], samples, train, cfg.min_transmittance)
+                     for i in range(0, o.shape[0], chunk)]
+        else:
+            parts = [render_rays(field, o[i:i + chunk], d[i:i + chunk], cfg.bound, samples, train, generator,
+                                 self.occupancy, min_transmittance=cfg.min_transmittance)
+                     for i in range(0, o.shape[0], chunk)]
+        ray = type(parts[0])(*(torch.cat(p) if p[0] is not None else None for p in zip(*parts)))
+        b = len(cameras)
+        rgb = ray.rgb
+        if lighting is not None:
+            per_image = lambda v: v.reshape(b, height * width, -1)  # noqa: E731
+            rgb = shade(per_image(rgb), per_image(ray.normal), per_image(ray.opacity), lighting, cfg.ambient_light,
+                        cfg.diffuse_light).reshape(-1, 3)
+        rgb = rgb + (1 - ray.opacity) * self.background(d)
+        to_img = lambda v: v.reshape(b, height, width, -1).permute(0, 3, 1, 2)  # noqa: E731
+        meta = {"orientation": ray.orientation.reshape(b, height, width)} if normals else None
+        return RenderOutput(to_img(rgb), to_img(ray.opacity), to_img(ray.depth),
+                            to_img(ray.normal) if normals else None, meta)
 
     def optimizer_groups(self) -> list[dict]:
         groups = [{"params": list(self.field.encoding.parameters()), "lr": self.cfg.lr_encoding, "name": "encoding"},
@@ -87,8 +135,17 @@ class NeRFScene(Scene):
         return groups
 
     def regularizers(self, out: RenderOutput, step: int) -> dict[str, Tensor]:
-        w = self.sparsity(step)
-        return {"sparsity": w * out.alpha.mean()} if w > 0 else {}
+        """Scheduled: sparsity (mean opacity), opacity entropy (pushes each pixel's opacity to 0 or
+        1), orientation (DreamFusion's penalty on normals facing away from the camera)."""
+        losses = {}
+        if (w := self.sparsity(step)) > 0:
+            losses["sparsity"] = w * out.alpha.mean()
+        if (w := self.opacity_entropy(step)) > 0:
+            a = out.alpha.clamp(1e-5, 1 - 1e-5)
+            losses["opacity_entropy"] = w * -(a * a.log() + (1 - a) * (1 - a).log()).mean()
+        if (w := self.orientation(step)) > 0 and out.meta is not None and "orientation" in out.meta:
+            losses["orientation"] = w * out.meta["orientation"].mean()
+        return losses
 
     def post_backward(self, step: int, out: RenderOutput, optimizer=None) -> None:
         """Refresh the occupancy grid every `occupancy_every` steps (jitter seeded by the step, so

@@ -5,7 +5,7 @@ Weights come from nerfacc's `render_weight_from_density` and colours from
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -25,8 +25,8 @@ def ray_aabb(origins: Tensor, dirs: Tensor, bound: float) -> tuple[Tensor, Tenso
 def stratified_samples(near: Tensor, far: Tensor, n: int, perturb: bool,
                        generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
     """Interval starts and ends [R,n] splitting [near, far] evenly, jittered when perturb."""
-    u = torch.rand(near.shape[0], n, generator=generator) if perturb else torch.full((near.shape[0], n), 0.5)
-    edges = torch.linspace(0, 1, n + 1)
+    u = torch.rand(near.shape[0], n, generator=generator).to(near.device) if perturb else near.new_full((near.shape[0], n), 0.5)
+    edges = torch.linspace(0, 1, n + 1, device=near.device)
     t0 = near[:, None] + (far - near)[:, None] * edges[None, :-1]
     dt = (far - near)[:, None] / n
     mid = t0 + u * dt
@@ -35,12 +35,24 @@ def stratified_samples(near: Tensor, far: Tensor, n: int, perturb: bool,
     return starts, ends
 
 
-def render_rays(field: Callable[[Tensor], tuple[Tensor, Tensor]], origins: Tensor, dirs: Tensor, bound: float,
+class RayOutput(NamedTuple):
+    """Per ray: rgb [R,3] (not yet composited), opacity [R,1], depth [R,1]; with normals also the
+    opacity-weighted normal [R,3] and the orientation penalty [R] (Ref-NeRF/DreamFusion:
+    sum_i stopgrad(w_i) max(0, n_i . d)^2, normals that face away from the camera)."""
+
+    rgb: Tensor
+    opacity: Tensor
+    depth: Tensor
+    normal: Tensor | None = None
+    orientation: Tensor | None = None
+
+
+def render_rays(field: Callable[[Tensor], tuple[Tensor, ...]], origins: Tensor, dirs: Tensor, bound: float,
                 num_samples: int, perturb: bool = True, generator: torch.Generator | None = None,
                 occupied: Callable[[Tensor], Tensor] | None = None, segments: int = 4,
-                min_transmittance: float = 1e-4) -> tuple[Tensor, Tensor, Tensor]:
-    """Render rays [R,3] through `field(points [P,3]) -> (density [P], albedo [P,3])`.
-    Returns rgb [R,3] (not yet composited), opacity [R,1], depth [R,1].
+                min_transmittance: float = 1e-4) -> RayOutput:
+    """Render rays [R,3] through `field(points [P,3]) -> (density [P], albedo [P,3])` or
+    `(density, albedo, normal [P,3])` (renderers.nerf.normals.with_normals).
 
     With `occupied(points [P,3]) -> [P] bool` (an OccupancyGrid) the same samples are laid out,
     but the field is evaluated only at occupied ones, marching the rays in `segments` pieces and
@@ -48,34 +60,45 @@ def render_rays(field: Callable[[Tensor], tuple[Tensor, Tensor]], origins: Tenso
     skipped samples count as empty. The image equals the dense one up to what was skipped."""
     n = origins.shape[0]
     near, far, hit = ray_aabb(origins, dirs, bound)
-    rgb, opacity, depth = torch.zeros(n, 3), torch.zeros(n, 1), torch.zeros(n, 1)
     if not hit.any():
-        return rgb, opacity, depth
+        with torch.no_grad():
+            probe = field(origins.new_zeros(1, 3))  # how many outputs (normals or not), at one point
+        out = RayOutput(origins.new_zeros(n, 3), origins.new_zeros(n, 1), origins.new_zeros(n, 1))
+        return out._replace(normal=origins.new_zeros(n, 3), orientation=origins.new_zeros(n)) if len(probe) == 3 else out
     o, d = origins[hit], dirs[hit]
     starts, ends = stratified_samples(near[hit], far[hit], num_samples, perturb, generator)
     mids = (starts + ends) / 2
     points = (o[:, None, :] + d[:, None, :] * mids[..., None]).clamp(-bound, bound)
     if occupied is None:
-        sigma, albedo = field(points.reshape(-1, 3))
-        sigma, albedo = sigma.reshape(starts.shape), albedo.reshape(*starts.shape, 3)
+        sigma, *rest = field(points.reshape(-1, 3))
+        sigma, feats = sigma.reshape(starts.shape), torch.cat(rest, -1).reshape(*starts.shape, -1)
     else:
-        sigma, albedo = _march_occupied(field, points, ends - starts, occupied, segments, min_transmittance)
+        sigma, feats = _march_occupied(field, points, ends - starts, occupied, segments, min_transmittance)
     weights, _, _ = render_weight_from_density(starts, ends, sigma)
-    rgb = rgb.index_put((hit,), accumulate_along_rays(weights, albedo))
-    opacity = opacity.index_put((hit,), accumulate_along_rays(weights, None))
-    depth = depth.index_put((hit,), accumulate_along_rays(weights, mids[..., None]))
-    return rgb, opacity, depth
+
+    def scatter(values: Tensor) -> Tensor:  # [hit rays, C] -> [R, C], zeros for rays that miss the box
+        return values.new_zeros(n, values.shape[-1]).index_put((hit,), values)
+
+    rgb = scatter(accumulate_along_rays(weights, feats[..., :3]))
+    opacity = scatter(accumulate_along_rays(weights, None))
+    depth = scatter(accumulate_along_rays(weights, mids[..., None]))
+    if feats.shape[-1] == 3:
+        return RayOutput(rgb, opacity, depth)
+    normals = feats[..., 3:6]
+    facing_away = (normals * d[:, None, :]).sum(-1).clamp(min=0) ** 2
+    orientation = scatter((weights.detach() * facing_away).sum(-1, keepdim=True))[:, 0]
+    return RayOutput(rgb, opacity, depth, scatter(accumulate_along_rays(weights, normals)), orientation)
 
 
 def _march_occupied(field, points: Tensor, deltas: Tensor, occupied, segments: int,
                     min_transmittance: float) -> tuple[Tensor, Tensor]:
-    """Density [R,S] and albedo [R,S,3] with the field evaluated only at occupied samples of
-    rays still visible (zeros elsewhere); points [R,S,3], deltas [R,S]."""
+    """Density [R,S] and the other outputs concatenated [R,S,C] with the field evaluated only at
+    occupied samples of rays still visible (zeros elsewhere); points [R,S,3], deltas [R,S]."""
     r, s = deltas.shape
     keep = occupied(points.reshape(-1, 3)).reshape(r, s)
     max_depth = -float(np.log(min_transmittance))
-    optical = torch.zeros(r)
-    flat_idx, sigmas, albedos = [], [], []
+    optical = points.new_zeros(r)
+    flat_idx, sigmas, feats = [], [], []
     step = -(-s // segments)
     for lo in range(0, s, step):
         hi = min(s, lo + step)
@@ -84,14 +107,17 @@ def _march_occupied(field, points: Tensor, deltas: Tensor, occupied, segments: i
             continue
         rows, cols = m.nonzero(as_tuple=True)
         cols = cols + lo
-        sig, alb = field(points[rows, cols])
+        sig, *rest = field(points[rows, cols])
         optical = optical.index_add(0, rows, sig.detach() * deltas[rows, cols])
         flat_idx.append(rows * s + cols)
         sigmas.append(sig)
-        albedos.append(alb)
+        feats.append(torch.cat(rest, -1))
     if not flat_idx:
-        return torch.zeros(r, s), torch.zeros(r, s, 3)
+        with torch.no_grad():
+            channels = sum(t.shape[-1] for t in field(points[:1, 0])[1:])
+        return points.new_zeros(r, s), points.new_zeros(r, s, channels)
     idx = torch.cat(flat_idx)
-    sigma = torch.zeros(r * s, dtype=points.dtype).index_put((idx,), torch.cat(sigmas))
-    albedo = torch.zeros(r * s, 3, dtype=points.dtype).index_put((idx,), torch.cat(albedos))
-    return sigma.reshape(r, s), albedo.reshape(r, s, 3)
+    feat = torch.cat(feats)
+    sigma = points.new_zeros(r * s).index_put((idx,), torch.cat(sigmas))
+    feat = points.new_zeros(r * s, feat.shape[-1]).index_put((idx,), feat)
+    return sigma.reshape(r, s), feat.reshape(r, s, -1)

@@ -1,0 +1,66 @@
+"""CUDA twin of the skipping sampler: nerfacc's OccGridEstimator marches packed samples through
+the scene's OccupancyGrid (one occupancy state for both paths, so checkpoints move between CPU
+and GPU), with early stopping at `min_transmittance`. Weights and accumulation are nerfacc's
+packed `render_weight_from_density` / `accumulate_along_rays`.
+
+Selected by NeRFScene when its field lives on a CUDA device; `render_rays` in
+volume_rendering.py is the torch reference it is tested against (tests/test_nerf_cuda.py).
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from renderers.nerf.occupancy import OccupancyGrid
+from renderers.nerf.volume_rendering import RayOutput
+
+
+def use_cuda(field: torch.nn.Module) -> bool:
+    return torch.cuda.is_available() and next(field.parameters()).is_cuda
+
+
+class NerfaccMarcher:
+    """Packed ray marching on the GPU over an OccupancyGrid's cells."""
+
+    def __init__(self, grid: OccupancyGrid):
+        from nerfacc import OccGridEstimator
+
+        b = grid.bound
+        self.grid = grid
+        self.estimator = OccGridEstimator([-b, -b, -b, b, b, b], resolution=grid.resolution, levels=1)
+        self.estimator.to(grid.occupied.device)
+
+    def render(self, field: Callable[[Tensor], tuple[Tensor, ...]], origins: Tensor, dirs: Tensor,
+               num_samples: int, perturb: bool, min_transmittance: float) -> RayOutput:
+        """Rays [R,3] on the GPU -> RayOutput, like `render_rays` with the same sample spacing
+        (the box diagonal over `num_samples`)."""
+        from nerfacc import accumulate_along_rays, render_weight_from_density
+
+        n = origins.shape[0]
+        self.estimator.binaries.copy_(self.grid.occupied[None])  # nerfacc's [levels, x, y, z] layout
+        step = 2 * math.sqrt(3) * self.grid.bound / num_samples
+
+        def sigma_fn(t_starts: Tensor, t_ends: Tensor, ray_indices: Tensor) -> Tensor:
+            t = (t_starts + t_ends)[:, None] / 2
+            return field(origins[ray_indices] + dirs[ray_indices] * t)[0]
+
+        with torch.no_grad():
+            ray_indices, t_starts, t_ends = self.estimator.sampling(
+                origins, dirs, sigma_fn=sigma_fn, render_step_size=step, stratified=perturb,
+                early_stop_eps=min_transmittance)
+        mids = (t_starts + t_ends)[:, None] / 2
+        sigma, *rest = field(origins[ray_indices] + dirs[ray_indices] * mids)
+        feats = torch.cat(rest, -1)
+        weights, _, _ = render_weight_from_density(t_starts, t_ends, sigma, ray_indices=ray_indices, n_rays=n)
+        rgb = accumulate_along_rays(weights, feats[:, :3], ray_indices, n)
+        opacity = accumulate_along_rays(weights, None, ray_indices, n)
+        depth = accumulate_along_rays(weights, mids, ray_indices, n)
+        if feats.shape[-1] == 3:
+            return RayOutput(rgb, opacity, depth)
+        normals = feats[:, 3:6]
+        facing_away = (normals * dirs[ray_indices]).sum(-1, keepdim=True).clamp(min=0) ** 2
+        orientation = accumulate_along_rays(weights.detach(), facing_away, ray_indices, n)[:, 0]
+        return RayOutput(rgb, opacity, depth, accumulate_along_rays(weights, normals, ray_indices, n), orientation)
