@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dream3d.bench_claims import advice_markdown, claims_markdown
 from dream3d.cameras import CameraSampler, Cameras
 from dream3d.runs import RunDir, atomic_write_text, write_json
 
@@ -298,7 +299,8 @@ def markdown(results: dict) -> str:
                          f"{_fmt(f['colour_error'])} | {_fmt(f['saturation_error'])} | {_fmt(f['volumetric_iou'])} | "
                          f"{_fmt(f['sharpness'], 2)} | {_fmt(f['wall_s'], 1)} | {reached} | {_fmt(row['janus_rate'], 2)} | "
                          f"{_fmt(div.get('colour_entropy'), 2)} | {_fmt(div.get('vendi'), 2)} |")
-    return "\n".join(lines) + "\n"
+    return ("\n".join(lines) + "\n\n## Which guidance should I use?\n\n" + advice_markdown(results["summary"])
+            + "\n## Published claims, checked\n\n" + claims_markdown(results["summary"]))
 
 
 def plot(results: dict, path: Path) -> Path | None:

@@ -78,6 +78,43 @@ def test_sharpness_on_known_images():
     assert sharpness(blurred, gt) < 0.5 < 1.5 < sharpness(noisy, gt)
 
 
+def _summary(**per_method):
+    """A results summary with one NeRF row per method: dict(vendi=, janus=, sharpness=, sat=)."""
+    rows = []
+    for m, q in per_method.items():
+        fid = {"silhouette_iou": q.get("iou", 0.9), "colour_error": 0.05, "saturation_error": q.get("sat", 0.05),
+               "volumetric_iou": 0.8, "sharpness": q.get("sharpness", 0.8), "wall_s": 10.0,
+               "to_iou_0.9": {"seconds": q.get("secs", 5.0), "step": 50}}
+        rows.append({"method": m, "scene": "nerf", "none": fid, "camera": fid, "janus_rate": q.get("janus", 0.2),
+                     "diversity": {"colour_entropy": 0.0, "vendi": q.get("vendi", 1.0), "colours": []}})
+    return rows
+
+
+def test_published_claims_are_checked_against_the_numbers():
+    from dream3d.bench_claims import CLAIMS, check
+
+    by_text = {c.text: c for c in CLAIMS}
+    vsd_diverse = by_text["VSD is more diverse than SDS"]
+    assert check(vsd_diverse, _summary(sds={"vendi": 1.0}, vsd={"vendi": 1.5}))["outcome"] == "reproduced"
+    assert check(vsd_diverse, _summary(sds={"vendi": 1.5}, vsd={"vendi": 1.0}))["outcome"] == "refuted"
+    assert check(vsd_diverse, _summary(sds={"vendi": 1.0}, vsd={"vendi": 1.01}))["outcome"] == "no difference"
+    assert check(vsd_diverse, _summary(sds={"vendi": 1.0}))["outcome"] == "not measured"
+    janus = by_text["ESD has fewer Janus faces than SDS"]
+    assert check(janus, _summary(sds={"janus": 0.6}, esd={"janus": 0.2}))["outcome"] == "reproduced"  # lower wins
+    bsd = by_text["BSD is less over-saturated than SDS"]
+    result = check(bsd, _summary(sds={"sat": 0.10}, bsd={"sat": 0.03}))
+    assert result["outcome"] == "reproduced" and result["methods"]["bsd"] == pytest.approx(0.03)
+    fdiv = [c for c in CLAIMS if c.methods == ("fdiv", "fdiv-fkl")][0]
+    assert check(fdiv, _summary(vsd={"vendi": 1.0}, fdiv={"vendi": 2.0}, **{"fdiv-fkl": {"vendi": 0.5}}))["outcome"] == "mixed"
+
+
+def test_advice_names_the_best_methods():
+    from dream3d.bench_claims import advice_markdown
+
+    text = advice_markdown(_summary(sds={"iou": 0.95, "secs": 3.0}, vsd={"iou": 0.85, "secs": 9.0}))
+    assert "best silhouettes sds (IoU 0.950" in text and "fastest to IoU 0.9 (camera conditioning): sds (3.0 s" in text
+
+
 def test_schema_check_names_the_problem():
     with pytest.raises(ValueError, match="runs"):
         validate_results({"schema": 2, "suite": "quick", "created": "x", "summary": [], "machine": {}})
