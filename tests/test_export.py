@@ -314,3 +314,20 @@ def test_specks_left_by_decimation_are_dropped(tmp_path, monkeypatch):
     info = export(AnalyticScene("sphere"), tmp_path, method="density", resolution=48, formats=["ply"], max_faces=1000)
     mesh = load_mesh(info["files"]["ply"])
     assert len(trimesh.Trimesh(mesh.vertices, mesh.faces).split(only_watertight=False)) == 1
+
+
+@pytest.mark.parametrize("order", [[0, 1], [1, 0]])
+def test_uv_rasteriser_breaks_ties_by_lowest_face_whatever_the_threads(order):
+    """Texel centres on a shared edge (and gutter texels equally far from two triangles) belong
+    to the lowest face index, so baked textures are identical for any thread count."""
+    px = torch.tensor([[0.0, 0.0], [4.0, 0.0], [0.0, 4.0], [4.0, 4.0]])
+    uv = torch.stack([px[:, 0] / 4, 1 - px[:, 1] / 4], -1).double()
+    faces = torch.tensor([[0, 1, 2], [1, 3, 2]])[order]
+    on_edge = [(r, 3 - r) for r in range(4)]  # texel (row, col) centres on the diagonal x + y = 4
+    results = []
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        face_id, bary = rasterize_uv(uv, faces, 4, margin=1)
+        assert all(int(face_id[r, c]) == 0 for r, c in on_edge)
+        results.append((face_id, bary))
+    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])

@@ -86,8 +86,13 @@ def rasterize_uv(uv: Tensor, faces: Tensor, size: int, margin: int = 0,
         ok = (s.abs() > 1e-12) & (dist <= margin)
         texel = (row * size + col)[ok]
         dist, f, wts = dist[ok], f[ok], wts[ok]
+        before = best[texel]
         best.scatter_reduce_(0, texel, dist, "amin")
-        win = dist <= best[texel]
+        # one winner per texel whatever the thread count (index_put with duplicate indices is
+        # not ordered): the nearest triangle, ties to the lowest face index
+        win = (dist <= best[texel]) & (dist < before)
+        lowest = torch.full_like(face_id, len(faces)).scatter_reduce_(0, texel[win], f[win], "amin")
+        win &= f == lowest[texel]
         face_id[texel[win]] = f[win]
         bary[texel[win]] = wts[win]
         start = stop
