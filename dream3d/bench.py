@@ -183,7 +183,13 @@ def run_suite(suite_name: str = "quick", methods: list[str] | None = None, scene
     jobs = ([("fidelity", m, s, vc, 0) for m in methods for s in scenes for vc in suite.view_conditionings]
             + [("janus", m, janus_scene, "none", 0) for m in methods]
             + [("diversity", m, diversity_scene, "camera", seed) for seed in range(seeds) for m in methods])
-    done = {(r["kind"], r["method"], r["scene"], r["view_conditioning"], r["seed"]) for r in runs}
+    key = lambda r: (r["kind"], r["method"], r["scene"], r["view_conditioning"], r["seed"])  # noqa: E731
+    outside = [r for r in runs if key(r) not in set(jobs)]
+    if outside:  # e.g. resumed with fewer seeds: the table covers this job list only (the run folders stay)
+        print(f"bench: {len(outside)} finished run(s) are outside this job list and left out of the table: "
+              + ", ".join(Path(r["run_dir"]).name for r in outside))
+        runs = [r for r in runs if key(r) in set(jobs)]
+    done = {key(r) for r in runs}
     todo = [(*job, folder, suite_name, tuple(overrides)) for job in jobs if job not in done]
     bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="bench", disable=not progress, unit="run")
     if jobs_at_once <= 1:

@@ -28,18 +28,23 @@ def test_tiny_suite_writes_valid_results(tmp_path):
 
 
 def test_interrupted_suite_resumes_and_keeps_finished_runs(tmp_path):
-    folder = run_suite("quick", ["sds"], ["gaussians"], 1, tmp_path, TINY, progress=False)
+    folder = run_suite("quick", ["sds"], ["gaussians"], 2, tmp_path, TINY, progress=False)
     results = json.loads((folder / "results.json").read_text())
     lost = results["runs"].pop()  # as if the suite died before its last run was recorded
     (folder / "results.json").write_text(json.dumps(results))
     kept = {r["run_dir"]: (Path(r["run_dir"]) / "checkpoints" / "last.pt").stat().st_mtime_ns for r in results["runs"]}
-    again = run_suite("quick", ["sds"], ["gaussians"], 1, tmp_path, TINY, progress=False, resume=folder)
+    again = run_suite("quick", ["sds"], ["gaussians"], 2, tmp_path, TINY, progress=False, resume=folder)
     assert again == folder
     final = json.loads((folder / "results.json").read_text())
     validate_results(final)
-    assert len(final["runs"]) == len(results["runs"]) + 1
-    assert (final["runs"][-1]["kind"], final["runs"][-1]["seed"]) == (lost["kind"], lost["seed"])
+    assert len(final["runs"]) == len(results["runs"]) + 1 == 5
+    assert (final["runs"][-1]["kind"], final["runs"][-1]["seed"]) == (lost["kind"], lost["seed"]) == ("diversity", 1)
     assert {d: (Path(d) / "checkpoints" / "last.pt").stat().st_mtime_ns for d in kept} == kept  # not rerun
+    # stopped early on purpose: resuming with fewer seeds runs nothing and tables the first seed only
+    run_suite("quick", ["sds"], ["gaussians"], 1, tmp_path, TINY, progress=False, resume=folder)
+    fewer = json.loads((folder / "results.json").read_text())
+    assert sorted(r["seed"] for r in fewer["runs"] if r["kind"] == "diversity") == [0]
+    assert len(fewer["runs"]) == 4
     with pytest.raises(ValueError, match="quick"):
         run_suite("full", ["sds"], ["gaussians"], 1, tmp_path, TINY, progress=False, resume=folder)
 
