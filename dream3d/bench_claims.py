@@ -32,8 +32,10 @@ QUANTITIES = {
 
 CLAIMS = [
     Claim("VSD is more diverse than SDS", "ProlificDreamer (Wang et al. 2023)", ("vsd",), "sds", "diversity", 0.05),
-    Claim("ESD has fewer Janus faces than SDS", "Wang et al. 2024, Taming Mode Collapse", ("esd",), "sds", "janus",
+    Claim("ESD has fewer Janus faces than VSD", "Wang et al. 2024, Taming Mode Collapse", ("esd",), "vsd", "janus",
           0.19),  # 0.2 = one of the five back views
+    Claim("ESD has fewer Janus faces than SDS", "Wang et al. 2024, Taming Mode Collapse", ("esd",), "sds", "janus",
+          0.19),
     Claim("ESD is more diverse than VSD", "Wang et al. 2024, Taming Mode Collapse", ("esd",), "vsd", "diversity", 0.05),
     Claim("Jensen-Shannon and forward-KL distribution matching cover modes better than reverse KL (VSD)",
           "Xu et al. 2025, one-step diffusion by f-divergence", ("fdiv", "fdiv-fkl"), "vsd", "diversity", 0.05),
