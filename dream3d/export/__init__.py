@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from dream3d.cameras import Cameras, CameraSampler
 from dream3d.config import ISOSURFACE_METHODS, ExportConfig
 from dream3d.export.decimate import decimate
@@ -55,6 +57,8 @@ def scene_mesh(scene, cfg: ExportConfig, elevation_range=(-10.0, 45.0)):
     mesh = extract_mesh(field(fine), fine, level, cfg.min_component_fraction)
     if cfg.max_faces and len(mesh.faces) > cfg.max_faces:  # collapses can pinch off specks: drop them again
         mesh = keep_large_pieces(decimate(mesh, cfg.max_faces), cfg.min_component_fraction)
+    # grids that reach past the box and decimation can put vertices slightly outside it; the scene ends there
+    mesh.vertices = np.clip(mesh.vertices, -scene.bound, scene.bound)
     return paint_vertices(scene, mesh), level
 
 
