@@ -184,11 +184,12 @@ def run_suite(suite_name: str = "quick", methods: list[str] | None = None, scene
             + [("janus", m, janus_scene, "none", 0) for m in methods]
             + [("diversity", m, diversity_scene, "camera", seed) for seed in range(seeds) for m in methods])
     key = lambda r: (r["kind"], r["method"], r["scene"], r["view_conditioning"], r["seed"])  # noqa: E731
-    outside = [r for r in runs if key(r) not in set(jobs)]
+    wanted = set(jobs)
+    outside = [r for r in runs if key(r) not in wanted]
     if outside:  # e.g. resumed with fewer seeds: the table covers this job list only (the run folders stay)
         print(f"bench: {len(outside)} finished run(s) are outside this job list and left out of the table: "
               + ", ".join(Path(r["run_dir"]).name for r in outside))
-        runs = [r for r in runs if key(r) in set(jobs)]
+        runs = [r for r in runs if key(r) in wanted]
     done = {key(r) for r in runs}
     todo = [(*job, folder, suite_name, tuple(overrides)) for job in jobs if job not in done]
     bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="bench", disable=not progress, unit="run")
@@ -233,7 +234,8 @@ def run_job(kind: str, method: str, scene: str, vc: str, seed: int, folder: Path
     trained = train_with_curve(cfg, folder / "runs", name, suite.eval_every)
     metrics = evaluate_run(trained["run_dir"])
     row = {"kind": kind, "method": method, "scene": scene, "view_conditioning": vc, "seed": seed,
-           "prompt": cfg.prompt, "wall_s": round(time.perf_counter() - t0, 2), "config": to_dict(cfg),
+           "prompt": cfg.prompt, "wall_s": round(time.perf_counter() - t0, 2), "threads": torch.get_num_threads(),
+           "config": to_dict(cfg),
            **{k: trained[k] for k in ("run_dir", "train_s", "to_iou_0.9", "curve", "sharpness")},
            **{k: metrics.get(k) for k in ("silhouette_iou", "colour_error", "saturation", "saturation_gt",
                                           "volumetric_iou", "matched_colour")}}
