@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from renderers.nerf.occupancy import OccupancyGrid
-from renderers.nerf.volume_rendering import RayOutput
+from renderers.nerf.volume_rendering import RayOutput, composite
 
 
 def use_cuda(field: torch.nn.Module) -> bool:
@@ -53,14 +53,6 @@ class NerfaccMarcher:
                 early_stop_eps=min_transmittance)
         mids = (t_starts + t_ends)[:, None] / 2
         sigma, *rest = field(origins[ray_indices] + dirs[ray_indices] * mids)
-        feats = torch.cat(rest, -1)
         weights, _, _ = render_weight_from_density(t_starts, t_ends, sigma, ray_indices=ray_indices, n_rays=n)
-        rgb = accumulate_along_rays(weights, feats[:, :3], ray_indices, n)
-        opacity = accumulate_along_rays(weights, None, ray_indices, n)
-        depth = accumulate_along_rays(weights, mids, ray_indices, n)
-        if feats.shape[-1] == 3:
-            return RayOutput(rgb, opacity, depth)
-        normals = feats[:, 3:6]
-        facing_away = (normals * dirs[ray_indices]).sum(-1, keepdim=True).clamp(min=0) ** 2
-        orientation = accumulate_along_rays(weights.detach(), facing_away, ray_indices, n)[:, 0]
-        return RayOutput(rgb, opacity, depth, accumulate_along_rays(weights, normals, ray_indices, n), orientation)
+        return composite(lambda w, v: accumulate_along_rays(w, v, ray_indices, n), weights, torch.cat(rest, -1), mids,
+                         dirs[ray_indices])

@@ -76,18 +76,25 @@ def render_rays(field: Callable[[Tensor], tuple[Tensor, ...]], origins: Tensor, 
         sigma, feats = _march_occupied(field, points, ends - starts, occupied, segments, min_transmittance)
     weights, _, _ = render_weight_from_density(starts, ends, sigma)
 
-    def scatter(values: Tensor) -> Tensor:  # [hit rays, C] -> [R, C], zeros for rays that miss the box
-        return values.new_zeros(n, values.shape[-1]).index_put((hit,), values)
+    def accumulate(w: Tensor, values: Tensor | None) -> Tensor:  # zeros for rays that miss the box
+        out = accumulate_along_rays(w, values)
+        return out.new_zeros(n, out.shape[-1]).index_put((hit,), out)
 
-    rgb = scatter(accumulate_along_rays(weights, feats[..., :3]))
-    opacity = scatter(accumulate_along_rays(weights, None))
-    depth = scatter(accumulate_along_rays(weights, mids[..., None]))
+    return composite(accumulate, weights, feats, mids[..., None], d[:, None, :])
+
+
+def composite(accumulate: Callable[[Tensor, Tensor | None], Tensor], weights: Tensor, feats: Tensor,
+              depths: Tensor, dirs: Tensor) -> RayOutput:
+    """Per-ray outputs from per-sample weights, features (albedo [..,3], then normals [..,3] if
+    any), depths [..,1] and ray directions (broadcastable to the normals); `accumulate(weights,
+    values)` sums samples into rays [R,C] (batched [R,S] or nerfacc's packed layout)."""
+    rgb, opacity, depth = accumulate(weights, feats[..., :3]), accumulate(weights, None), accumulate(weights, depths)
     if feats.shape[-1] == 3:
         return RayOutput(rgb, opacity, depth)
     normals = feats[..., 3:6]
-    facing_away = (normals * d[:, None, :]).sum(-1).clamp(min=0) ** 2
-    orientation = scatter((weights.detach() * facing_away).sum(-1, keepdim=True))[:, 0]
-    return RayOutput(rgb, opacity, depth, scatter(accumulate_along_rays(weights, normals)), orientation)
+    facing_away = (normals * dirs).sum(-1, keepdim=True).clamp(min=0) ** 2
+    return RayOutput(rgb, opacity, depth, accumulate(weights, normals),
+                     accumulate(weights.detach(), facing_away)[:, 0])
 
 
 def _march_occupied(field, points: Tensor, deltas: Tensor, occupied, segments: int,
