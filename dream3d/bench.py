@@ -211,7 +211,7 @@ def run_suite(suite_name: str = "quick", methods: list[str] | None = None, scene
         bar.close()
         if jobs_at_once > 1:
             pool.shutdown(cancel_futures=True)
-    if not runs or resume is not None:
+    if not todo:  # nothing ran (an empty job list, or a resumed suite already complete): table what there is
         write_results(folder, suite_name, runs, jobs_at_once)
     return folder
 
