@@ -46,8 +46,15 @@ class BatchJob:
 
     @property
     def name(self) -> str:
+        """<prompt slug>-s<seed>, plus a short hash of the prompt where the slug does not spell it
+        exactly ("A RED CUBE", "a red cube!", long prompts) and of the overrides where there are any,
+        so that two different jobs never share a run folder."""
+        slug = slugify(self.prompt)
+        tag = ""
+        if slug.replace("-", " ") != self.prompt:
+            slug, tag = slugify(self.prompt, 30), f"-{hashlib.sha1(self.prompt.encode()).hexdigest()[:6]}"
         extra = f"-{hashlib.sha1(' '.join(self.overrides).encode()).hexdigest()[:6]}" if self.overrides else ""
-        return f"{slugify(self.prompt)}-s{self.seed}{extra}"
+        return f"{slug}{tag}-s{self.seed}{extra}"  # at most 30+7+21+7 = 65 characters: RunDir keeps all of them
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,7 +99,12 @@ def read_prompts(path: str | Path, seeds: list[int]) -> list[BatchJob]:
     if not path.exists():
         raise ConfigError(f"prompt file {str(path)!r} does not exist")
     jobs: list[BatchJob] = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        line = path.read_bytes()[:e.start].count(b"\n") + 1
+        raise ConfigError(f"{path}:{line}: not valid UTF-8 text (byte {e.start}); save the prompt file as UTF-8") from None
+    for n, line in enumerate(text.splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
@@ -111,6 +123,11 @@ def read_prompts(path: str | Path, seeds: list[int]) -> list[BatchJob]:
         else:
             jobs += [BatchJob(line, s) for s in seeds]
     jobs = list(dict.fromkeys(jobs))
+    names: dict[str, BatchJob] = {}
+    for job in jobs:  # a 24-bit hash clash, however unlikely, must not merge two jobs into one folder
+        if names.setdefault(job.name, job) != job:
+            raise ConfigError(f"{path}: prompts {names[job.name].prompt!r} and {job.prompt!r} map to the same run "
+                              f"folder {job.name!r}; reword one of them")
     if not jobs:
         raise ConfigError(f"{path} holds no prompts")
     if len(jobs) > MAX_PROMPTS:

@@ -105,10 +105,9 @@ def _cmd_models(args) -> int:
 
 
 def _cmd_app(args) -> int:
-    from dream3d.webapp import launch
+    from dream3d.webapp import serve
 
-    launch(args.host, args.port, args.runs_dir, args.concurrency)
-    return 0
+    return serve(args)
 
 
 def _cmd_bench(args) -> int:
@@ -139,6 +138,7 @@ def _cmd_batch(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from dream3d.config import EXPORT_COLORS, EXPORT_FORMATS, ISOSURFACE_METHODS
+    from dream3d.webapp import add_server_arguments
 
     p = argparse.ArgumentParser(prog="dream3d", description="Text-to-3D by score distillation.")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -150,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=_cmd_run)
     s = sub.add_parser("resume", help="continue a run from its last checkpoint")
     s.add_argument("run_dir")
-    s.add_argument("overrides", nargs="*", help="only train.steps=N and output.* may change")
+    s.add_argument("overrides", nargs="*", help="only train.steps=N, output.* and eval.* may change")
     s.set_defaults(func=_cmd_resume)
     x = sub.add_parser("export", help="re-export a run's assets from its checkpoint (no retraining)",
                        description="Example: dream3d export runs/a-red-cube --format glb --texture-size 2048 --faces 50000")
@@ -168,10 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true", help="also print the full results as JSON")
     e.set_defaults(func=_cmd_eval)
     a = sub.add_parser("app", help="start the web UI (Gradio) on localhost")
-    a.add_argument("--host", default="127.0.0.1")
-    a.add_argument("--port", type=int, default=7860)
-    a.add_argument("--runs-dir", default="runs")
-    a.add_argument("--concurrency", type=int, default=1, help="training jobs at a time")
+    add_server_arguments(a)
     a.set_defaults(func=_cmd_app)
     b = sub.add_parser("bench", help="every guidance x scene against ToyWorld ground truth",
                        description="Example: dream3d bench --suite quick --methods sds vsd --scenes nerf")

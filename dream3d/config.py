@@ -1,4 +1,5 @@
-"""Typed run configuration: dataclass schema + YAML presets + dotlist overrides (OmegaConf).
+"""Typed run configuration: dataclass schema (typed and merged by OmegaConf) + YAML presets +
+`key=value` overrides, read as plain YAML and never interpolated.
 
 `prior`, `guidance` and `scene` are sections whose schema is chosen by their `name` from the
 registries, so `guidance.name=sds` accepts exactly SDS's keys. Every key and value is checked
@@ -6,16 +7,20 @@ before any work; errors name the key and the valid options.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from dream3d.schema import ConfigError, bounded, choice, validate_fields
+from dream3d.schema import ConfigError, bounded, choice, server_only, validate_fields
 
 MAX_PROMPT_CHARS = 300
 EXPORT_FORMATS = ("glb", "obj", "ply", "splat")  # splat: 3DGS PLY of a Gaussian scene (model.splat.ply)
@@ -54,8 +59,8 @@ class ExportConfig:
 
 @dataclass
 class OutputConfig:
-    out_dir: str = "runs"
-    name: str | None = None  # run folder name; default from prompt, config and seed
+    out_dir: str = server_only("runs")
+    name: str | None = server_only(None)  # run folder name; default from prompt, config and seed
     checkpoint_every: int = bounded(200, 1, None)
     val_every: int = bounded(200, 1, None)
     val_resolution: int = bounded(64, 8, 1024)
@@ -77,7 +82,7 @@ class EvalConfig:
 class RunConfig:
     prompt: str = "a red cube"
     negative_prompt: str = ""
-    seed: int = 0
+    seed: int = bounded(0, 0, 2**63 - 1)
     camera: CameraConfig = field(default_factory=CameraConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     prior: Any = field(default_factory=lambda: {"name": "toyworld"})
@@ -118,7 +123,7 @@ def _check_keys(data: Any, cls: type, prefix: str, where: str) -> None:
 def _typed(cls: type, data: dict, prefix: str) -> Any:
     """Merge data into the dataclass schema with OmegaConf's type checks; return the dataclass."""
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(cls), data)
+        merged = OmegaConf.merge(OmegaConf.structured(cls), literal(data))
         return OmegaConf.to_object(merged)
     except OmegaConfBaseException as e:
         key = getattr(e, "full_key", None) or ""
@@ -167,9 +172,9 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"negative_prompt has {len(cfg.negative_prompt)} characters; the limit is {MAX_PROMPT_CHARS}")
     validate_fields(cfg)
     for key in ("elevation_range", "azimuth_range"):
-        lo, hi = getattr(cfg.camera, key)
-        if len(getattr(cfg.camera, key)) != 2 or lo > hi:
-            raise ConfigError(f"camera.{key} must be [min, max] with min <= max, got {getattr(cfg.camera, key)}")
+        value = getattr(cfg.camera, key)
+        if len(value) != 2 or not all(math.isfinite(v) for v in value) or value[0] > value[1]:
+            raise ConfigError(f"camera.{key} must be [min, max], two finite numbers with min <= max, got {value}")
     if not (-90 <= cfg.camera.elevation_range[0] and cfg.camera.elevation_range[1] <= 90):
         raise ConfigError(f"camera.elevation_range must lie within [-90, 90], got {cfg.camera.elevation_range}")
     validate_export(cfg.output.export, cfg.scene.name)
@@ -192,7 +197,8 @@ def validate_export(e: ExportConfig, scene: str) -> None:
 
 
 def to_dict(cfg: RunConfig) -> dict:
-    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
+    """Plain nested dicts and lists (no OmegaConf nodes, so nothing is interpolated)."""
+    return dataclasses.asdict(cfg)
 
 
 def changed_keys(a: RunConfig, b: RunConfig) -> list[str]:
@@ -208,32 +214,128 @@ def changed_keys(a: RunConfig, b: RunConfig) -> list[str]:
 
 
 def to_yaml(cfg: RunConfig) -> str:
-    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+    """The config as YAML that load_config reads back to the same values (strings literally)."""
+    return yaml.dump(to_dict(cfg), Dumper=_Dumper, sort_keys=False, allow_unicode=True, default_flow_style=False)
+
+
+# -- YAML and overrides: user text is data, never an OmegaConf interpolation ---------------------
+# OmegaConf would resolve `${oc.env:NAME}` in any string (reading the server's environment), and a
+# YAML escape such as "\x24{...}" spells it without a literal `${`. So presets, run folders and
+# overrides are read with plain YAML, and every string is escaped before OmegaConf sees it
+# (_typed): `${` has no meaning anywhere in a dream3d config.
+_FLOAT = re.compile(r"""^(?:
+     [-+]?[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+
+    |[-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""", re.X)  # YAML 1.2 floats: 1e-3 is a number, not the string YAML 1.1 makes it
+_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+_INTERPOLATION = re.compile(r"(\\*)\$\{")
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 safe loading as OmegaConf reads it (1e-3 is a float, 2024-01-01 a string, a key
+    given twice an error), and no aliases: `*a` could expand a short line into gigabytes."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.composer.ComposerError(None, None, "YAML aliases (*name) are not accepted in a config",
+                                              self.peek_event().start_mark)
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key, _ in node.value:
+            if isinstance(key, yaml.ScalarNode):
+                if key.value in seen:
+                    raise yaml.constructor.ConstructorError(None, None, f"key {key.value!r} is given twice",
+                                                            key.start_mark)
+                seen.add(key.value)
+        return super().construct_mapping(node, deep)
+
+
+class _Dumper(yaml.SafeDumper):
+    """Quotes every string _Loader would read as something else."""
+
+
+for _cls in (_Loader, _Dumper):
+    _cls.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
+    _cls.yaml_implicit_resolvers = {first: [(tag, regexp) for tag, regexp in resolvers
+                                            if tag != "tag:yaml.org,2002:timestamp"]
+                                    for first, resolvers in _cls.yaml_implicit_resolvers.items()}
+
+
+def read_yaml(path: str | Path) -> Any:
+    with open(path, encoding="utf-8") as f:
+        return yaml.load(f, Loader=_Loader)
+
+
+def parse_value(text: str) -> Any:
+    """One override value as YAML (numbers, bools, lists, quoted strings); raises yaml.YAMLError."""
+    return yaml.load(text, Loader=_Loader)
+
+
+def literal(value: Any) -> Any:
+    """`value` with every string escaped for OmegaConf, so it resolves to exactly itself."""
+    if isinstance(value, str):
+        return _INTERPOLATION.sub(lambda m: m.group(1) * 2 + "\\${", value)
+    if isinstance(value, dict):
+        return {k: literal(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [literal(v) for v in value]
+    return value
+
+
+def apply_override(data: dict, override: str) -> None:
+    """Set `key.sub=value` in nested dicts (creating sections as needed)."""
+    key, _, text = override.partition("=")
+    key = key.strip()
+    if "=" not in override or not _KEY.match(key):
+        raise ConfigError(f"override {override!r} must look like key=value with a dotted key "
+                          "(e.g. guidance.guidance_scale=7.5)")
+    try:
+        value = parse_value(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override {override!r} cannot be parsed: {' '.join(str(e).split())[:200]}") from None
+    except RecursionError:
+        raise ConfigError(f"override {key!r}: the value is nested too deeply") from None
+    *parents, leaf = key.split(".")
+    node = data
+    for i, part in enumerate(parents):
+        if not isinstance(node.get(part), dict):
+            if part in node and node[part] is not None:
+                raise ConfigError(f"override {override!r}: '{'.'.join(parents[:i + 1])}' is a value, not a section")
+            node[part] = {}
+        node = node[part]
+    if isinstance(value, dict) and isinstance(node.get(leaf), dict):  # section={k: v}: merged, as OmegaConf did
+        value = _merged(node[leaf], value)
+    node[leaf] = value
+
+
+def _merged(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = _merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
-    """Load a YAML preset (or the defaults), apply `key=value` overrides and validate."""
-    base = OmegaConf.create({})
+    """Load a YAML preset (or the defaults), apply `key=value` overrides and validate.
+    Strings are taken literally everywhere (no `${...}` interpolation)."""
+    data: Any = {}
     if path is not None:
         path = Path(path)
-        if not path.exists():
+        if not path.is_file():
             raise ConfigError(f"config file {str(path)!r} does not exist")
         try:
-            base = OmegaConf.load(path)
-        except Exception as e:
-            raise ConfigError(f"could not read {str(path)!r} as YAML: {e}") from None
+            data = read_yaml(path)
+        except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as e:
+            raise ConfigError(f"could not read {str(path)!r} as YAML: {' '.join(str(e).split())[:300]}") from None
+        data = {} if data is None else data
+        if not isinstance(data, dict):
+            raise ConfigError(f"{str(path)!r} must hold a mapping of config keys (key: value), "
+                              f"not a {type(data).__name__}")
+    data = copy.deepcopy(data)
     for o in overrides:
-        if "=" not in o or not o.split("=", 1)[0].strip():
-            raise ConfigError(f"override {o!r} must look like key=value (e.g. guidance.guidance_scale=7.5)")
-        try:
-            OmegaConf.from_dotlist([o])
-        except Exception as e:  # YAML and OmegaConf parse errors alike: name the override
-            raise ConfigError(f"override {o!r} cannot be parsed: {str(e).splitlines()[0]}") from None
-    try:
-        merged = OmegaConf.merge(base, OmegaConf.from_dotlist(list(overrides)))
-        data = OmegaConf.to_container(merged, resolve=True)
-    except OmegaConfBaseException as e:  # e.g. a value merged into a section, an unknown ${interpolation}
-        raise ConfigError(f"could not apply overrides: {str(e).splitlines()[0]}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} must contain a mapping of config keys")
+        apply_override(data, o)
     return build_config(data)

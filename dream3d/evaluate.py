@@ -4,9 +4,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+import trimesh
 
 from dream3d.cameras import CameraSampler
-from dream3d.export import load_mesh
+from dream3d.export import ExportError, load_mesh
 from dream3d.runs import RunDir, write_json
 from dream3d.toyworld import parse_prompt, render_gt
 from dream3d.toyworld.metrics import colour_error, mean_saturation, silhouette_iou, volumetric_iou
@@ -42,7 +43,13 @@ def evaluate_run(run_dir: str | Path) -> dict:
     })
     mesh_path = next((folder.asset(f) for f in ("glb", "obj", "ply") if folder.asset(f).exists()), None)
     if mesh_path is not None:
-        mesh = load_mesh(mesh_path)
+        try:
+            mesh = load_mesh(mesh_path)
+            if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) == 0:
+                raise ValueError(f"no triangles ({type(mesh).__name__})")
+        except Exception as e:  # a truncated or foreign file: say which and how to rebuild it
+            raise ExportError(f"mesh {mesh_path} cannot be read ({type(e).__name__}: {str(e)[:200]}); rewrite it "
+                              f"from the checkpoint with `dream3d export {run_dir}`") from None
         results["mesh"] = str(mesh_path)
         results["volumetric_iou"] = volumetric_iou(mesh.vertices, mesh.faces, item.shape, cfg.eval.volume_resolution,
                                                    scene.bound)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
 import tempfile
 import time
@@ -48,8 +49,18 @@ def atomic_write(path: str | os.PathLike, write) -> Path:
     return path
 
 
+def write_torch_file(obj, file_path) -> None:
+    """torch.save into a Python file object, so a full disk or a read-only folder raises OSError
+    (with errno) instead of the RuntimeError ("PytorchStreamWriter failed writing file") that
+    torch.save(obj, path) raises; flushed to the disk before the caller renames it."""
+    with open(file_path, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def atomic_torch_save(obj, path) -> Path:
-    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    return atomic_write(path, lambda tmp: write_torch_file(obj, tmp))
 
 
 def atomic_write_text(path, text: str) -> Path:
@@ -94,6 +105,41 @@ def slugify(text: str, max_len: int = 40) -> str:
     return slug[:max_len].strip("-") or "run"
 
 
+def claim_folder(parent: Path, name: str, max_tries: int = 10_000) -> Path:
+    """Create and return parent/name, or parent/name-1, name-2, ... : the first that did not exist.
+    mkdir without exist_ok is atomic, so two processes (or UI threads) never share a folder."""
+    parent.mkdir(parents=True, exist_ok=True)
+    for i in range(max_tries):
+        path = parent / (name if i == 0 else f"{name}-{i}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{parent} already holds {max_tries} folders named {name!r}[-N]; choose another output.name")
+
+
+def zip_folder(folder: Path, dest: Path) -> Path:
+    """dest (a .zip) with every regular file under folder, written atomically. Symbolic links
+    are skipped, so nothing outside the folder can end up in the archive; dest itself and
+    temp files are left out."""
+    import zipfile
+
+    folder, dest = Path(folder), Path(dest)
+
+    def write(tmp):
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+            for root, dirs, names in os.walk(folder, followlinks=False):  # symlinked folders are not entered
+                dirs.sort()
+                for n in sorted(names):
+                    p = Path(root) / n
+                    if p.is_symlink() or not p.is_file() or p == dest or ".tmp" in n:
+                        continue
+                    zf.write(p, p.relative_to(folder).as_posix())
+
+    return atomic_write(dest, write)
+
+
 class RunDir:
     """Paths and I/O of one run folder."""
 
@@ -102,14 +148,8 @@ class RunDir:
 
     @staticmethod
     def create(out_dir: str, prompt: str, config_name: str, seed: int, name: str | None = None) -> "RunDir":
-        name = slugify(name) if name else f"{slugify(prompt)}-{slugify(config_name)}-s{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
-        path = Path(out_dir) / name
-        i = 1
-        while (path / "config.yaml").exists():
-            path = Path(out_dir) / f"{name}-{i}"
-            i += 1
-        path.mkdir(parents=True, exist_ok=True)
-        return RunDir(path)
+        name = slugify(name, 120) if name else f"{slugify(prompt)}-{slugify(config_name)}-s{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+        return RunDir(claim_folder(Path(out_dir), name))
 
     config = property(lambda self: self.path / "config.yaml")
     checkpoint = property(lambda self: self.path / "checkpoints" / "last.pt")
@@ -131,8 +171,11 @@ class RunDir:
         path = self.checkpoint
         if not path.exists():
             raise CheckpointError(f"no checkpoint at {path}; the run saved none (was it started?)")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=False)
+        try:  # weights_only: tensors and plain data only, so a crafted checkpoint cannot run code
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e:
+            raise CheckpointError(f"checkpoint {path} holds objects other than tensors and plain data; it was not "
+                                  f"written by dream3d and is not loaded ({str(e).splitlines()[0][:200]})") from None
         except Exception as e:
             raise CheckpointError(f"checkpoint {path} is unreadable ({type(e).__name__}: {e}); "
                                   "it may be truncated; delete it to restart the run") from None

@@ -25,6 +25,24 @@ def bounded(default, lo=None, hi=None, *, schedule: bool = False, nullable: bool
     return dataclasses.field(default=default, metadata=meta)
 
 
+def server_only(default=None):
+    """A key that names a file, folder or download on the machine that runs dream3d (a point
+    cloud, a model folder or hub id, the output folder). A shared web UI never takes it from a
+    visitor: only the preset sets it."""
+    return dataclasses.field(default=default, metadata={"server_only": True})
+
+
+def server_only_keys(cls: type, prefix: str = "") -> list[str]:
+    """Dotted names of the server_only fields of a config dataclass and its nested dataclasses."""
+    keys = []
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("server_only"):
+            keys.append(prefix + f.name)
+        elif f.default_factory is not dataclasses.MISSING and dataclasses.is_dataclass(default := f.default_factory()):
+            keys += server_only_keys(type(default), f"{prefix}{f.name}.")
+    return keys
+
+
 def _check_number(key: str, v: float, lo, hi) -> None:
     if not math.isfinite(v):
         raise ConfigError(f"{key} = {v} must be a finite number")
@@ -57,4 +75,4 @@ def validate_fields(obj: Any, prefix: str = "") -> None:
             else:
                 if not isinstance(value, (int, float)) or isinstance(value, bool):
                     raise ConfigError(f"{key} = {value!r} must be a number")
-                _check_number(key, float(value), lo, hi)
+                _check_number(key, value, lo, hi)

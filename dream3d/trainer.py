@@ -6,6 +6,7 @@ resumed run continues exactly), checkpoints, previews, the turntable and the exp
 """
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 import time
@@ -138,10 +139,12 @@ class Trainer:
         frames = [to_uint8(self.scene.render(cams[i:i + 1], res, res, train=False).rgb[0]) for i in range(n)]
         return write_video(self.run.video(self.cfg.output.video_format), frames)
 
-    def export(self) -> dict:
+    def export(self, cancel: Callable[[], bool] | None = None) -> dict:
+        """export_scene with the run's settings; an error (or `cancel()` turning true between
+        export phases) gives {"error": message} and leaves the checkpoint for `dream3d export`."""
         e = self.cfg.output.export
         try:
-            return export_scene(self.scene, self.run.path / "model", e, tuple(self.cfg.camera.elevation_range))
+            return export_scene(self.scene, self.run.path / "model", e, tuple(self.cfg.camera.elevation_range), cancel)
         except (EmptySceneError, ExportError) as err:  # the checkpoint is safe; `dream3d export` can retry
             log.error("export skipped: %s", err)
             return {"error": str(err)}
@@ -160,7 +163,9 @@ class Trainer:
         """Train to cfg.train.steps, then preview, checkpoint, turntable, export, metrics.
 
         `stop` set (e.g. by the web UI's Stop button): finish the current step, checkpoint, export
-        what exists and return with status "stopped". `on_step(stats)` is called after every step
+        what exists and return with status "stopped". Set after training ended (during the export):
+        the export ends at its next phase without assets (the checkpoint is final; `dream3d export`
+        writes them later), no turntable, status "stopped". `on_step(stats)` is called after every step
         with the step, the step count, the guidance statistics and the latest preview path.
 
         Ctrl-C: checkpoint and export what exists, then re-raise KeyboardInterrupt.
@@ -203,7 +208,11 @@ class Trainer:
                 "last checkpoint, which is intact") from e
         finally:
             bar.close()
-        export = self.export()
+        # Stop pressed after training ended (during export): end the export early, skip the turntable
+        cancel = None if status != "finished" or stop is None else stop.is_set
+        export = self.export(cancel)
+        if stop is not None and stop.is_set():
+            status = "stopped" if status == "finished" else status
         turntable = self.save_turntable() if status == "finished" else None
         self.write_metrics(status, time.perf_counter() - start, {"export": export,
                                                                  "turntable": str(turntable) if turntable else None})
@@ -213,7 +222,7 @@ class Trainer:
 
 
 # -- the Python API (the CLI and the web UI both call these) ---------------------------------
-RESUMABLE_CHANGES = ("train.steps", "output.")
+RESUMABLE_CHANGES = ("train.steps", "output.", "eval.")
 
 
 def run(cfg: RunConfig, config_name: str = "config", progress: bool | None = None,
@@ -232,17 +241,24 @@ def run(cfg: RunConfig, config_name: str = "config", progress: bool | None = Non
 
 def load_run(run_dir: str | Path, overrides: tuple[str, ...] = ()) -> tuple[Trainer, dict]:
     """A trainer restored from a run folder's last checkpoint (scene, optimiser, RNG, step).
-    Overrides may change only train.steps and output.* (anything else would not be the same run)."""
-    from dream3d.config import ConfigError, changed_keys, load_config
+    Overrides (and edits of config.yaml) may change only train.steps, output.* and eval.*; anything
+    else would not be the run the checkpoint holds."""
+    from dream3d.config import ConfigError, build_config, changed_keys, load_config
 
     folder = RunDir(run_dir)
     if not folder.config.exists():
         raise ConfigError(f"{run_dir} is not a dream3d run folder (no config.yaml)")
     cfg = load_config(folder.config, list(overrides))
-    changed = [k for k in changed_keys(load_config(folder.config), cfg) if not k.startswith(RESUMABLE_CHANGES)]
-    if changed:
-        raise ConfigError(f"a resumed run can change only train.steps and output.*; not {', '.join(changed)}")
     state = folder.load_checkpoint()
+    try:  # the config the checkpoint was trained with: config.yaml is only a copy and may have been edited
+        trained = build_config(copy.deepcopy(state["config"]))
+    except (KeyError, TypeError, ConfigError) as e:
+        raise CheckpointError(f"checkpoint {folder.checkpoint} holds no valid config ({e})") from None
+    changed = [k for k in changed_keys(trained, cfg) if not k.startswith(RESUMABLE_CHANGES)]
+    if changed:
+        raise ConfigError(f"{folder.config} and the overrides differ from the config the checkpoint was trained with "
+                          f"in {', '.join(changed)}; a resumed run can change only train.steps, output.* and eval.* "
+                          "(restore config.yaml, or start a new run with `dream3d run`)")
     trainer = Trainer(cfg, folder, progress=False)
     trainer.load_state_dict(state)
     trainer.progress = cfg.output.progress

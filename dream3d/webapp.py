@@ -2,22 +2,38 @@
 
 The run is the Python API's `run()` in a background thread (the same code path as the CLI); the
 UI polls its progress. Stop sets an event the trainer checks between steps: it checkpoints and
-exports what exists. One training job at a time by default (a queue holds the rest); only the
-runs directory is served.
+exports what exists. At most `concurrency` runs execute at a time: a run's worker thread holds
+its slot until it has really ended (a cancelled visitor's run finishes its checkpoint first), and
+a queue holds the rest. Stop bypasses the queue. Every request is priced before it starts
+(dream3d/cost.py) and refused above the server's RequestBudget; only the runs directory is served.
 """
 import argparse
+import itertools
 import os
-import shutil
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 PRESET_ROOTS = (Path("configs"), Path(__file__).resolve().parent.parent / "configs")
-# what a shared UI lets a visitor ask for (the CLI has no such caps)
+# simple caps on what a shared UI lets a visitor ask for (the CLI has no such caps); the
+# RequestBudget below bounds every combination of keys by estimated memory and time
 UI_LIMITS = {"train.steps": 5000, "train.batch_size": 8, "train.resolution": 128, "output.export.resolution": 256,
              "output.turntable_frames": 120, "output.turntable_resolution": 512, "output.val_resolution": 256}
+SET_BY_UI = ("prompt", "negative_prompt", "seed")
+CHOSEN_BY_PRESET = ("prior.name",)  # the preset's prior (a switch to Stable Diffusion would download weights)
+MAX_ADVANCED_CHARS = 4000
 PREVIEWS_PER_RUN = 20
+MAX_UPLOAD = "1mb"  # the UI takes no files; Gradio's upload route still exists, so cap it
+
+
+@dataclass(frozen=True)
+class RequestBudget:
+    """What one web request may cost by the project's own estimate (dream3d.cost.estimate_cost)."""
+
+    seconds: float = 1800.0  # wall time of the whole run on the server, export included
+    memory_gb: float = 8.0  # peak resident memory of the process while it runs (host RAM, not GPU memory)
 
 
 class UserInputError(ValueError):
@@ -45,23 +61,38 @@ def _get(cfg: Any, dotted: str) -> Any:
 
 
 def make_config(preset: str, prompt: str, negative: str, steps: int, seed: int, guidance_scale: float | None,
-                advanced: str, runs_dir: str | Path, root: Path | None = None):
+                advanced: str, runs_dir: str | Path, root: Path | None = None, budget: RequestBudget | None = None):
     """A validated RunConfig from the UI's fields; `advanced` holds one key=value override per line,
-    a guidance scale of None or 0 keeps the preset's. Raises UserInputError (bad preset, limits)
-    or ConfigError (bad keys or values)."""
-    from dream3d.config import load_config, validate
+    a guidance scale of None or 0 keeps the preset's. Raises UserInputError (bad preset, a key the
+    UI sets or that names a server file, limits, over budget) or ConfigError (bad keys or values)."""
+    from dream3d.config import RunConfig, load_config, validate
+    from dream3d.cost import estimate_cost
+    from dream3d.schema import server_only_keys
+    from guidance import GUIDANCES
+    from guidance.priors import PRIORS
+    from renderers import SCENES
 
     root = root or preset_root()
+    budget = budget or RequestBudget()
     if preset not in list_presets(root):
         raise UserInputError(f"unknown preset {preset!r}; choose one of: {', '.join(list_presets(root))}")
+    # keys that name files, folders or downloads on the server: only presets set them
+    refused = set(server_only_keys(RunConfig)) | {
+        f"{kind}.{key}" for kind, reg in (("prior", PRIORS), ("guidance", GUIDANCES), ("scene", SCENES))
+        for _, schema in reg.values() for key in server_only_keys(schema)}
+    if len(advanced or "") > MAX_ADVANCED_CHARS:
+        raise UserInputError(f"advanced overrides have {len(advanced)} characters; the limit is {MAX_ADVANCED_CHARS}")
     overrides = [line.strip() for line in (advanced or "").splitlines() if line.strip() and not line.strip().startswith("#")]
     for o in overrides:
         if "=" not in o:
             raise UserInputError(f"advanced override {o!r} is not key=value")
-        if o.split("=", 1)[0].strip().startswith(("output.out_dir", "output.name", "prompt", "negative_prompt")):
-            raise UserInputError(f"{o.split('=', 1)[0]!r} is set by the UI, not by an override")
-        if "${" in o:  # OmegaConf interpolation could read the server's environment (${oc.env:...})
-            raise UserInputError(f"advanced override {o!r}: interpolations (${{...}}) are not allowed here")
+        key = o.split("=", 1)[0].strip()
+        if any(key == k or key.startswith(k + ".") for k in SET_BY_UI):
+            raise UserInputError(f"{key!r} is set by the UI, not by an override")
+        if key in CHOSEN_BY_PRESET or key == "prior":
+            raise UserInputError(f"{key!r} comes from the preset; pick another preset instead")
+        if key in refused or any(r.startswith(key + ".") for r in refused):
+            raise UserInputError(f"{key!r} names a file or download on the server; this UI takes it from the preset only")
     try:
         overrides += [f"train.steps={int(steps)}", f"seed={int(seed)}"]
         if guidance_scale:  # None or 0: the preset's
@@ -69,7 +100,7 @@ def make_config(preset: str, prompt: str, negative: str, steps: int, seed: int, 
     except (TypeError, ValueError, OverflowError):
         raise UserInputError(f"steps ({steps!r}) and seed ({seed!r}) must be whole numbers, the guidance scale "
                              f"({guidance_scale!r}) a number") from None
-    cfg = load_config(root / f"{preset}.yaml", overrides)
+    cfg = load_config(root / f"{preset}.yaml", overrides)  # strings are literal: no ${...} is ever resolved
     cfg.prompt, cfg.negative_prompt = prompt or "", negative or ""
     validate(cfg)  # the prompt checks (empty, too long) run here
     for key, cap in UI_LIMITS.items():
@@ -78,14 +109,30 @@ def make_config(preset: str, prompt: str, negative: str, steps: int, seed: int, 
     cfg.output.out_dir = str(runs_dir)
     cfg.output.progress = False
     cfg.output.val_every = max(1, min(cfg.output.val_every, cfg.train.steps // PREVIEWS_PER_RUN))
+    cost = estimate_cost(cfg)
+    if cost.seconds > budget.seconds or cost.peak_bytes > budget.memory_gb * 2**30:
+        raise UserInputError(
+            f"this request would take about {cost.seconds:.0f} s and {cost.peak_bytes / 2**30:.1f} GiB; this server "
+            f"allows {budget.seconds:.0f} s and {budget.memory_gb:.1f} GiB per request (largest parts: "
+            f"{cost.largest()}). Lower the steps, resolutions, texture size or dataset size, or run it with "
+            "the `dream3d run` CLI on your own machine")
     return cfg
 
 
 def zip_run(run_dir: Path) -> Path:
-    """run_dir/run.zip with the whole folder (written beside it, then moved in)."""
-    tmp = run_dir.parent / f".{run_dir.name}.zip-tmp"
-    archive = Path(shutil.make_archive(str(tmp), "zip", root_dir=run_dir))
-    return Path(shutil.move(str(archive), run_dir / "run.zip"))
+    """run_dir/run.zip with the folder's regular files (no symlinks; a unique temp name, then renamed)."""
+    from dream3d.runs import zip_folder
+
+    return zip_folder(run_dir, run_dir / "run.zip")
+
+
+def result_note(export: dict) -> str:
+    """One line about the exported assets for the status text."""
+    if "error" in export:
+        return f"no mesh: {export['error']}"
+    if "faces" in export:
+        return f"{export['faces']} faces"
+    return "no mesh format asked for" + (" (splats written)" if "splat" in export.get("files", {}) else "")
 
 
 def status_text(stats: dict | None, started: float, run_dir: Path | None) -> str:
@@ -110,11 +157,16 @@ def user_message(e: BaseException) -> str:
 
 
 class Jobs:
-    """Stop events of the runs in progress, by browser session."""
+    """Runs in progress: their Stop events by browser session, the concurrency slots, and a log of
+    when each worker thread started and ended (monotonic seconds), which shows that runs never
+    overlap beyond the concurrency."""
 
-    def __init__(self):
+    def __init__(self, concurrency: int = 1):
         self._stops: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
+        self.slots = threading.BoundedSemaphore(max(1, concurrency))
+        self.log: list[tuple[str, int, float]] = []  # ("start" | "end", run number, time)
+        self._numbers = itertools.count(1)
 
     def start(self, session: str) -> threading.Event:
         with self._lock:
@@ -128,13 +180,30 @@ class Jobs:
             event.set()
         return event is not None
 
-    def finish(self, session: str) -> None:
+    def finish(self, session: str, stop: threading.Event) -> None:
         with self._lock:
-            self._stops.pop(session, None)
+            if self._stops.get(session) is stop:
+                self._stops.pop(session)
+
+    def worker(self, target) -> threading.Thread:
+        """A thread that runs target() inside a slot the caller has acquired, and releases it when
+        target has returned (whatever happened to the request that started it)."""
+        number = next(self._numbers)
+
+        def body():
+            self.log.append(("start", number, time.monotonic()))
+            try:
+                target()
+            finally:
+                self.log.append(("end", number, time.monotonic()))
+                self.slots.release()
+
+        return threading.Thread(target=body, name=f"dream3d-run-{number}", daemon=True)
 
 
-def build_app(runs_dir: str | Path = "runs", concurrency: int = 1, root: Path | None = None):
-    """The Gradio Blocks (not launched)."""
+def build_app(runs_dir: str | Path = "runs", concurrency: int = 1, root: Path | None = None,
+              budget: RequestBudget | None = None):
+    """The Gradio Blocks (not launched); `.jobs` holds the Jobs of this app, `.runs_dir` its folder."""
     import gradio as gr
 
     from dream3d.trainer import run
@@ -142,15 +211,25 @@ def build_app(runs_dir: str | Path = "runs", concurrency: int = 1, root: Path | 
     runs_dir = Path(runs_dir).resolve()
     root = root or preset_root()
     presets = list_presets(root)
-    jobs = Jobs()
+    jobs = Jobs(concurrency)
 
     def generate(preset, prompt, negative, steps, seed, guidance_scale, advanced, request: gr.Request,
                  progress=gr.Progress()):  # noqa: B008 - Gradio injects progress through this default
         try:
-            cfg = make_config(preset, prompt, negative, steps, seed, guidance_scale, advanced, runs_dir, root)
+            cfg = make_config(preset, prompt, negative, steps, seed, guidance_scale, advanced, runs_dir, root, budget)
         except ValueError as e:
             raise gr.Error(user_message(e)) from None
         session = getattr(request, "session_hash", None) or "default"
+        # a slot frees only when the previous run's worker has ended (a cancelled run checkpoints first);
+        # waiting in a loop of yields lets Gradio cancel this request meanwhile
+        while not jobs.slots.acquire(timeout=1.0):
+            yield "Waiting for the previous run to end…", None, None, None, None
+        try:  # a request cancelled while it waited ends here, before any work
+            yield "Starting…", None, None, None, None
+        except BaseException:
+            jobs.slots.release()
+            raise
+        started = time.time()
         stop = jobs.start(session)
         state: dict[str, Any] = {"stats": None, "run_dir": None, "result": None, "error": None}
 
@@ -162,9 +241,13 @@ def build_app(runs_dir: str | Path = "runs", concurrency: int = 1, root: Path | 
             except BaseException as e:  # noqa: B036 - reported to the visitor below
                 state["error"] = e
 
-        started = time.time()
-        worker = threading.Thread(target=target, name="dream3d-run", daemon=True)
-        worker.start()
+        worker = jobs.worker(target)
+        try:
+            worker.start()
+        except BaseException:  # no thread (e.g. the thread limit): the slot must not leak
+            jobs.finish(session, stop)
+            jobs.slots.release()
+            raise
         last_preview = None
         try:
             while worker.is_alive():
@@ -175,8 +258,8 @@ def build_app(runs_dir: str | Path = "runs", concurrency: int = 1, root: Path | 
                     last_preview = str(stats["preview"]) if stats.get("preview") else last_preview
                 yield status_text(stats, started, state["run_dir"]), last_preview, None, None, None
         finally:
-            stop.set()  # a closed page or a cancelled event stops the run too
-            jobs.finish(session)
+            stop.set()  # a closed page or a cancelled event stops the run too (its worker keeps the slot until done)
+            jobs.finish(session, stop)
         if state["error"] is not None:
             raise gr.Error(user_message(state["error"]))
         result, run_dir = state["result"], Path(state["result"]["run_dir"])
@@ -185,15 +268,15 @@ def build_app(runs_dir: str | Path = "runs", concurrency: int = 1, root: Path | 
         files.append(zip_run(run_dir))
         glb = run_dir / "model.glb"
         videos = sorted(run_dir.glob("turntable.*"))
-        export = result["export"]
-        note = f"no mesh: {export['error']}" if "error" in export else f"{export['faces']} faces"
-        done = f"**{result['status'].capitalize()}** after {time.time() - started:.0f} s — {note}\n\nRun folder: `{run_dir}`"
+        done = (f"**{result['status'].capitalize()}** after {time.time() - started:.0f} s — "
+                f"{result_note(result['export'])}\n\nRun folder: `{run_dir}`")
         yield (done, last_preview, str(videos[0]) if videos else None, str(glb) if glb.exists() else None,
                [str(f) for f in files])
 
     def stop_run(request: gr.Request):
         stopped = jobs.stop(getattr(request, "session_hash", None) or "default")
-        return "Stopping: saving a checkpoint and exporting what exists…" if stopped else "Nothing is running."
+        return ("Stopping: saving a checkpoint and exporting what exists (during the export: ending it)…" if stopped
+                else "Nothing is running.")
 
     with gr.Blocks(title="dream3d") as demo:
         gr.Markdown("# dream3d\nText to 3D by score distillation. ToyWorld presets run on a CPU in minutes; "
@@ -226,27 +309,49 @@ def build_app(runs_dir: str | Path = "runs", concurrency: int = 1, root: Path | 
         # returns the GLB as a file and a plain follow-up event hands it to the viewer
         go.click(generate, [preset, prompt, negative, steps, seed, scale, advanced], [status, preview, video, glb, files],
                  api_name="generate", concurrency_limit=concurrency).then(lambda f: f, glb, model, api_name=False)
-        halt.click(stop_run, None, status, api_name="stop", concurrency_limit=None)
+        # not queued: Stop must work when the queue is full
+        halt.click(stop_run, None, status, api_name="stop", queue=False)
+    demo.jobs, demo.runs_dir = jobs, runs_dir
     return demo
 
 
 def launch(host: str = "127.0.0.1", port: int = 7860, runs_dir: str | Path = "runs", concurrency: int = 1,
-           block: bool = True):
+           block: bool = True, max_queue: int = 32, budget: RequestBudget | None = None, auth=None):
+    """Serve the UI. `auth`: Gradio's (user, password) pair, a list of them, or a callable."""
     runs_dir = Path(runs_dir)
     runs_dir.mkdir(parents=True, exist_ok=True)
-    demo = build_app(runs_dir, concurrency)
-    demo.queue(max_size=32)
+    demo = build_app(runs_dir, concurrency, budget=budget)
+    demo.queue(max_size=max_queue, api_open=False)  # queued events only through the queue: no direct POST around it
     demo.launch(server_name=host, server_port=port, allowed_paths=[str(runs_dir.resolve())],
-                prevent_thread_lock=not block, quiet=not block)
+                prevent_thread_lock=not block, quiet=not block, max_file_size=MAX_UPLOAD, auth=auth)
     return demo
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="dream3d app", description="Start the dream3d web UI.")
+def add_server_arguments(ap: argparse.ArgumentParser) -> None:
+    """The flags of `dream3d app` and `python app.py`."""
     ap.add_argument("--host", default=os.environ.get("DREAM3D_HOST", "127.0.0.1"))
     ap.add_argument("--port", type=int, default=int(os.environ.get("DREAM3D_PORT", "7860")))
     ap.add_argument("--runs-dir", default="runs")
     ap.add_argument("--concurrency", type=int, default=1, help="training jobs at a time")
-    args = ap.parse_args(argv)
-    launch(args.host, args.port, args.runs_dir, args.concurrency)
+    ap.add_argument("--max-queue", type=int, default=32, help="requests waiting at most (more are refused)")
+    ap.add_argument("--max-request-seconds", type=float, default=RequestBudget.seconds,
+                    help="estimated wall time one request may cost (default %(default)s)")
+    ap.add_argument("--max-request-memory-gb", type=float, default=RequestBudget.memory_gb,
+                    help="estimated peak memory one request may cost (default %(default)s)")
+    ap.add_argument("--auth", metavar="USER:PASSWORD", default=os.environ.get("DREAM3D_AUTH"),
+                    help="ask for this login (or set DREAM3D_AUTH); put a reverse proxy in front for more")
+
+
+def serve(args: argparse.Namespace) -> int:
+    auth = tuple(args.auth.split(":", 1)) if args.auth else None
+    if args.auth and len(auth) != 2:
+        raise SystemExit("--auth must look like USER:PASSWORD")
+    launch(args.host, args.port, args.runs_dir, args.concurrency, max_queue=args.max_queue,
+           budget=RequestBudget(args.max_request_seconds, args.max_request_memory_gb), auth=auth)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="dream3d app", description="Start the dream3d web UI.")
+    add_server_arguments(ap)
+    return serve(ap.parse_args(argv))

@@ -71,7 +71,7 @@ class FDivConfig(ESDConfig):
     ratio: str = choice("discriminator", ("discriminator", "exact"))  # exact needs a closed-form prior
     ratio_clip_min: float = bounded(0.1, 1e-6, None)
     ratio_clip_max: float = bounded(20.0, 1e-6, None)
-    bank_size: int = bounded(256, 1, None)  # teacher samples drawn once per prompt
+    bank_size: int = bounded(256, 1, 65536)  # teacher samples drawn once per prompt
     bank_sampler_steps: int = bounded(50, 1, 1000)
     discriminator_lr: float = bounded(1e-4, 0.0, 1.0)
 

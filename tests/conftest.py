@@ -59,3 +59,15 @@ def tiny_overrides(preset: str, tiny_sd: dict | None = None) -> list[str]:
         bank = ["guidance.bank_size=2", "guidance.bank_sampler_steps=2"] if "fdiv" in str(preset) else []
         out = [o for o in out if not o.startswith("prior.")] + [f"prior.model={model}", "prior.resolution=32", *bank]
     return out
+
+
+def start_ui(runs_dir, **launch_kwargs):
+    """The web UI on a free localhost port, not blocking: (url, demo); close it with demo.close()."""
+    import socket
+
+    from dream3d.webapp import launch
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/", launch(port=port, runs_dir=runs_dir, block=False, **launch_kwargs)

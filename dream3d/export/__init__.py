@@ -30,14 +30,26 @@ def surface_cameras(elevation_range=(-10.0, 45.0), n: int = 32) -> Cameras:
                         for i in range(rings)])
 
 
-def scene_mesh(scene, cfg: ExportConfig, elevation_range=(-10.0, 45.0)):
+class ExportCancelled(ExportError):
+    """The export was stopped between phases (the web UI's Stop); no mesh file was written (a
+    splat PLY, written first, may be there)."""
+
+
+def _check(cancel) -> None:
+    if cancel is not None and cancel():
+        raise ExportCancelled("stopped during export; the checkpoint is final and `dream3d export RUN_DIR` "
+                              "writes the assets from it")
+
+
+def scene_mesh(scene, cfg: ExportConfig, elevation_range=(-10.0, 45.0), cancel=None):
     """The scene's surface as a vertex-coloured trimesh, within cfg.max_faces; returns (mesh, level).
 
     method "density": marching cubes of the density at cfg.level ("auto": the density where
     renders reach 50% opacity, see auto_level). method "visibility": marching cubes of the
     carving field (visibility_grid) at 0, solid behind whatever the renders show as surface.
     Coarse to fine: the field on a grid of resolution/4 finds the occupied box, then the full
-    resolution covers that box only. Raises EmptySceneError when there is no surface."""
+    resolution covers that box only. Raises EmptySceneError when there is no surface, and
+    ExportCancelled when `cancel()` is true between phases."""
     if cfg.method not in ISOSURFACE_METHODS:
         raise ValueError(f"unknown isosurface method {cfg.method!r}; valid: {', '.join(ISOSURFACE_METHODS)}")
     cams = surface_cameras(elevation_range)
@@ -53,8 +65,10 @@ def scene_mesh(scene, cfg: ExportConfig, elevation_range=(-10.0, 45.0)):
             return density_grid(scene, grid)
     coarse = Grid.cube(scene.bound, max(16, cfg.resolution // 4))
     lo, hi = coarse.occupied_box(field(coarse), level, COARSE_MARGIN, scene.bound)
+    _check(cancel)
     fine = Grid.fit(lo, hi, cfg.resolution)
     mesh = extract_mesh(field(fine), fine, level, cfg.min_component_fraction)
+    _check(cancel)
     if cfg.max_faces and len(mesh.faces) > cfg.max_faces:  # collapses can pinch off specks: drop them again
         mesh = keep_large_pieces(decimate(mesh, cfg.max_faces), cfg.min_component_fraction)
     # grids that reach past the box and decimation can put vertices slightly outside it; the scene ends there
@@ -62,13 +76,16 @@ def scene_mesh(scene, cfg: ExportConfig, elevation_range=(-10.0, 45.0)):
     return paint_vertices(scene, mesh), level
 
 
-def export_scene(scene, out_base: str | Path, cfg: ExportConfig | None = None, elevation_range=(-10.0, 45.0)) -> dict:
-    """Write `out_base.<fmt>` for each of cfg.formats; returns {"method", "level", "vertices",
-    "faces", "colors", "files"}. Raises EmptySceneError (and writes nothing) when there is no
-    surface, ExportError when a written file does not reopen as written."""
+def export_scene(scene, out_base: str | Path, cfg: ExportConfig | None = None, elevation_range=(-10.0, 45.0),
+                 cancel=None) -> dict:
+    """Write `out_base.<fmt>` for each of cfg.formats; returns {"method", "files"} and, when a
+    mesh format was asked for, "level", "vertices", "faces", "colors". Raises EmptySceneError (and
+    writes nothing) when there is no surface, ExportError when a written file does not reopen as
+    written, ExportCancelled when `cancel()` turns true before the files are written."""
     cfg = cfg or ExportConfig()
     formats = list(cfg.formats)
     files: dict[str, str] = {}
+    _check(cancel)
     if "splat" in formats:
         if not hasattr(scene, "write_splats"):
             raise ValueError(f"format 'splat' needs a Gaussian scene, not {type(scene).__name__}")
@@ -77,8 +94,9 @@ def export_scene(scene, out_base: str | Path, cfg: ExportConfig | None = None, e
     info = {"method": cfg.method, "files": files}
     if not formats:
         return info
-    mesh, level = scene_mesh(scene, cfg, elevation_range)
+    mesh, level = scene_mesh(scene, cfg, elevation_range, cancel)
     baked = bake_texture(scene, mesh, cfg.texture_size) if cfg.colors == "texture" and set(formats) - {"ply"} else None
+    _check(cancel)
     for fmt in formats:
         written = write_mesh(baked if baked is not None and fmt != "ply" else mesh, Path(f"{out_base}.{fmt}"),
                              scene.bound)
@@ -88,5 +106,5 @@ def export_scene(scene, out_base: str | Path, cfg: ExportConfig | None = None, e
     return info
 
 
-__all__ = ["EmptySceneError", "ExportError", "export_scene", "scene_mesh", "load_mesh", "write_mesh", "extract_mesh",
+__all__ = ["EmptySceneError", "ExportError", "ExportCancelled", "export_scene", "scene_mesh", "load_mesh", "write_mesh", "extract_mesh",
            "auto_level", "Grid"]

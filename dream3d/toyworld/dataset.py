@@ -7,6 +7,7 @@ n_z > 0.7). Any item is then an exact linear tint of those layers on a white bac
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dream3d.cameras import Cameras
-from dream3d.cache import cache_root
+from dream3d.cache import cache_root, prune
 from dream3d.runs import atomic_torch_save
 from dream3d.toyworld.catalogue import COLOURS, Item
 from dream3d.toyworld.geometry import LIGHT, intersect
@@ -102,6 +103,10 @@ def load_shape_views(
         try:
             data = torch.load(path, weights_only=True)
             if data["layers"].shape == (num_views, 3, resolution, resolution):
+                try:
+                    os.utime(path)  # recently used: pruned last
+                except OSError:  # a read-only cache is still a cache
+                    pass
                 return ShapeViews(data["layers"], cams.elevation, cams.azimuth)
         except Exception:  # a corrupt cache entry is rebuilt, never trusted
             pass
@@ -113,4 +118,5 @@ def load_shape_views(
     layers = torch.cat([render_layers(shape, cams[i : i + 64], resolution) for i in chunks]).half()
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_torch_save({"layers": layers}, path)
+    prune(path.parent, keep=path)  # bounded: $DREAM3D_CACHE_MAX_GB
     return ShapeViews(layers, cams.elevation, cams.azimuth)

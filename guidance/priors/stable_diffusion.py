@@ -26,10 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dream3d.cache import cache_root
+from dream3d.cache import cache_root, prune
 from dream3d.cameras import Cameras
 from dream3d.runs import atomic_torch_save
-from dream3d.schema import ConfigError, bounded, choice
+from dream3d.schema import ConfigError, bounded, choice, server_only
 from guidance.priors.base import DiffusionPrior
 
 log = logging.getLogger(__name__)
@@ -46,9 +46,9 @@ class ModelUnavailableError(ConfigError):
 @dataclass
 class StableDiffusionPriorConfig:
     name: str = "stable_diffusion"
-    model: str = "stabilityai/stable-diffusion-2-1-base"  # hub id or a local diffusers-layout folder
-    revision: str | None = None  # hub branch, tag or commit
-    variant: str | None = None  # weight-file variant on the hub, e.g. "fp16"
+    model: str = server_only("stabilityai/stable-diffusion-2-1-base")  # hub id or a local diffusers-layout folder
+    revision: str | None = server_only(None)  # hub branch, tag or commit
+    variant: str | None = server_only(None)  # weight-file variant on the hub, e.g. "fp16"
     dtype: str = choice("auto", ("auto", *DTYPES))  # auto = fp16 on CUDA, fp32 on CPU
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     resolution: int = bounded(512, 16, 2048)  # renders are resized to this before the VAE (latents are /8)
@@ -57,7 +57,7 @@ class StableDiffusionPriorConfig:
     channels_last: bool = False
     cpu_offload: bool = False  # sequential CPU offload of UNet and text encoders (accelerate): least GPU memory
     compile: bool = False  # torch.compile the UNet (slow first step)
-    local_files_only: bool = False  # never contact the hub (HF_HUB_OFFLINE=1 does the same)
+    local_files_only: bool = server_only(False)  # never contact the hub (HF_HUB_OFFLINE=1 does the same)
     cache_embeddings: bool = True  # keep text embeddings on disk under the dream3d cache
 
     def validate(self) -> None:
@@ -221,6 +221,7 @@ class StableDiffusionPrior(DiffusionPrior):
                 if path is not None:
                     try:
                         atomic_torch_save({"hidden": emb.hidden, "pooled": emb.pooled}, path)
+                        prune(path.parent, keep=path)  # one file per prompt: bounded by $DREAM3D_CACHE_MAX_GB
                     except OSError as e:  # the cache is an optimisation: a full disk must not stop a run
                         log.warning("could not cache the text embedding in %s (%s)", path, e)
             self._embeddings[prompt] = emb

@@ -30,14 +30,14 @@ class ToyWorldPriorConfig:
     resolution: int = bounded(32, 8, 64)  # the prior's pixel resolution; renders are area-resized to it
     num_views: int = bounded(2048, 8, 16384)  # dataset views per shape
     dataset_resolution: int = bounded(64, 8, 256)
-    dataset_seed: int = 0
+    dataset_seed: int = bounded(0, 0, 2**32 - 1)
     camera_distribution: str = choice("uniform", ("uniform", "front_biased"))
     kappa: float = bounded(2.0, 0.0, 100.0)  # von Mises concentration for front_biased
     view_conditioning: str = choice("camera", VIEW_CONDITIONING)
     window_azimuth: float = bounded(15.0, 0.1, 180.0)  # camera conditioning: half-widths of the view window (deg)
     window_elevation: float = bounded(10.0, 0.1, 90.0)
-    min_views: int = bounded(4, 1, None)  # fewer views in the window -> the nearest `min_views` are used
-    uncond_views_per_item: int = bounded(256, 1, None)  # unconditional set: views of every catalogue item
+    min_views: int = bounded(4, 1, 16384)  # fewer views in the window -> the nearest `min_views` are used
+    uncond_views_per_item: int = bounded(256, 1, 16384)  # unconditional set: views of every catalogue item
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from torch import Tensor
 
 from dream3d.cameras import Cameras
 from dream3d.schedules import Schedule
-from dream3d.schema import ConfigError, bounded, choice
+from dream3d.schema import ConfigError, bounded, choice, server_only
 from renderers.background import BACKGROUNDS, Background
 from renderers.base import RenderOutput, Scene
 from renderers.gaussians.densify import Densifier
@@ -30,7 +30,7 @@ class GaussianConfig:
     bound: float = bounded(0.6, 0.1, 10.0)  # half-side of the export box
     init: str = choice("ball", INITS)  # ball = random in a ball (DreamGaussian); shape = a ToyWorld shape; points = a file
     init_shape: str = "sphere"  # init=shape: sphere, cube, cylinder, cone or torus
-    init_points: str | None = None  # init=points: a point cloud or mesh file trimesh opens (PLY, OBJ, ...)
+    init_points: str | None = server_only(None)  # init=points: a point cloud or mesh file trimesh opens (PLY, OBJ, ...)
     num_points: int = bounded(2000, 1, 1_000_000)
     init_radius: float = bounded(0.45, 0.01, 10.0)
     init_opacity: float = bounded(0.3, 0.001, 0.999)
@@ -54,7 +54,7 @@ class GaussianConfig:
     prune_scale3d: float = bounded(0.5, 0.0, None)  # larger than this x bound: pruned
     prune_opacity: float = bounded(0.01, 0.0, 1.0)
     opacity_reset_every: int = bounded(0, 0, None)  # 0 = never; short SDS runs do better without
-    max_gaussians: int = bounded(20000, 1, None)
+    max_gaussians: int = bounded(20000, 1, 10_000_000)
     opacity_weight: Any = bounded(0.0, 0.0, None, schedule=True)  # weight of the mean rendered opacity
 
     def validate(self) -> None:
