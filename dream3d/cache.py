@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from dream3d.runs import is_partial
+
 
 def cache_root() -> Path:
     """`$DREAM3D_CACHE`, else `$XDG_CACHE_HOME/dream3d`, else `~/.cache/dream3d`."""
@@ -34,7 +36,7 @@ def prune(folder: Path, keep: Path | None = None, max_bytes: float | None = None
             st = p.stat()
         except FileNotFoundError:  # removed by another process meanwhile
             continue
-        if p.is_file() and not p.name.startswith("."):  # .name.tmp files: another writer's, in progress
+        if p.is_file() and not is_partial(p.name):  # another process's write in progress
             entries.append((st.st_mtime, st.st_size, p))
     total = sum(size for _, size, _ in entries)
     removed = []

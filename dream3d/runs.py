@@ -31,6 +31,12 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used; nothing has been loaded."""
 
 
+def is_partial(name: str) -> bool:
+    """Whether a file name is an atomic_write temp file (".<stem>.<random>.tmp<suffix>"): a write
+    still in progress (or abandoned), which readers such as zips and cache pruning leave alone."""
+    return name.startswith(".") and ".tmp" in name
+
+
 def atomic_write(path: str | os.PathLike, write) -> Path:
     """Call write(tmp_path) on a temp file in the same folder, then rename over `path`.
     On any error the temp file is removed and `path` is left as it was."""
@@ -133,7 +139,7 @@ def zip_folder(folder: Path, dest: Path) -> Path:
                 dirs.sort()
                 for n in sorted(names):
                     p = Path(root) / n
-                    if p.is_symlink() or not p.is_file() or p == dest or ".tmp" in n:
+                    if p.is_symlink() or not p.is_file() or p == dest or is_partial(n):
                         continue
                     zf.write(p, p.relative_to(folder).as_posix())
 
@@ -148,7 +154,8 @@ class RunDir:
 
     @staticmethod
     def create(out_dir: str, prompt: str, config_name: str, seed: int, name: str | None = None) -> "RunDir":
-        name = slugify(name, 120) if name else f"{slugify(prompt)}-{slugify(config_name)}-s{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+        name = (slugify(name, 120) if name
+                else f"{slugify(prompt)}-{slugify(config_name)}-s{seed}-{time.strftime('%Y%m%d-%H%M%S')}")
         return RunDir(claim_folder(Path(out_dir), name))
 
     config = property(lambda self: self.path / "config.yaml")

@@ -43,7 +43,7 @@ def server_only_keys(cls: type, prefix: str = "") -> list[str]:
     return keys
 
 
-def _check_number(key: str, v: float, lo, hi) -> None:
+def _check_number(key: str, v: int | float, lo, hi) -> None:
     if not math.isfinite(v):
         raise ConfigError(f"{key} = {v} must be a finite number")
     if (lo is not None and v < lo) or (hi is not None and v > hi):

@@ -60,6 +60,11 @@ def _get(cfg: Any, dotted: str) -> Any:
     return cfg
 
 
+def _touches(key: str, keys) -> bool:
+    """Whether overriding `key` sets one of `keys`: the key itself or a section holding it."""
+    return any(k == key or k.startswith(key + ".") for k in keys)
+
+
 def make_config(preset: str, prompt: str, negative: str, steps: int, seed: int, guidance_scale: float | None,
                 advanced: str, runs_dir: str | Path, root: Path | None = None, budget: RequestBudget | None = None):
     """A validated RunConfig from the UI's fields; `advanced` holds one key=value override per line,
@@ -89,9 +94,9 @@ def make_config(preset: str, prompt: str, negative: str, steps: int, seed: int, 
         key = o.split("=", 1)[0].strip()
         if any(key == k or key.startswith(k + ".") for k in SET_BY_UI):
             raise UserInputError(f"{key!r} is set by the UI, not by an override")
-        if key in CHOSEN_BY_PRESET or key == "prior":
+        if _touches(key, CHOSEN_BY_PRESET):
             raise UserInputError(f"{key!r} comes from the preset; pick another preset instead")
-        if key in refused or any(r.startswith(key + ".") for r in refused):
+        if _touches(key, refused):
             raise UserInputError(f"{key!r} names a file or download on the server; this UI takes it from the preset only")
     try:
         overrides += [f"train.steps={int(steps)}", f"seed={int(seed)}"]

@@ -92,13 +92,13 @@ def test_sigkill_mid_run_then_resume_matches_uninterrupted_run(tmp_path):
     ckpt = RunDir(tmp_path / "killed").checkpoint
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
-        if ckpt.exists() and torch.load(ckpt, weights_only=False)["step"] >= 10:
+        if ckpt.exists() and torch.load(ckpt, weights_only=True)["step"] >= 10:
             break
         time.sleep(0.05)
     assert proc.poll() is None, "the run ended before it could be killed; raise train.steps"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert 10 <= torch.load(ckpt, weights_only=False)["step"] < 80
+    assert 10 <= torch.load(ckpt, weights_only=True)["step"] < 80
     resume(tmp_path / "killed", progress=False)
     a, _ = load_run(reference["run_dir"])
     b, _ = load_run(tmp_path / "killed")

@@ -115,7 +115,7 @@ def test_damaged_checkpoints_are_clear_errors(tmp_path, damage, match):
 def test_foreign_checkpoint_is_refused_before_loading(tmp_path):
     result = run(tiny(tmp_path, "output.name=fc", "train.steps=2", "output.export.formats=[]", "output.turntable_frames=0"))
     folder = RunDir(result["run_dir"])
-    state = torch.load(folder.checkpoint, weights_only=False)
+    state = torch.load(folder.checkpoint, weights_only=True)
     state["scene"] = {"field.mlp.0.weight": torch.zeros(3, 3)}
     torch.save(state, folder.checkpoint)
     with pytest.raises(CheckpointError, match="does not match"):

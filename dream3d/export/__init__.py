@@ -106,5 +106,5 @@ def export_scene(scene, out_base: str | Path, cfg: ExportConfig | None = None, e
     return info
 
 
-__all__ = ["EmptySceneError", "ExportError", "ExportCancelled", "export_scene", "scene_mesh", "load_mesh", "write_mesh", "extract_mesh",
-           "auto_level", "Grid"]
+__all__ = ["EmptySceneError", "ExportError", "ExportCancelled", "export_scene", "scene_mesh", "load_mesh", "write_mesh",
+           "extract_mesh", "auto_level", "Grid"]
