@@ -16,6 +16,7 @@ from pathlib import Path
 
 from dream3d.batch import run_batch
 
+
 def _busy(_=None) -> float:
     t0 = time.perf_counter()
     x = 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from dream3d.cameras import Cameras
+from dream3d.kernel.cameras import Cameras
 from guidance.particles import make_guidance, optimise_particles
 from guidance.priors.gaussian_mixture import GaussianMixturePrior
 

@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 
 from dream3d import bench
-from dream3d.cameras import CameraSampler
 from dream3d.config import load_config
+from dream3d.kernel.cameras import CameraSampler
 from dream3d.toyworld.metrics import psnr
 
 

@@ -14,7 +14,8 @@ import time
 
 import torch
 
-from dream3d.cameras import CameraSampler
+from dream3d.kernel.cameras import CameraSampler
+from dream3d.scenes import build_run_scene
 from renderers.gaussians.rasterize import rasterize
 from renderers.gaussians.scene import GaussianConfig, GaussianScene
 
@@ -42,7 +43,7 @@ def main() -> None:
     print(f"{'device':<7}{'gaussians':>10}{'size':>6}{'forward ms':>12}{'backward ms':>13}   (per frame, 4 frames a call)")
     for device in devices:
         for n in args.counts:
-            scene = GaussianScene(GaussianConfig(init="shape", init_shape="cube", num_points=n, init_opacity=0.5)).to(device)
+            scene = build_run_scene(GaussianConfig(init="shape", init_shape="cube", num_points=n, init_opacity=0.5), 0).to(device)
             for size in args.sizes:
                 time_once(scene, cams, size)  # warm-up
                 runs = [time_once(scene, cams, size) for _ in range(args.repeats)]

@@ -32,7 +32,8 @@ CHILD = """
 import json, resource, sys, time
 from collections import defaultdict
 from dream3d.config import load_config
-from dream3d.trainer import Trainer, run
+from dream3d.lifecycle import start_run
+from dream3d.trainer import Trainer
 from guidance.priors.toyworld import ToyWorldPrior
 
 phases = defaultdict(float)
@@ -53,7 +54,7 @@ timed(Trainer, "save_turntable", "turntable")
 timed(Trainer, "export", "export")
 cfg = load_config(sys.argv[1], json.loads(sys.argv[2]))
 t0 = time.perf_counter()
-run(cfg, "cost", progress=False)
+start_run(cfg, "cost", progress=False)
 total = time.perf_counter() - t0
 phases["training"] = total - sum(phases.values())
 print(json.dumps({"seconds": total, "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,

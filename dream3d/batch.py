@@ -21,7 +21,6 @@ import hashlib
 import html
 import json
 import os
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,8 +28,10 @@ from pathlib import Path
 from tqdm import tqdm
 
 from dream3d.config import RunConfig, changed_keys, load_config
-from dream3d.runs import RunDir, atomic_write_text, slugify, write_json
-from dream3d.schema import ConfigError
+from dream3d.export.config import EXPORT_FORMATS
+from dream3d.kernel.atomic_io import atomic_write_text, write_json
+from dream3d.kernel.schema import ConfigError
+from dream3d.runs import RunDir, slugify
 
 BACKENDS = ("ray", "local")
 MAX_PROMPTS = 100_000
@@ -152,33 +153,24 @@ def check_job(spec: BatchSpec, job: BatchJob) -> RunConfig:
     return cfg
 
 
-def run_job(spec: BatchSpec, job: BatchJob) -> dict:
-    """Run (or finish, or reuse) one job; returns its index record. Called in a Ray worker or in
-    this process. A finished run folder with the same settings is reused; one with a
-    checkpoint is resumed; one without a checkpoint (killed before its first) is started over."""
+def complete_job(spec: BatchSpec, job: BatchJob) -> dict:
+    """Run (or finish, or reuse) one job through dream3d.lifecycle.complete_run; returns its index
+    record. Called in a Ray worker or in this process."""
     import torch
 
-    from dream3d.trainer import resume, run
+    from dream3d.lifecycle import complete_run, is_finished
 
     torch.set_num_threads(max(1, int(spec.cpus_per_run)))
     cfg = check_job(spec, job)
     folder = RunDir(spec.job_dir(job))
     started = time.time()
-    reused = False
-    metrics = json.loads(folder.metrics.read_text()) if folder.metrics.exists() else {}
-    if metrics.get("status") == "finished" and metrics.get("step") == cfg.train.steps:
-        reused = True
-    else:
+    reused = is_finished(folder, cfg)
+    if not reused:
         attempts = spec.attempts_file(job)
         attempts.parent.mkdir(parents=True, exist_ok=True)
         with open(attempts, "a") as f:
             f.write(f"pid {os.getpid()} start {time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
-        if folder.checkpoint.exists():
-            resume(folder.path, progress=False)
-        else:
-            if folder.path.exists():  # started but killed before its first checkpoint: nothing to keep
-                shutil.rmtree(folder.path)
-            run(cfg, Path(spec.config).stem, progress=False)
+        complete_run(cfg, folder, Path(spec.config).stem, progress=False)
     return job_record(spec, job, "finished", reused=reused, seconds=time.time() - started)
 
 
@@ -201,10 +193,9 @@ def job_record(spec: BatchSpec, job: BatchJob, status: str, error: str | None = 
             ev = json.loads(folder.eval.read_text()) if folder.eval.exists() else evaluate_run(folder.path)
             record["metrics"].update({k: ev.get(k) for k in ("silhouette_iou", "colour_error", "saturation",
                                                              "volumetric_iou")})
-        files = {f: folder.asset(f) for f in ("glb", "obj", "ply", "splat")}
-        videos = sorted(folder.path.glob("turntable.*"))
-        if videos:
-            files["turntable"] = videos[0]
+        files = {f: folder.asset(f) for f in EXPORT_FORMATS}
+        if (video := folder.turntable()) is not None:
+            files["turntable"] = video
         record["assets"] = {k: str(p) for k, p in files.items() if p.exists()}
     return record
 
@@ -219,7 +210,7 @@ def _local(spec: BatchSpec, jobs: list[BatchJob]) -> Iterator[tuple[BatchJob, di
         for job in jobs:
             for attempt in range(spec.retries + 1):
                 try:
-                    yield job, run_job(spec, job)
+                    yield job, complete_job(spec, job)
                     break
                 except (ConfigError, KeyboardInterrupt):
                     raise
@@ -245,7 +236,7 @@ def _ray(spec: BatchSpec, jobs: list[BatchJob], address: str | None) -> Iterator
             raise ConfigError(f"could not connect to the Ray cluster at {address!r} ({e}); start one with "
                               "`ray start --head`, or leave out --address for a local cluster") from None
     try:
-        task = ray.remote(run_job).options(num_cpus=spec.cpus_per_run, num_gpus=spec.gpus_per_run,
+        task = ray.remote(complete_job).options(num_cpus=spec.cpus_per_run, num_gpus=spec.gpus_per_run,
                                            max_retries=spec.retries, retry_exceptions=True)
         pending = {task.remote(spec, job): job for job in jobs}
         while pending:

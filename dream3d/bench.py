@@ -23,8 +23,10 @@ import numpy as np
 import torch
 
 from dream3d.bench_claims import advice_markdown, claims_markdown
-from dream3d.cameras import CameraSampler, Cameras
-from dream3d.runs import RunDir, atomic_write_text, write_json
+from dream3d.kernel.atomic_io import atomic_write_text, write_json
+from dream3d.kernel.cameras import Cameras, CameraSampler
+from dream3d.runs import RunDir
+from guidance import GUIDANCES
 
 SCHEMA_VERSION = 2
 FIDELITY_PROMPT = "a red cube"
@@ -48,7 +50,7 @@ class Suite:
 
 # Method variants: a name in --methods -> (preset method, overrides).
 VARIANTS = {"fdiv-fkl": ("fdiv", ["guidance.divergence=forward_kl"])}
-ALL_METHODS = ["sds", "vsd", "esd", "ism", "tsm", "csd", "csm", "nfsd", "bsd", "asd", "cds", "fdiv", "fdiv-fkl"]
+ALL_METHODS = [*GUIDANCES, *VARIANTS]  # every registered objective, then the variants
 
 SUITES = {
     "quick": Suite(methods=["sds", "vsd", "esd"], scenes=["nerf", "gaussians"], view_conditionings=["none", "camera"],
@@ -82,34 +84,42 @@ def held_out(cfg, n: int = 8) -> Cameras:
 
 
 def train_with_curve(cfg, out_dir: Path, name: str, eval_every: int, target: float = IOU_TARGET) -> dict:
-    """Train one run (a normal run folder), measuring silhouette IoU every `eval_every` steps
-    (time excluded); "to_iou_0.9" holds the seconds and step at which IoU first reached `target`;
-    "sharpness" the renders' gradient magnitude over the truth's at the end."""
+    """Train one run (a normal run folder, through dream3d.lifecycle.start_run), measuring
+    silhouette IoU every `eval_every` steps (Trainer.fit's evaluation, outside the timed training);
+    "to_iou_0.9" holds the training seconds and step at which IoU first reached `target`;
+    "sharpness" the renders' gradient magnitude over the truth's at the end; "trainer" the trained
+    trainer, still in memory."""
+    from dream3d.lifecycle import start_run
     from dream3d.toyworld import parse_prompt, render_gt
     from dream3d.toyworld.metrics import sharpness
-    from dream3d.trainer import Trainer
+    from dream3d.trainer import Evaluation
 
     item = parse_prompt(cfg.prompt)
     cams = held_out(cfg)
     gt, mask = render_gt(item, cams, 64)
-    trainer = Trainer(cfg, RunDir.create(str(out_dir), cfg.prompt, name, cfg.seed, name), progress=False)
-    train_s, reached, curve = 0.0, None, []
-    while trainer.step < cfg.train.steps:
+    found: dict = {"reached": None, "curve": [], "eval_s": 0.0}
+
+    @torch.no_grad()
+    def measure(trainer) -> None:
         t0 = time.perf_counter()
-        for _ in range(min(eval_every, cfg.train.steps - trainer.step)):
-            trainer.train_step()
-        train_s += time.perf_counter() - t0
         iou, err = silhouette_quality(trainer.scene, cams, gt, mask)
-        curve.append([trainer.step, round(train_s, 2), round(iou, 4)])
-        if reached is None and iou >= target:
-            reached = {"step": trainer.step, "seconds": round(train_s, 2)}
-    with torch.no_grad():
-        sharp = sharpness(trainer.scene.render(cams, gt.shape[-1], gt.shape[-1], train=False).rgb, gt)
+        train_s = round(trainer.train_seconds, 2)
+        found["curve"].append([trainer.step, train_s, round(iou, 4)])
+        if found["reached"] is None and iou >= target:
+            found["reached"] = {"step": trainer.step, "seconds": train_s}
+        found.update(trainer=trainer, iou=iou, colour_error=err)
+        if trainer.step == cfg.train.steps:
+            found["sharpness"] = sharpness(trainer.scene.render(cams, gt.shape[-1], gt.shape[-1], train=False).rgb, gt)
+        found["eval_s"] += time.perf_counter() - t0
+
     t0 = time.perf_counter()
-    trainer.fit()  # at the last step already: checkpoint, export, metrics
-    return {"run_dir": str(trainer.run.path), "train_s": round(train_s, 2), "finish_s": round(time.perf_counter() - t0, 2),
-            "to_iou_0.9": reached, "curve": curve, "iou": iou, "colour_error": err, "sharpness": round(sharp, 4),
-            "trainer": trainer}
+    folder = RunDir.create(str(out_dir), cfg.prompt, name, cfg.seed, name)
+    result = start_run(cfg, name, progress=False, evaluation=Evaluation(eval_every, measure), folder=folder)
+    trainer = found["trainer"]
+    finish_s = time.perf_counter() - t0 - trainer.train_seconds - found["eval_s"]
+    return {"run_dir": result["run_dir"], "train_s": round(trainer.train_seconds, 2), "finish_s": round(finish_s, 2),
+            "to_iou_0.9": found["reached"], "curve": found["curve"], "iou": found["iou"],
+            "colour_error": found["colour_error"], "sharpness": round(found["sharpness"], 4), "trainer": trainer}
 
 
 def janus_rate(scene, cfg, n: int = 16, marker_share: float = 0.05) -> float:
@@ -194,14 +204,14 @@ def run_suite(suite_name: str = "quick", methods: list[str] | None = None, scene
     todo = [(*job, folder, suite_name, tuple(overrides)) for job in jobs if job not in done]
     bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="bench", disable=not progress, unit="run")
     if jobs_at_once <= 1:
-        rows = (run_job(*job) for job in todo)
+        rows = (bench_job(*job) for job in todo)
     else:  # one torch thread per process; rows come back as runs finish
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
         pool = ProcessPoolExecutor(jobs_at_once, mp_context=multiprocessing.get_context("spawn"),
                                    initializer=torch.set_num_threads, initargs=(1,))
-        rows = (f.result() for f in as_completed([pool.submit(run_job, *job) for job in todo]))
+        rows = (f.result() for f in as_completed([pool.submit(bench_job, *job) for job in todo]))
     try:
         for row in rows:
             runs.append(row)
@@ -216,7 +226,7 @@ def run_suite(suite_name: str = "quick", methods: list[str] | None = None, scene
     return folder
 
 
-def run_job(kind: str, method: str, scene: str, vc: str, seed: int, folder: Path, suite_name: str,
+def bench_job(kind: str, method: str, scene: str, vc: str, seed: int, folder: Path, suite_name: str,
             overrides: tuple[str, ...]) -> dict:
     """Train and measure one run of the suite; returns its results row."""
     from dream3d.config import load_config, to_dict

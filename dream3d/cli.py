@@ -7,26 +7,26 @@ import logging
 import sys
 from pathlib import Path
 
-from dream3d.schema import ConfigError
+from dream3d.kernel.schema import ConfigError
 
 EXIT_BAD_INPUT, EXIT_INTERRUPTED = 2, 130
 
 
 def _cmd_run(args) -> int:
     from dream3d.config import load_config
-    from dream3d.trainer import run
+    from dream3d.lifecycle import start_run
 
     cfg = load_config(args.config, args.overrides)
-    result = run(cfg, Path(args.config).stem if args.config else "default")
+    result = start_run(cfg, Path(args.config).stem if args.config else "default")
     print(f"run folder: {result['run_dir']}")
     _print_export(result["export"])
     return 0
 
 
 def _cmd_resume(args) -> int:
-    from dream3d.trainer import resume
+    from dream3d.lifecycle import resume_run
 
-    result = resume(args.run_dir, tuple(args.overrides))
+    result = resume_run(args.run_dir, tuple(args.overrides))
     print(f"run folder: {result['run_dir']}")
     _print_export(result["export"])
     return 0
@@ -49,9 +49,9 @@ def _print_export(export: dict) -> None:
 def _cmd_export(args) -> int:
     import dataclasses
 
-    from dream3d.config import validate_export
     from dream3d.export import export_scene
-    from dream3d.trainer import load_run
+    from dream3d.export.config import validate_export
+    from dream3d.lifecycle import load_run
 
     trainer, _ = load_run(args.run_dir)
     flags = {"formats": args.format, "resolution": args.resolution, "method": args.method, "level": args.level,
@@ -63,7 +63,7 @@ def _cmd_export(args) -> int:
             raise ConfigError(f"--level {args.level!r}: use 'auto' or a positive density value") from None
     e = dataclasses.replace(trainer.cfg.output.export, **{k: v for k, v in flags.items() if v is not None})
     validate_export(e, trainer.cfg.scene.name)
-    _print_export(export_scene(trainer.scene, Path(args.run_dir) / "model", e, tuple(trainer.cfg.camera.elevation_range)))
+    _print_export(export_scene(trainer.scene, trainer.run_dir.model, e, tuple(trainer.cfg.camera.elevation_range)))
     return 0
 
 
@@ -137,8 +137,10 @@ def _cmd_batch(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from dream3d.config import EXPORT_COLORS, EXPORT_FORMATS, ISOSURFACE_METHODS
+    from dream3d.bench import ALL_METHODS, SUITES
+    from dream3d.export.config import EXPORT_COLORS, EXPORT_FORMATS, ISOSURFACE_METHODS
     from dream3d.webapp import add_server_arguments
+    from renderers import SCENES
 
     p = argparse.ArgumentParser(prog="dream3d", description="Text-to-3D by score distillation.")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -172,9 +174,10 @@ def build_parser() -> argparse.ArgumentParser:
     a.set_defaults(func=_cmd_app)
     b = sub.add_parser("bench", help="every guidance x scene against ToyWorld ground truth",
                        description="Example: dream3d bench --suite quick --methods sds vsd --scenes nerf")
-    b.add_argument("--suite", choices=("quick", "full"), default="quick")
-    b.add_argument("--methods", nargs="+", help="guidance names (default: the suite's)")
-    b.add_argument("--scenes", nargs="+", choices=("nerf", "gaussians"))
+    b.add_argument("--suite", choices=list(SUITES), default="quick")
+    b.add_argument("--methods", nargs="+", choices=ALL_METHODS, metavar="METHOD",
+                   help=f"guidance names (default: the suite's): {', '.join(ALL_METHODS)}")
+    b.add_argument("--scenes", nargs="+", choices=list(SCENES))
     b.add_argument("--seeds", type=int, help="seeds of the diversity runs")
     b.add_argument("--out", default="bench", help="results go to OUT/<date-time>/")
     b.add_argument("--jobs", type=int, default=1, help="runs at a time, one process and torch thread each")

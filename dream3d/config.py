@@ -20,12 +20,11 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from dream3d.schema import ConfigError, bounded, choice, server_only, validate_fields
+from dream3d.export.config import ExportConfig, validate_export
+from dream3d.kernel.schema import ConfigError, bounded, choice, server_only, validate_fields
+from dream3d.scenes import check_scene_config
 
 MAX_PROMPT_CHARS = 300
-EXPORT_FORMATS = ("glb", "obj", "ply", "splat")  # splat: 3DGS PLY of a Gaussian scene (model.splat.ply)
-EXPORT_COLORS = ("texture", "vertex")
-ISOSURFACE_METHODS = ("visibility", "density")  # solid behind the rendered surface | density level set
 
 
 @dataclass
@@ -42,19 +41,6 @@ class TrainConfig:
     batch_size: int = bounded(4, 1, 64)  # views per step
     resolution: int = bounded(32, 8, 1024)  # render resolution during training
     max_bad_steps: int = bounded(20, 1, None)  # consecutive non-finite steps before the run stops
-
-
-@dataclass
-class ExportConfig:
-    formats: list[str] = field(default_factory=lambda: ["glb", "obj"])
-    method: str = choice("visibility", ISOSURFACE_METHODS)  # solid behind the rendered surface | density level set
-    resolution: int = bounded(128, 16, 1024)  # marching-cubes grid per axis
-    level: Any = "auto"  # density method only: "auto" or a density value
-    surface_opacity: float = bounded(0.05, 0.001, 0.5)  # visibility method: opacity at which a ray meets the surface
-    min_component_fraction: float = bounded(0.05, 0.0, 1.0)  # drop pieces smaller than this x the largest
-    max_faces: int = bounded(30000, 0, 10_000_000)  # decimate to this face budget; 0 = keep every face
-    colors: str = choice("texture", EXPORT_COLORS)  # baked UV texture (GLB/OBJ) | vertex colours; PLY: vertex colours
-    texture_size: int = bounded(1024, 16, 8192)  # texture width = height in pixels
 
 
 @dataclass
@@ -90,7 +76,6 @@ class RunConfig:
     scene: Any = field(default_factory=lambda: {"name": "nerf"})
     output: OutputConfig = field(default_factory=OutputConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-
 
 
 def registries() -> dict[str, dict[str, tuple[type, type]]]:
@@ -179,21 +164,8 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"camera.elevation_range must lie within [-90, 90], got {cfg.camera.elevation_range}")
     validate_export(cfg.output.export, cfg.scene.name)
     for section in (cfg.guidance, cfg.scene, cfg.prior):
-        if hasattr(section, "validate"):
-            section.validate()
-
-
-def validate_export(e: ExportConfig, scene: str) -> None:
-    """Checks across output.export's fields (also for `dream3d export`'s flags)."""
-    validate_fields(e, "output.export.")
-    for fmt in e.formats:
-        if fmt not in EXPORT_FORMATS:
-            raise ConfigError(f"output.export.formats: {fmt!r} is not valid; valid: {', '.join(EXPORT_FORMATS)}")
-        if fmt == "splat" and scene != "gaussians":
-            raise ConfigError(f"output.export.formats: 'splat' needs scene.name=gaussians (this run's scene is "
-                              f"{scene!r}); use glb, obj or ply")
-    if e.level != "auto" and not (isinstance(e.level, (int, float)) and e.level > 0):
-        raise ConfigError(f"output.export.level = {e.level!r}; valid: 'auto' or a positive density value")
+        section.validate()
+    check_scene_config(cfg.scene)
 
 
 def to_dict(cfg: RunConfig) -> dict:

@@ -70,13 +70,6 @@ def scene_parameter_bytes(scene) -> float:
     return entries * scene.features_per_level * 4 * 4
 
 
-def predictions_per_image(guidance) -> float:
-    """Prior predictions per rendered image and step: conditional, unconditional and one more for
-    the objectives with a second branch, plus the DDIM inversion steps of ISM / TSM / CSM (their
-    config field inversion_max_steps; read by name so that pricing needs no guidance classes)."""
-    return 3.0 + 2.0 * getattr(guidance, "inversion_max_steps", 0)
-
-
 def _nerf_render(scene, views: int, resolution: int, samples: int, train: bool) -> tuple[float, float]:
     n = views * resolution**2 * samples * max(1.0, scene.hidden_dim / 32) * max(1.0, scene.num_levels / 4)
     if train:
@@ -149,9 +142,9 @@ def estimate_cost(cfg) -> Cost:
     cost.add("dataset", build, resident)
     resident += scene_parameter_bytes(scene)
     g = cfg.guidance
-    bank = getattr(g, "bank_size", 0) * getattr(g, "bank_sampler_steps", 0) * 2  # f-divergence's teacher samples
+    bank = g.prior_calls_at_start()  # f-divergence's teacher samples
     step_s, step_b = render_cost(scene, t.batch_size, t.resolution, train=True)
-    guidance_s = t.batch_size * per_image * predictions_per_image(g)
+    guidance_s = t.batch_size * per_image * g.prior_calls_per_image()
     cost.add("training", t.steps * (step_s + guidance_s) + bank * per_image, resident + step_b)
     checkpoints = t.steps // max(1, o.checkpoint_every) + 1
     state = scene_parameter_bytes(scene)  # parameters + Adam moments, written every checkpoint

@@ -6,9 +6,10 @@ from pathlib import Path
 import torch
 import trimesh
 
-from dream3d.cameras import CameraSampler
 from dream3d.export import ExportError, load_mesh
-from dream3d.runs import RunDir, write_json
+from dream3d.kernel.atomic_io import write_json
+from dream3d.kernel.cameras import CameraSampler
+from dream3d.runs import RunDir
 from dream3d.toyworld import parse_prompt, render_gt
 from dream3d.toyworld.metrics import colour_error, mean_saturation, silhouette_iou, volumetric_iou
 
@@ -17,7 +18,7 @@ from dream3d.toyworld.metrics import colour_error, mean_saturation, silhouette_i
 def evaluate_run(run_dir: str | Path) -> dict:
     """Silhouette IoU, colour error and saturation of renders over held-out cameras, and the
     volumetric IoU of the exported mesh; written to eval.json and returned."""
-    from dream3d.trainer import load_run
+    from dream3d.lifecycle import load_run
 
     trainer, _ = load_run(run_dir)
     cfg, scene, folder = trainer.cfg, trainer.scene, RunDir(run_dir)

@@ -1,4 +1,4 @@
-"""Run folders: atomic writes, checkpoints, previews, turntable videos, metrics.
+"""Run folders: checkpoints, previews, turntable videos, metrics.
 
 Layout of a run folder:
   config.yaml            merged config of the run
@@ -10,71 +10,23 @@ Layout of a run folder:
 """
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import re
-import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
+from dream3d.export.config import asset_path
+from dream3d.kernel.atomic_io import atomic_torch_save, atomic_write, is_partial
+
 CHECKPOINT_FORMAT = 1
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used; nothing has been loaded."""
-
-
-def is_partial(name: str) -> bool:
-    """Whether a file name is an atomic_write temp file (".<stem>.<random>.tmp<suffix>"): a write
-    still in progress (or abandoned), which readers such as zips and cache pruning leave alone."""
-    return name.startswith(".") and ".tmp" in name
-
-
-def atomic_write(path: str | os.PathLike, write) -> Path:
-    """Call write(tmp_path) on a temp file in the same folder, then rename over `path`.
-    On any error the temp file is removed and `path` is left as it was."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file normal permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def write_torch_file(obj, file_path) -> None:
-    """torch.save into a Python file object, so a full disk or a read-only folder raises OSError
-    (with errno) instead of the RuntimeError ("PytorchStreamWriter failed writing file") that
-    torch.save(obj, path) raises; flushed to the disk before the caller renames it."""
-    with open(file_path, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def atomic_torch_save(obj, path) -> Path:
-    return atomic_write(path, lambda tmp: write_torch_file(obj, tmp))
-
-
-def atomic_write_text(path, text: str) -> Path:
-    return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
-
-
-def write_json(path, data: Any) -> Path:
-    return atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def to_uint8(img: torch.Tensor) -> np.ndarray:
@@ -167,8 +119,21 @@ class RunDir:
     def video(self, fmt: str) -> Path:
         return self.path / f"turntable.{fmt}"
 
+    @property
+    def model(self) -> Path:
+        """The base name exports are written to: model.glb, model.obj (+ .mtl, .png), model.ply, model.splat.ply."""
+        return self.path / "model"
+
     def asset(self, fmt: str) -> Path:
-        return self.path / ("model.splat.ply" if fmt == "splat" else f"model.{fmt}")
+        return asset_path(self.model, fmt)
+
+    def assets(self) -> list[Path]:
+        """The exported files that exist (every model.* file; an OBJ's .mtl and .png included)."""
+        return sorted(p for p in self.path.glob("model.*") if p.is_file() and not is_partial(p.name))
+
+    def turntable(self) -> Path | None:
+        """The turntable video, if the run wrote one."""
+        return next(iter(sorted(self.path.glob("turntable.*"))), None)
 
     def save_checkpoint(self, state: dict) -> Path:
         return atomic_torch_save({"format": CHECKPOINT_FORMAT, **state}, self.checkpoint)

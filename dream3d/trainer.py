@@ -1,29 +1,34 @@
 """The optimisation loop: sample cameras -> scene.render -> guidance -> backward -> step.
 
 The trainer only wires a prior, a guidance and a scene together; it owns the run folder,
-the random generator (every random draw goes through it, so runs are reproducible and a
-resumed run continues exactly), checkpoints, previews, the turntable and the export.
+the random generator, checkpoints, previews, the turntable and the export. Randomness: the loop's
+own draws (cameras, timesteps, noise, ray jitter) go through `generator`; initial values come from
+the seed (NeRF weights from torch's global generator, Gaussian points from dream3d.scenes); what a
+library draws from the global generator (gsplat's split) follows the seed too. Both generators are
+checkpointed, so runs are reproducible and a resumed run continues exactly. Starting, resuming and
+reusing runs is dream3d.lifecycle.
 """
 from __future__ import annotations
 
-import copy
 import logging
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from dream3d.cameras import CameraSampler
 from dream3d.config import RunConfig, to_dict, to_yaml
 from dream3d.export import EmptySceneError, ExportError, export_scene
-from dream3d.runs import CheckpointError, RunDir, atomic_write_text, to_uint8, write_image, write_json, write_video
+from dream3d.kernel.atomic_io import atomic_write_text, write_json
+from dream3d.kernel.cameras import CameraSampler
+from dream3d.runs import CheckpointError, RunDir, to_uint8, write_image, write_video
+from dream3d.scenes import build_run_scene
 from guidance import build_guidance
 from guidance.priors import build_prior
-from renderers import build_scene
 
 log = logging.getLogger("dream3d")
 
@@ -41,18 +46,28 @@ def make_optimizer(scene, guidance) -> torch.optim.Optimizer:
     return torch.optim.Adam(scene.optimizer_groups() + guidance.optimizer_groups(), betas=(0.9, 0.99), eps=1e-15)
 
 
+@dataclass
+class Evaluation:
+    """A measurement Trainer.fit makes every `every` steps and after the last step, outside the
+    timed training (the bench's silhouette IoU curve): `measure(trainer)` may render the scene
+    (without the trainer's generator, so the run's random draws do not change)."""
+
+    every: int
+    measure: Callable[["Trainer"], None]
+
+
 class Trainer:
     def __init__(self, cfg: RunConfig, run_dir: RunDir, progress: bool | None = None, prior=None):
-        self.cfg, self.run = cfg, run_dir
+        self.cfg, self.run_dir = cfg, run_dir
         self.progress = cfg.output.progress if progress is None else progress
-        torch.manual_seed(cfg.seed)  # parameter initialisation
-        self.generator = torch.Generator().manual_seed(cfg.seed)  # every random draw of the loop
-        self.cameras = CameraSampler(tuple(cfg.camera.elevation_range), tuple(cfg.camera.azimuth_range),
-                                     cfg.camera.distance, cfg.camera.fovy)
+        torch.manual_seed(cfg.seed)  # parameter initialisation and library draws (gsplat's split)
+        self.generator = torch.Generator().manual_seed(cfg.seed)  # the loop's own random draws
+        self.camera_sampler = CameraSampler(tuple(cfg.camera.elevation_range), tuple(cfg.camera.azimuth_range),
+                                            cfg.camera.distance, cfg.camera.fovy)
         self.prior = prior or build_prior(cfg.prior, progress=self.progress)
         self.guidance = build_guidance(cfg.guidance, self.prior)
         self.cond = self.guidance.embed(cfg.prompt, cfg.negative_prompt)
-        self.scene = build_scene(cfg.scene)
+        self.scene = build_run_scene(cfg.scene, cfg.seed)
         self.optimizer = make_optimizer(self.scene, self.guidance)
         self.step = 0
         self.bad_steps = 0
@@ -69,7 +84,7 @@ class Trainer:
 
     def load_state_dict(self, state: dict) -> None:
         """Restore everything, or raise before changing anything."""
-        scene, guidance = build_scene(self.cfg.scene), build_guidance(self.cfg.guidance, self.prior)
+        scene, guidance = build_run_scene(self.cfg.scene, self.cfg.seed), build_guidance(self.cfg.guidance, self.prior)
         try:
             scene.load_state_dict(state["scene"])
             guidance.load_state_dict(state["guidance"])
@@ -86,13 +101,13 @@ class Trainer:
         self.history = state.get("history", [])
 
     def save_checkpoint(self) -> Path:
-        return self.run.save_checkpoint(self.state_dict())
+        return self.run_dir.save_checkpoint(self.state_dict())
 
     # -- one step --------------------------------------------------------------------------
     def train_step(self) -> dict:
         cfg, gen = self.cfg, self.generator
         t0 = time.perf_counter()
-        cams = self.cameras.sample(cfg.train.batch_size, gen)
+        cams = self.camera_sampler.sample(cfg.train.batch_size, gen)
         self.scene.begin_step(self.step)
         out = self.scene.render(cams, cfg.train.resolution, cfg.train.resolution, gen)
         t1 = time.perf_counter()
@@ -126,32 +141,32 @@ class Trainer:
     @torch.no_grad()
     def save_preview(self) -> Path:
         res = self.cfg.output.val_resolution
-        out = self.scene.render(self.cameras.orbit(4, 15.0), res, res, train=False)
+        out = self.scene.render(self.camera_sampler.orbit(4, 15.0), res, res, train=False)
         grid = torch.cat([out.rgb, out.alpha.expand_as(out.rgb)], dim=2)  # colour over opacity
-        return write_image(self.run.previews / f"step_{self.step:06d}.png", grid)
+        return write_image(self.run_dir.previews / f"step_{self.step:06d}.png", grid)
 
     @torch.no_grad()
     def save_turntable(self) -> Path | None:
         n, res = self.cfg.output.turntable_frames, self.cfg.output.turntable_resolution
         if n == 0:
             return None
-        cams = self.cameras.orbit(n, 15.0)
+        cams = self.camera_sampler.orbit(n, 15.0)
         frames = [to_uint8(self.scene.render(cams[i:i + 1], res, res, train=False).rgb[0]) for i in range(n)]
-        return write_video(self.run.video(self.cfg.output.video_format), frames)
+        return write_video(self.run_dir.video(self.cfg.output.video_format), frames)
 
     def export(self, cancel: Callable[[], bool] | None = None) -> dict:
         """export_scene with the run's settings; an error (or `cancel()` turning true between
         export phases) gives {"error": message} and leaves the checkpoint for `dream3d export`."""
         e = self.cfg.output.export
         try:
-            return export_scene(self.scene, self.run.path / "model", e, tuple(self.cfg.camera.elevation_range), cancel)
+            return export_scene(self.scene, self.run_dir.model, e, tuple(self.cfg.camera.elevation_range), cancel)
         except (EmptySceneError, ExportError) as err:  # the checkpoint is safe; `dream3d export` can retry
             log.error("export skipped: %s", err)
             return {"error": str(err)}
 
     def write_metrics(self, status: str, wall: float, extra: dict | None = None) -> None:
         n = max(self.timings.get("steps", 0), 1)
-        write_json(self.run.metrics, {
+        write_json(self.run_dir.metrics, {
             "status": status, "prompt": self.cfg.prompt, "seed": self.cfg.seed, "step": self.step,
             "steps": self.cfg.train.steps, "wall_time_s": round(wall, 2), "skipped_steps": self.skipped_steps,
             "ms_per_step": {k: round(1000 * v / n, 2) for k, v in self.timings.items() if k != "steps"},
@@ -159,7 +174,13 @@ class Trainer:
         })
 
     # -- the loop --------------------------------------------------------------------------
-    def fit(self, stop: threading.Event | None = None, on_step: Callable[[dict], None] | None = None) -> dict:
+    @property
+    def train_seconds(self) -> float:
+        """Time spent in training steps (render, guidance, backward and step), over every session."""
+        return sum(v for k, v in self.timings.items() if k != "steps")
+
+    def fit(self, stop: threading.Event | None = None, on_step: Callable[[dict], None] | None = None,
+            evaluation: Evaluation | None = None) -> dict:
         """Train to cfg.train.steps, then preview, checkpoint, turntable, export, metrics.
 
         `stop` set (e.g. by the web UI's Stop button): finish the current step, checkpoint, export
@@ -167,6 +188,7 @@ class Trainer:
         the export ends at its next phase without assets (the checkpoint is final; `dream3d export`
         writes them later), no turntable, status "stopped". `on_step(stats)` is called after every step
         with the step, the step count, the guidance statistics and the latest preview path.
+        `evaluation.measure(self)` runs every `evaluation.every` steps and after the last one.
 
         Ctrl-C: checkpoint and export what exists, then re-raise KeyboardInterrupt.
         Too many non-finite steps: checkpoint the last finite state, raise NonFiniteError.
@@ -177,7 +199,7 @@ class Trainer:
                    dynamic_ncols=True)
         status = "finished"
         try:
-            atomic_write_text(self.run.config, to_yaml(cfg))
+            atomic_write_text(self.run_dir.config, to_yaml(cfg))
             preview = None
             while self.step < cfg.train.steps:
                 if stop is not None and stop.is_set():
@@ -191,6 +213,8 @@ class Trainer:
                     preview = self.save_preview()
                 if on_step is not None:
                     on_step({"step": self.step, "steps": cfg.train.steps, "preview": preview, **stats})
+                if evaluation is not None and (self.step % evaluation.every == 0 or self.step == cfg.train.steps):
+                    evaluation.measure(self)
                 if self.step % cfg.output.checkpoint_every == 0 and self.step < cfg.train.steps:
                     self.save_checkpoint()
             self.save_checkpoint()
@@ -204,7 +228,7 @@ class Trainer:
         except OSError as e:
             raise OutputWriteError(
                 f"could not write {e.filename or 'an output file'} ({e.strerror or e}) at step {self.step}: free disk "
-                f"space or make {self.run.path} writable, then `dream3d resume {self.run.path}` continues from the "
+                f"space or make {self.run_dir.path} writable, then `dream3d resume {self.run_dir.path}` continues from the "
                 "last checkpoint, which is intact") from e
         finally:
             bar.close()
@@ -218,55 +242,4 @@ class Trainer:
                                                                  "turntable": str(turntable) if turntable else None})
         if status == "interrupted":
             raise KeyboardInterrupt
-        return {"status": status, "run_dir": str(self.run.path), "export": export}
-
-
-# -- the Python API (the CLI and the web UI both call these) ---------------------------------
-RESUMABLE_CHANGES = ("train.steps", "output.", "eval.")
-
-
-def run(cfg: RunConfig, config_name: str = "config", progress: bool | None = None,
-        stop: threading.Event | None = None, on_step: Callable[[dict], None] | None = None,
-        on_start: Callable[[Path], None] | None = None) -> dict:
-    """Start a new run in a fresh run folder and train it to the end (or until `stop` is set; see
-    Trainer.fit). The prompt is checked against the prior before the folder is made;
-    `on_start(run_dir)` is called once the folder exists."""
-    prior = build_prior(cfg.prior, progress=cfg.output.progress if progress is None else progress)
-    prior.embed(cfg.prompt)
-    folder = RunDir.create(cfg.output.out_dir, cfg.prompt, config_name, cfg.seed, cfg.output.name)
-    if on_start is not None:
-        on_start(folder.path)
-    return Trainer(cfg, folder, progress, prior).fit(stop, on_step)
-
-
-def load_run(run_dir: str | Path, overrides: tuple[str, ...] = ()) -> tuple[Trainer, dict]:
-    """A trainer restored from a run folder's last checkpoint (scene, optimiser, RNG, step).
-    Overrides (and edits of config.yaml) may change only train.steps, output.* and eval.*; anything
-    else would not be the run the checkpoint holds."""
-    from dream3d.config import ConfigError, build_config, changed_keys, load_config
-
-    folder = RunDir(run_dir)
-    if not folder.config.exists():
-        raise ConfigError(f"{run_dir} is not a dream3d run folder (no config.yaml)")
-    cfg = load_config(folder.config, list(overrides))
-    state = folder.load_checkpoint()
-    try:  # the config the checkpoint was trained with: config.yaml is only a copy and may have been edited
-        trained = build_config(copy.deepcopy(state["config"]))
-    except (KeyError, TypeError, ConfigError) as e:
-        raise CheckpointError(f"checkpoint {folder.checkpoint} holds no valid config ({e})") from None
-    changed = [k for k in changed_keys(trained, cfg) if not k.startswith(RESUMABLE_CHANGES)]
-    if changed:
-        raise ConfigError(f"{folder.config} and the overrides differ from the config the checkpoint was trained with "
-                          f"in {', '.join(changed)}; a resumed run can change only train.steps, output.* and eval.* "
-                          "(restore config.yaml, or start a new run with `dream3d run`)")
-    trainer = Trainer(cfg, folder, progress=False)
-    trainer.load_state_dict(state)
-    trainer.progress = cfg.output.progress
-    return trainer, state
-
-
-def resume(run_dir: str | Path, overrides: tuple[str, ...] = (), progress: bool | None = None) -> dict:
-    trainer, _ = load_run(run_dir, overrides)
-    if progress is not None:
-        trainer.progress = progress
-    return trainer.fit()
+        return {"status": status, "run_dir": str(self.run_dir.path), "export": export}

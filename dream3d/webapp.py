@@ -1,6 +1,6 @@
 """The Gradio web UI: prompt in, live previews, a GLB viewer and downloads out.
 
-The run is the Python API's `run()` in a background thread (the same code path as the CLI); the
+The run is the Python API's `start_run()` in a background thread (the same code path as the CLI); the
 UI polls its progress. Stop sets an event the trainer checks between steps: it checkpoints and
 exports what exists. At most `concurrency` runs execute at a time: a run's worker thread holds
 its slot until it has really ended (a cancelled visitor's run finishes its checkpoint first), and
@@ -72,7 +72,7 @@ def make_config(preset: str, prompt: str, negative: str, steps: int, seed: int, 
     UI sets or that names a server file, limits, over budget) or ConfigError (bad keys or values)."""
     from dream3d.config import RunConfig, load_config, validate
     from dream3d.cost import estimate_cost
-    from dream3d.schema import server_only_keys
+    from dream3d.kernel.schema import server_only_keys
     from guidance import GUIDANCES
     from guidance.priors import PRIORS
     from renderers import SCENES
@@ -211,7 +211,8 @@ def build_app(runs_dir: str | Path = "runs", concurrency: int = 1, root: Path | 
     """The Gradio Blocks (not launched); `.jobs` holds the Jobs of this app, `.runs_dir` its folder."""
     import gradio as gr
 
-    from dream3d.trainer import run
+    from dream3d.lifecycle import start_run
+    from dream3d.runs import RunDir
 
     runs_dir = Path(runs_dir).resolve()
     root = root or preset_root()
@@ -240,7 +241,7 @@ def build_app(runs_dir: str | Path = "runs", concurrency: int = 1, root: Path | 
 
         def target():
             try:
-                state["result"] = run(cfg, preset.replace("/", "-"), progress=False, stop=stop,
+                state["result"] = start_run(cfg, preset.replace("/", "-"), progress=False, stop=stop,
                                       on_step=lambda s: state.__setitem__("stats", s),
                                       on_start=lambda d: state.__setitem__("run_dir", Path(d)))
             except BaseException as e:  # noqa: B036 - reported to the visitor below
@@ -267,15 +268,12 @@ def build_app(runs_dir: str | Path = "runs", concurrency: int = 1, root: Path | 
             jobs.finish(session, stop)
         if state["error"] is not None:
             raise gr.Error(user_message(state["error"]))
-        result, run_dir = state["result"], Path(state["result"]["run_dir"])
-        files = [p for p in (run_dir / "model.glb", run_dir / "model.obj", run_dir / "model.mtl", run_dir / "model.png",
-                             run_dir / "model.ply", run_dir / "model.splat.ply") if p.exists()]
-        files.append(zip_run(run_dir))
-        glb = run_dir / "model.glb"
-        videos = sorted(run_dir.glob("turntable.*"))
+        result, folder = state["result"], RunDir(state["result"]["run_dir"])
+        files = [*folder.assets(), zip_run(folder.path)]
+        glb, video = folder.asset("glb"), folder.turntable()
         done = (f"**{result['status'].capitalize()}** after {time.time() - started:.0f} s — "
-                f"{result_note(result['export'])}\n\nRun folder: `{run_dir}`")
-        yield (done, last_preview, str(videos[0]) if videos else None, str(glb) if glb.exists() else None,
+                f"{result_note(result['export'])}\n\nRun folder: `{folder.path}`")
+        yield (done, last_preview, str(video) if video else None, str(glb) if glb.exists() else None,
                [str(f) for f in files])
 
     def stop_run(request: gr.Request):

@@ -1,32 +1,35 @@
 """Score-distillation objectives: a registry from config name to (class, config dataclass).
 
-Each objective subclasses `guidance.core.ScoreDistillation` and implements only `gradient`;
-timestep sampling, CFG batching, weighting, clipping and gradient injection live in core.py.
+Each objective subclasses `guidance.core.ScoreDistillation` and overrides `gradient`; those that
+train something of their own (VSD, ESD, f-div) also `aux_losses` and `optimizer_groups`. Timestep
+sampling, CFG batching, weighting, stats, clipping and gradient injection live in core.py, DDIM
+steps, inversion and sampling in ddim.py, the VSD/ESD fake score in fake_score.py.
 """
+from dream3d.kernel.schema import registry
 from guidance.asd import ASD, ASDConfig
 from guidance.bsd import BSD, BSDConfig
 from guidance.cds import CDS, CDSConfig
 from guidance.classifier_score import CSD, CSM, NFSD, CSDConfig, CSMConfig, NFSDConfig
-from guidance.fdiv import FDiv, FDivConfig
 from guidance.core import Conditioning, GuidanceConfig, GuidanceOutput, ScoreDistillation
+from guidance.fdiv import FDiv, FDivConfig
 from guidance.ism import ISM, TSM, ISMConfig, TSMConfig
 from guidance.sds import SDS
 from guidance.vsd import ESD, VSD, ESDConfig, VSDConfig
 
-GUIDANCES = {
-    "sds": (SDS, GuidanceConfig),
-    "ism": (ISM, ISMConfig),
-    "tsm": (TSM, TSMConfig),
-    "csd": (CSD, CSDConfig),
-    "csm": (CSM, CSMConfig),
-    "nfsd": (NFSD, NFSDConfig),
-    "bsd": (BSD, BSDConfig),
-    "asd": (ASD, ASDConfig),
-    "cds": (CDS, CDSConfig),
-    "vsd": (VSD, VSDConfig),
-    "esd": (ESD, ESDConfig),
-    "fdiv": (FDiv, FDivConfig),
-}
+GUIDANCES = registry(
+    (SDS, GuidanceConfig),
+    (ISM, ISMConfig),
+    (TSM, TSMConfig),
+    (CSD, CSDConfig),
+    (CSM, CSMConfig),
+    (NFSD, NFSDConfig),
+    (BSD, BSDConfig),
+    (ASD, ASDConfig),
+    (CDS, CDSConfig),
+    (VSD, VSDConfig),
+    (ESD, ESDConfig),
+    (FDiv, FDivConfig),
+)
 
 
 def build_guidance(cfg, prior) -> ScoreDistillation:

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import torch
 
-from dream3d.schema import bounded
-from guidance.core import GuidanceConfig, ScoreDistillation, cfg_predict
+from dream3d.kernel.schema import bounded
+from guidance.core import GuidanceConfig, ScoreDistillation, batch_stats, cfg_predict
 
 
 @dataclass
@@ -30,4 +30,4 @@ class ASD(ScoreDistillation):
         # one call: cond and uncond at t, and the delayed conditional target at t + D
         eps_w, _, _, eps_d = cfg_predict(self.prior, x_t, t, cond, cameras, self.guidance_scale(step),
                                          extra=[(x_d, t_d, cond.cond(cameras))])
-        return self.weight(t, x.ndim) * (eps_w - eps_d), {"t": float(t.float().mean())}
+        return self.weight(t, x.ndim) * (eps_w - eps_d), batch_stats(t)

@@ -9,8 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from dream3d.schema import bounded
-from guidance.core import GuidanceConfig, ScoreDistillation, predict_batched
+from torch import Tensor
+
+from dream3d.kernel.schema import bounded
+from guidance.core import GuidanceConfig, ScoreDistillation, batch_stats, per_sample, predict_cond_uncond
 
 
 @dataclass
@@ -19,19 +21,20 @@ class BSDConfig(GuidanceConfig):
     guidance_scale: Any = bounded(15.0, 0.0, 1000.0, schedule=True)  # lam
 
 
-def min_norm_on_segment(d_c, d_s):
-    """alpha [B] and the minimum-norm point alpha d_c + (1 - alpha) d_s of each segment [B,...]."""
+def min_norm_on_segment(d_c: Tensor, d_s: Tensor) -> tuple[Tensor, Tensor]:
+    """alpha [B] and the minimum-norm point alpha d_c + (1 - alpha) d_s [B,...] of each segment
+    between d_c and d_s [B,...]."""
     b = d_c.shape[0]
     diff = (d_s - d_c).reshape(b, -1)
     alpha = ((diff * d_s.reshape(b, -1)).sum(-1) / diff.square().sum(-1).clamp(min=1e-20)).clamp(0, 1)
-    a = alpha.reshape(-1, *([1] * (d_c.ndim - 1)))
+    a = per_sample(alpha, d_c.ndim)
     return alpha, a * d_c + (1 - a) * d_s
 
 
 class BSD(ScoreDistillation):
     def gradient(self, x, cameras, cond, step, generator):
         t, _, x_t = self.noised(x, step, generator)
-        eps_y, eps_u = predict_batched(self.prior, [(x_t, t, cond.cond(cameras)), (x_t, t, cond.uncond(cameras))], cameras)
+        eps_y, eps_u = predict_cond_uncond(self.prior, x_t, t, cond, cameras)
         alpha, g = min_norm_on_segment(self.guidance_scale(step) * (eps_y - eps_u), eps_u)
         a_t, _ = self.prior.coefficients(t, x.ndim)
-        return a_t * g, {"t": float(t.float().mean()), "alpha": float(alpha.mean())}
+        return a_t * g, batch_stats(t, alpha=alpha)

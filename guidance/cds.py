@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import torch
 
-from dream3d.schema import bounded
-from guidance.core import GuidanceConfig, ScoreDistillation, cfg_predict
-from guidance.inversion import ddim_step
+from dream3d.kernel.schema import bounded
+from guidance.core import GuidanceConfig, ScoreDistillation, batch_stats, cfg_predict
+from guidance.ddim import ddim_step
 
 
 @dataclass
@@ -32,8 +32,8 @@ class CDS(ScoreDistillation):
         super().__init__(cfg, prior)
         self.register_buffer("fixed_noise", torch.empty(0))  # drawn lazily
 
-
     def t_prime(self, step: int) -> int:
+        """t' at this step: t'_start -> t'_end along sqrt(step / anneal_steps)."""
         f = min(1.0, step / self.cfg.anneal_steps)
         return int(round(self.cfg.t_prime_start + (self.cfg.t_prime_end - self.cfg.t_prime_start) * math.sqrt(f)))
 
@@ -48,4 +48,4 @@ class CDS(ScoreDistillation):
         eps_t, _, _ = cfg_predict(self.prior, x_t, t, cond, cameras, scale)
         x_tp = ddim_step(self.prior, x_t, t, tp, eps_t)
         eps_tp, _, _ = cfg_predict(self.prior, x_tp, tp, cond, cameras, scale)
-        return self.weight(t, x.ndim) * (eps_t - eps_tp), {"t": float(t.float().mean())}
+        return self.weight(t, x.ndim) * (eps_t - eps_tp), batch_stats(t)

@@ -17,9 +17,9 @@ from typing import Any
 
 import torch
 
-from dream3d.schema import ConfigError, bounded
-from guidance.core import GuidanceConfig, ScoreDistillation, predict_batched
-from guidance.inversion import ddim_invert
+from dream3d.kernel.schema import ConfigError, bounded
+from guidance.core import GuidanceConfig, ScoreDistillation, batch_stats, per_sample, predict_batched, predict_cond_uncond
+from guidance.ddim import ddim_invert
 
 
 @dataclass
@@ -34,16 +34,14 @@ class CSD(ScoreDistillation):
         t, _, x_t = self.noised(x, step, generator)
         a_neg = self.cfg.negative_weight
         if a_neg == 0.0:
-            eps_y, eps_u = predict_batched(self.prior, [(x_t, t, cond.cond(cameras)), (x_t, t, cond.uncond(cameras))],
-                                           cameras)
+            eps_y, eps_u = predict_cond_uncond(self.prior, x_t, t, cond, cameras)
             direction = eps_y - eps_u
         else:
             if not cond.negative:
                 raise ConfigError("guidance.negative_weight != 0 needs a negative_prompt")
-            eps_y, eps_n, eps_e = predict_batched(self.prior, [(x_t, t, cond.cond(cameras)), (x_t, t, cond.uncond(cameras)),
-                                                               (x_t, t, cond.empty(cameras))], cameras)
+            eps_y, eps_n, eps_e = predict_cond_uncond(self.prior, x_t, t, cond, cameras, [(x_t, t, cond.empty(cameras))])
             direction = eps_y + a_neg * eps_n + (-1.0 - a_neg) * eps_e
-        return self.weight(t, x.ndim) * direction, {"t": float(t.float().mean())}
+        return self.weight(t, x.ndim) * direction, batch_stats(t)
 
 
 @dataclass
@@ -53,14 +51,17 @@ class CSMConfig(GuidanceConfig):
     inversion_stride: int = bounded(200, 1, 1000)
     inversion_max_steps: int = bounded(5, 1, 100)
 
+    def prior_calls_per_image(self) -> float:
+        return 3.0 + 2.0 * self.inversion_max_steps  # and the DDIM inversion steps
+
 
 class CSM(ScoreDistillation):
     def gradient(self, x, cameras, cond, step, generator):
         t = self.timesteps.sample(x.shape[0], step, generator)
         x_t, _ = ddim_invert(self.prior, x, t, cond.empty(cameras), cameras, self.cfg.inversion_stride,
                              self.cfg.inversion_max_steps)
-        eps_y, eps_u = predict_batched(self.prior, [(x_t, t, cond.cond(cameras)), (x_t, t, cond.uncond(cameras))], cameras)
-        return self.weight(t, x.ndim) * self.guidance_scale(step) * (eps_y - eps_u), {"t": float(t.float().mean())}
+        eps_y, eps_u = predict_cond_uncond(self.prior, x_t, t, cond, cameras)
+        return self.weight(t, x.ndim) * self.guidance_scale(step) * (eps_y - eps_u), batch_stats(t)
 
 
 @dataclass
@@ -79,7 +80,7 @@ class NFSD(ScoreDistillation):
         eps = predict_batched(self.prior, queries, cameras)
         eps_y, eps_e = eps[0], eps[1]
         eps_neg = eps[2] if cond.negative else eps_e
-        small = (t < self.cfg.small_t).reshape(-1, *([1] * (x.ndim - 1)))
+        small = per_sample(t < self.cfg.small_t, x.ndim)
         delta_d = torch.where(small, eps_e, eps_e - eps_neg)
         g = self.weight(t, x.ndim) * (delta_d + self.guidance_scale(step) * (eps_y - eps_e))
-        return g, {"t": float(t.float().mean())}
+        return g, batch_stats(t)

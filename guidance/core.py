@@ -1,25 +1,27 @@
 """Shared score-distillation machinery (shared/docs/guidance.md): timestep sampling, weightings
-w(t), classifier-free guidance in one batched prior call, view-dependent prompt embeddings,
-gradient clean-up and injection. Each guidance subclasses `ScoreDistillation` and writes only
-`gradient`, the few lines that differ."""
+w(t), classifier-free guidance in one batched prior call, view-dependent prompt embeddings, the
+stats a guidance logs, gradient clean-up and injection. Each guidance subclasses
+`ScoreDistillation` and overrides `gradient` (the few lines that differ); those with trainables
+of their own (VSD, ESD, f-div's fake score and discriminator) also `aux_losses` and
+`optimizer_groups`."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from dream3d.cameras import Cameras, view_bucket
-from dream3d.schedules import Schedule
-from dream3d.schema import ConfigError, bounded, choice
-from guidance.priors.base import DiffusionPrior
+from dream3d.kernel.cameras import Cameras, view_bucket
+from dream3d.kernel.schedules import Schedule
+from dream3d.kernel.schema import ConfigError, SectionConfig, bounded, choice
+from guidance.priors.base import DiffusionPrior, per_sample
 
 WEIGHTINGS = ("sds", "uniform", "fantasia3d", "ism")
 
 
 @dataclass
-class GuidanceConfig:
+class GuidanceConfig(SectionConfig):
     """Knobs every guidance shares. Scheduled knobs take a number or [start_step, start, end, end_step]."""
 
     name: str = "sds"
@@ -37,6 +39,15 @@ class GuidanceConfig:
         for step in {0, lo.start_step, lo.end_step, hi.start_step, hi.end_step}:
             if lo(step) >= hi(step):
                 raise ConfigError(f"guidance.t_min ({lo(step)}) must be < guidance.t_max ({hi(step)}) at step {step}")
+
+    def prior_calls_per_image(self) -> float:
+        """Prior predictions per rendered image and step, for the cost estimate (dream3d/cost.py):
+        conditional, unconditional and one more for objectives with a second branch."""
+        return 3.0
+
+    def prior_calls_at_start(self) -> int:
+        """Prior predictions made once before training (for the cost estimate)."""
+        return 0
 
 
 @dataclass
@@ -123,17 +134,28 @@ def predict_batched(prior: DiffusionPrior, queries: list[Query], cameras: Camera
         return list(eps.chunk(len(queries)))
 
 
+def predict_cond_uncond(prior: DiffusionPrior, x_t: Tensor, t: Tensor, cond: Conditioning, cameras: Cameras,
+                        extra: Sequence[Query] = ()) -> list[Tensor]:
+    """[eps_y, eps_u, *extra_eps], each [B,...], from ONE prior call on [cond; uncond; extra
+    queries] (u: the negative prompt when one is given, else the empty prompt)."""
+    return predict_batched(prior, [(x_t, t, cond.cond(cameras)), (x_t, t, cond.uncond(cameras)), *extra], cameras)
+
+
 def cfg_predict(prior: DiffusionPrior, x_t: Tensor, t: Tensor, cond: Conditioning, cameras: Cameras,
-                scale: float, extra: list[Query] = ()) -> tuple[Tensor, ...]:
+                scale: float, extra: Sequence[Query] = ()) -> tuple[Tensor, ...]:
     """(eps_w, eps_y, eps_u, *extra_eps) with eps_w = eps_u + scale (eps_y - eps_u), from ONE
     prior call on [cond; uncond; extra queries]. At scale 1 eps_w = eps_y exactly, the
     unconditional half is skipped and eps_u is None."""
-    queries = [(x_t, t, cond.cond(cameras))] + ([] if scale == 1.0 else [(x_t, t, cond.uncond(cameras))]) + list(extra)
-    eps = predict_batched(prior, queries, cameras)
     if scale == 1.0:
+        eps = predict_batched(prior, [(x_t, t, cond.cond(cameras)), *extra], cameras)
         return (eps[0], eps[0], None, *eps[1:])
-    eps_y, eps_u = eps[0], eps[1]
-    return (eps_u + scale * (eps_y - eps_u), eps_y, eps_u, *eps[2:])
+    eps_y, eps_u, *rest = predict_cond_uncond(prior, x_t, t, cond, cameras, extra)
+    return (eps_u + scale * (eps_y - eps_u), eps_y, eps_u, *rest)
+
+
+def batch_stats(t: Tensor, **means: Tensor) -> dict[str, float]:
+    """What a guidance logs: the mean timestep of t [B] and the batch mean of each named tensor."""
+    return {"t": float(t.float().mean()), **{k: float(v.mean()) for k, v in means.items()}}
 
 
 def clip_pixel_gradients(grad: Tensor, tau: float) -> Tensor:
@@ -166,21 +188,24 @@ class ScoreDistillation(nn.Module):
         return Conditioning(self.prior, prompt, negative, self.cfg.view_dependent_prompt)
 
     def weight(self, t: Tensor, ndim: int) -> Tensor:
-        return weighting(self.cfg.weighting, self.prior.alphas_cumprod, t).reshape(-1, *([1] * (ndim - 1)))
+        """w(t) of the configured weighting, shaped [B,1,...] to broadcast over x."""
+        return per_sample(weighting(self.cfg.weighting, self.prior.alphas_cumprod, t), ndim)
 
     def noised(self, x: Tensor, step: int, generator: torch.Generator | None) -> tuple[Tensor, Tensor, Tensor]:
-        """(t [B], noise, x_t) with t from the timestep sampler and fresh Gaussian noise."""
+        """(t [B], noise [B,...], x_t [B,...]) with t from the timestep sampler and fresh Gaussian noise."""
         t = self.timesteps.sample(x.shape[0], step, generator)
         noise = torch.randn(x.shape, generator=generator)
         return t, noise, self.prior.add_noise(x, t, noise)
 
     def gradient(self, x: Tensor, cameras: Cameras, cond: Conditioning, step: int,
                  generator: torch.Generator | None) -> tuple[Tensor, dict[str, float]]:
-        """G [B,...] with respect to x (no graph), and stats to log."""
+        """G [B,...] with respect to x [B,...] (detached, prior space), and stats to log; the
+        one method every guidance overrides."""
         raise NotImplementedError
 
     def forward(self, img: Tensor, cameras: Cameras, cond: Conditioning, step: int,
                 generator: torch.Generator | None = None) -> GuidanceOutput:
+        """Renders img [B,3,H,W] in [0,1] (with a graph) -> the injecting loss, aux losses and stats."""
         if self.cfg.pixel_grad_clip is not None and img.requires_grad:
             tau = float(self.cfg.pixel_grad_clip)
             img.register_hook(lambda g: clip_pixel_gradients(g, tau))
@@ -209,6 +234,8 @@ class ScoreDistillation(nn.Module):
         return {}
 
     def optimizer_groups(self) -> list[dict]:
-        """Parameter groups (with learning rates) of the guidance's own trainables."""
-        params = list(self.parameters())
-        return [{"params": params, "lr": getattr(self.cfg, "lr", 1e-4), "name": "guidance"}] if params else []
+        """Parameter groups (with learning rates) of the guidance's own trainables: none here; a
+        guidance with trainables overrides it (VSD, f-div)."""
+        if next(self.parameters(), None) is not None:
+            raise NotImplementedError(f"{type(self).__name__} has trainables: it must override optimizer_groups")
+        return []

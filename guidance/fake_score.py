@@ -3,8 +3,8 @@
 eps_phi(x_t, t, c) is trained on detached renders with the denoising loss
 L = |eps_phi(a_tau x + s_tau eps', tau, c) - eps'|^2, tau ~ U{0..T-1} drawn independently of the
 guidance's t, with the camera dropped (set to zero) with probability p so the camera-free branch
-eps_phi(x_t, t, empty_c) exists (ESD needs it). The camera enters as the flattened 4x4
-camera-to-world matrix -> MLP -> added to the time embedding (ProlificDreamer).
+eps_phi(x_t, t, empty_c) exists: `camera_cfg` mixes the two for ESD. The camera enters as the
+flattened 4x4 camera-to-world matrix -> MLP -> added to the time embedding (ProlificDreamer).
 
 Three networks behind one interface: rank-r LoRA (peft) on a copy of a latent prior's UNet
 (Stable Diffusion; text-conditioned like the prior), a small diffusers UNet2DModel trained from
@@ -19,7 +19,8 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
-from dream3d.cameras import Cameras
+from dream3d.kernel.cameras import Cameras
+from guidance.priors.base import q_sample
 
 
 def timestep_embedding(t: Tensor, dim: int, T: int = 1000) -> Tensor:
@@ -39,7 +40,8 @@ def camera_features(cameras: Cameras | None, batch: int, drop: Tensor | None = N
 
 
 class FakeScore(nn.Module):
-    """eps_phi(x_t, t, camera): `net(x_t, t, cam_emb)` plus the shared training loss."""
+    """eps_phi(x_t, t, camera): `net(x_t, t, cam_emb)` plus the camera MLP, camera CFG and the
+    shared training loss."""
 
     def __init__(self, embed_dim: int, camera_dropout: float = 0.1):
         super().__init__()
@@ -53,18 +55,34 @@ class FakeScore(nn.Module):
 
     def forward(self, x_t: Tensor, t: Tensor, cameras: Cameras | None, drop_camera: bool = False,
                 text: Sequence[Any] | None = None) -> Tensor:
+        """eps_phi [B,...] for x_t [B,...], t [B]; the zero (dropped) camera when drop_camera."""
         feats = camera_features(None if drop_camera else cameras, x_t.shape[0])
         return self.net(x_t, t, self.camera_mlp(feats), text)
 
+    def camera_cfg(self, x_t: Tensor, t: Tensor, cameras: Cameras, scale: float,
+                   text: Sequence[Any] | None = None) -> Tensor:
+        """CFG over the camera (ESD): eps_phi(empty_c) + scale (eps_phi(c) - eps_phi(empty_c)) [B,...],
+        one network call on [c; empty_c] (2B). Scale 1 is eps_phi(c), 0 is eps_phi(empty_c), each
+        one call on B."""
+        if scale == 1.0:
+            return self(x_t, t, cameras, text=text)
+        if scale == 0.0:
+            return self(x_t, t, cameras, drop_camera=True, text=text)
+        feats = camera_features(cameras, x_t.shape[0])
+        cam_emb = self.camera_mlp(torch.cat([feats, torch.zeros_like(feats)]))
+        text2 = None if text is None else [*text, *text]
+        eps_c, eps_0 = self.net(torch.cat([x_t, x_t]), torch.cat([t, t]), cam_emb, text2).chunk(2)
+        return eps_0 + scale * (eps_c - eps_0)
+
     def loss(self, x: Tensor, cameras: Cameras | None, alphas_cumprod: Tensor,
              generator: torch.Generator | None = None, text: Sequence[Any] | None = None) -> Tensor:
-        """Denoising loss on detached samples x [B,...] at fresh tau and noise."""
+        """Denoising loss (a scalar) on detached samples x [B,...] at fresh tau and noise, the
+        camera dropped with probability camera_dropout."""
         x = x.detach()
         b = x.shape[0]
         tau = torch.randint(0, alphas_cumprod.shape[0], (b,), generator=generator)
         noise = torch.randn(x.shape, generator=generator)
-        abar = alphas_cumprod[tau].reshape(-1, *([1] * (x.ndim - 1)))
-        x_tau = abar.sqrt() * x + (1 - abar).sqrt() * noise
+        x_tau = q_sample(alphas_cumprod, x, tau, noise)
         drop = torch.rand(b, generator=generator) < self.camera_dropout
         pred = self.net(x_tau, tau, self.camera_mlp(camera_features(cameras, b, drop)), text)
         return ((pred - noise) ** 2).mean()
@@ -136,9 +154,9 @@ class LoRAFakeScore(FakeScore):
 
 
 def build_fake_score(prior, camera_dropout: float = 0.1, lora_rank: int = 4) -> FakeScore:
-    """LoRA on the prior's UNet for a latent diffusers prior, a small UNet for other image-shaped
-    samples (C,H,W), an MLP for vectors (D,)."""
-    if hasattr(prior, "trainable_copy"):
+    """LoRA on a copy of the prior's network where the prior has one (`trainable_copy`: Stable
+    Diffusion), a small UNet for other image-shaped samples (C,H,W), an MLP for vectors (D,)."""
+    if prior.supports("trainable_copy"):
         return LoRAFakeScore(prior, lora_rank, camera_dropout)
     shape = prior.sample_shape
     if len(shape) == 3:

@@ -19,17 +19,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dream3d.schema import bounded, choice
-from guidance.core import cfg_predict
+from dream3d.kernel.schema import bounded, choice
+from guidance.core import batch_stats, cfg_predict, per_sample
+from guidance.ddim import ddim_sample
 from guidance.fake_score import timestep_embedding
-from guidance.priors.base import ddim_sample
 from guidance.vsd import ESD, ESDConfig
 
 DIVERGENCES = ("reverse_kl", "softened_reverse_kl", "jensen_shannon", "squared_hellinger", "forward_kl", "jeffreys")
 
 
 def h_weight(divergence: str, r: Tensor) -> Tensor:
-    """h(r) = r^2 f''(r) for each f-divergence (up to a constant factor)."""
+    """h(r) = r^2 f''(r) [B] for density ratios r [B] (up to a constant factor per divergence)."""
     if divergence == "reverse_kl":
         return torch.ones_like(r)
     if divergence == "softened_reverse_kl":
@@ -60,6 +60,7 @@ class Discriminator(nn.Module):
         self.head = nn.Sequential(nn.SiLU(), nn.Linear(width, width), nn.SiLU(), nn.Linear(width, 1))
 
     def forward(self, x_t: Tensor, t: Tensor) -> Tensor:
+        """Logits [B] for x_t [B,...], t [B]."""
         return self.head(self.body(x_t) + timestep_embedding(t, self.width)).squeeze(-1)
 
 
@@ -75,6 +76,9 @@ class FDivConfig(ESDConfig):
     bank_sampler_steps: int = bounded(50, 1, 1000)
     discriminator_lr: float = bounded(1e-4, 0.0, 1.0)
 
+    def prior_calls_at_start(self) -> int:
+        return self.bank_size * self.bank_sampler_steps * 2  # the teacher bank: DDIM with CFG
+
 
 class FDiv(ESD):
     def __init__(self, cfg: FDivConfig, prior):
@@ -82,9 +86,9 @@ class FDiv(ESD):
         self.discriminator = Discriminator(prior.sample_shape)
         self.register_buffer("bank", torch.empty(0))  # drawn lazily
 
-
     def teacher_bank(self, cond, cameras, step, generator) -> Tensor:
-        """bank_size samples of the teacher (its CFG prediction at cameras drawn from the batch)."""
+        """[bank_size, *sample_shape] samples of the teacher (DDIM with its CFG prediction, at cameras
+        drawn from the batch), drawn on the first call and kept (part of the checkpoint)."""
         if self.bank.numel() == 0:
             n = self.cfg.bank_size
             cams = cameras[torch.randint(0, len(cameras), (n,), generator=generator)]
@@ -104,7 +108,7 @@ class FDiv(ESD):
         if self.cfg.ratio == "discriminator":
             with torch.no_grad():
                 return self.discriminator(x_t, t)
-        if not hasattr(self.prior, "log_prob"):
+        if not self.prior.supports("log_prob"):
             raise ValueError("guidance.ratio=exact needs a closed-form prior (with log_prob); use ratio=discriminator")
         a, s = self.prior.coefficients(t, x_t.ndim)
         xf, xtf = x.reshape(x.shape[0], -1).double(), x_t.reshape(x_t.shape[0], -1).double()
@@ -118,12 +122,13 @@ class FDiv(ESD):
         eps_w, _, _ = cfg_predict(self.prior, x_t, t, cond, cameras, self.guidance_scale(step))
         r = self.log_ratio(x_t, t, x, cond).exp().clamp(self.cfg.ratio_clip_min, self.cfg.ratio_clip_max)
         h = h_weight(self.cfg.divergence, r)
-        h = (h / h.mean()).reshape(-1, *([1] * (x.ndim - 1)))
+        h = per_sample(h / h.mean(), x.ndim)
         g = self.weight(t, x.ndim) * h * (eps_w - self.fake_eps(x_t, t, cameras, cond.cond(cameras)))
-        return g, {"t": float(t.float().mean()), "ratio": float(r.mean())}
+        return g, batch_stats(t, ratio=r)
 
     def discriminator_loss(self, fake: Tensor, real: Tensor, generator=None) -> Tensor:
-        """softplus(l_fake) + softplus(-l_real), both noised to the same fresh t per pair."""
+        """softplus(l_fake) + softplus(-l_real) (a scalar) for renders `fake` and teacher samples
+        `real` [B,...], both noised to the same fresh t per pair."""
         t = self.timesteps.sample(fake.shape[0], 0, generator)
         noise = torch.randn((2, *fake.shape), generator=generator)
         l_fake = self.discriminator(self.prior.add_noise(fake, t, noise[0]), t)

@@ -14,10 +14,10 @@ from typing import Any
 
 import torch
 
-from dream3d.schedules import Schedule
-from dream3d.schema import bounded, choice
-from guidance.core import WEIGHTINGS, GuidanceConfig, ScoreDistillation, cfg_predict, predict_batched
-from guidance.inversion import ddim_invert, ddim_step
+from dream3d.kernel.schedules import Schedule
+from dream3d.kernel.schema import bounded, choice
+from guidance.core import WEIGHTINGS, GuidanceConfig, ScoreDistillation, batch_stats, cfg_predict, predict_batched
+from guidance.ddim import ddim_invert, ddim_step
 
 
 @dataclass
@@ -31,6 +31,9 @@ class ISMConfig(GuidanceConfig):
     inversion_stride: int = bounded(200, 1, 1000)
     inversion_max_steps: int = bounded(5, 1, 100)
 
+    def prior_calls_per_image(self) -> float:
+        return 3.0 + 2.0 * self.inversion_max_steps  # and the DDIM inversion steps
+
 
 class ISM(ScoreDistillation):
     def __init__(self, cfg: ISMConfig, prior):
@@ -38,7 +41,8 @@ class ISM(ScoreDistillation):
         self.delta_t = Schedule.parse(cfg.delta_t, "delta_t")
 
     def invert(self, x, cameras, cond, step, generator):
-        """(t, s, x_s, eps_s = eps(x_s, s, empty), x_t): the deterministic points ISM and TSM share."""
+        """(t [B], s [B], x_s, eps_s = eps(x_s, s, empty), x_t), each x-shaped [B,...]: the deterministic
+        points ISM and TSM share."""
         t = self.timesteps.sample(x.shape[0], step, generator)
         s = (t - int(round(self.delta_t(step)))).clamp(min=0)
         empty = cond.empty(cameras)
@@ -49,7 +53,7 @@ class ISM(ScoreDistillation):
     def gradient(self, x, cameras, cond, step, generator):
         t, s, _, eps_s, x_t = self.invert(x, cameras, cond, step, generator)
         eps_w, _, _ = cfg_predict(self.prior, x_t, t, cond, cameras, self.guidance_scale(step))
-        return self.weight(t, x.ndim) * (eps_w - eps_s), {"t": float(t.float().mean())}
+        return self.weight(t, x.ndim) * (eps_w - eps_s), batch_stats(t)
 
 
 @dataclass
@@ -67,4 +71,4 @@ class TSM(ISM):
         # one call: cond, uncond and the path-B target eps(x_mu, mu, empty)
         eps_w, _, _, eps_mu = cfg_predict(self.prior, x_t, t, cond, cameras, self.guidance_scale(step),
                                           extra=[(x_mu, mu, cond.empty(cameras))])
-        return self.weight(t, x.ndim) * (eps_w - eps_mu), {"t": float(t.float().mean())}
+        return self.weight(t, x.ndim) * (eps_w - eps_mu), batch_stats(t)

@@ -7,7 +7,7 @@ import dataclasses
 import torch
 from torch import Tensor
 
-from dream3d.cameras import Cameras
+from dream3d.kernel.cameras import Cameras
 
 
 def make_guidance(name: str, prior, **overrides):

@@ -14,10 +14,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch import Tensor
 
-from dream3d.schema import bounded
-from guidance.core import GuidanceConfig, ScoreDistillation, cfg_predict
-from guidance.fake_score import build_fake_score, camera_features
+from dream3d.kernel.cameras import Cameras
+from dream3d.kernel.schema import bounded
+from guidance.core import GuidanceConfig, ScoreDistillation, batch_stats, cfg_predict
+from guidance.fake_score import build_fake_score
 
 
 @dataclass
@@ -36,19 +38,28 @@ class VSD(ScoreDistillation):
         super().__init__(cfg, prior)
         self.fake = build_fake_score(prior, cfg.camera_dropout, cfg.lora_rank)
 
-    def fake_eps(self, x_t, t, cameras, text):
+    @property
+    def camera_scale(self) -> float:
+        """CFG scale over the camera on the fake score: 1 (VSD uses eps_phi(c) alone)."""
+        return 1.0
+
+    def fake_eps(self, x_t: Tensor, t: Tensor, cameras: Cameras, text: list) -> Tensor:
+        """eps_fake [B,...] for x_t [B,...], t [B] (no graph)."""
         with torch.no_grad():
-            return self.fake(x_t, t, cameras, text=text)
+            return self.fake.camera_cfg(x_t, t, cameras, self.camera_scale, text)
 
     def gradient(self, x, cameras, cond, step, generator):
         t, _, x_t = self.noised(x, step, generator)
         eps_w, _, _ = cfg_predict(self.prior, x_t, t, cond, cameras, self.guidance_scale(step))
         eps_fake = self.fake_eps(x_t, t, cameras, cond.cond(cameras))
-        return self.weight(t, x.ndim) * (eps_w - eps_fake), {"t": float(t.float().mean())}
+        return self.weight(t, x.ndim) * (eps_w - eps_fake), batch_stats(t)
 
     def aux_losses(self, x, cameras, cond, step, generator):
         loss = self.fake.loss(x, cameras, self.prior.alphas_cumprod, generator, text=cond.cond(cameras))
         return {"fake_score": self.cfg.fake_loss_weight * loss}
+
+    def optimizer_groups(self) -> list[dict]:
+        return [{"params": list(self.parameters()), "lr": self.cfg.lr, "name": "guidance"}]
 
 
 @dataclass
@@ -58,14 +69,7 @@ class ESDConfig(VSDConfig):
 
 
 class ESD(VSD):
-    def fake_eps(self, x_t, t, cameras, text):
-        g = 1.0 - self.cfg.entropy_weight
-        if g == 1.0:  # lambda = 0 is VSD
-            return super().fake_eps(x_t, t, cameras, text)
-        with torch.no_grad():
-            if g == 0.0:
-                return self.fake(x_t, t, cameras, drop_camera=True, text=text)
-            feats = camera_features(cameras, x_t.shape[0])
-            cam_emb = self.fake.camera_mlp(torch.cat([feats, torch.zeros_like(feats)]))
-            eps_c, eps_0 = self.fake.net(torch.cat([x_t, x_t]), torch.cat([t, t]), cam_emb, [*text, *text]).chunk(2)
-            return eps_0 + g * (eps_c - eps_0)
+    @property
+    def camera_scale(self) -> float:
+        """g = 1 - lambda: 1 is VSD, 0 the camera-marginal fake score alone."""
+        return 1.0 - self.cfg.entropy_weight

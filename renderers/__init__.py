@@ -1,14 +1,16 @@
 """Differentiable scenes: a registry from config name to (class, config dataclass)."""
-from renderers.base import RenderOutput, Scene
+from dream3d.kernel.schema import registry
+from renderers.base import DensifyInfo, RenderOutput, Scene, SceneInit
 from renderers.gaussians.scene import GaussianConfig, GaussianScene
 from renderers.nerf.scene import NeRFConfig, NeRFScene
 
-SCENES = {"nerf": (NeRFScene, NeRFConfig), "gaussians": (GaussianScene, GaussianConfig)}
+SCENES = registry((NeRFScene, NeRFConfig), (GaussianScene, GaussianConfig))
 
 
-def build_scene(cfg) -> Scene:
+def build_scene(cfg, init: SceneInit | None = None) -> Scene:
     cls, _ = SCENES[cfg.name]
-    return cls(cfg)
+    return cls(cfg, init)
 
 
-__all__ = ["RenderOutput", "Scene", "NeRFScene", "NeRFConfig", "GaussianScene", "GaussianConfig", "SCENES", "build_scene"]
+__all__ = ["DensifyInfo", "RenderOutput", "Scene", "SceneInit", "NeRFScene", "NeRFConfig", "GaussianScene",
+           "GaussianConfig", "SCENES", "build_scene"]

@@ -1,24 +1,63 @@
-"""The Scene interface: a differentiable 3D representation that renders cameras."""
+"""The Scene interface: a differentiable 3D representation that renders cameras.
+
+Optional capabilities are declared here with safe defaults, so callers (trainer, exporters)
+ask the scene instead of probing for attributes: `supports_splats()` / `write_splats()`
+(Gaussian scenes) and `surface_maps()` (scenes that render their own opacity and surface depth).
+Renderer-specific render results are typed fields of `RenderOutput` (`orientation`, `densify`).
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-from dream3d.cameras import Cameras
+from dream3d.kernel.cameras import Cameras
+
+
+@dataclass
+class DensifyInfo:
+    """What screen-space densification (renderers/gaussians/densify.py) reads from the render whose
+    gradients it uses, for C cameras and N Gaussians (unpacked layout):
+
+    means2d [C,N,2] projected centres in pixels; after backward its `.grad` is the densification
+    signal (the scene calls `retain_grad()` on it for training renders), radii [C,N,2] integer
+    pixel radii (0 = culled in that camera), width and height of the images in pixels, n_cameras = C."""
+
+    means2d: Tensor
+    radii: Tensor
+    width: int
+    height: int
+    n_cameras: int
 
 
 @dataclass
 class RenderOutput:
-    """rgb [B,3,H,W] composited on the background, alpha [B,1,H,W], depth [B,1,H,W],
-    normal [B,3,H,W] or None; meta: renderer-specific extras (Gaussians: what densification reads)."""
+    """A batch of B rendered images.
+
+    rgb [B,3,H,W] composited on the background, alpha [B,1,H,W], depth [B,1,H,W];
+    normal [B,3,H,W] or None (NeRF training renders with normals);
+    orientation [B,H,W] or None: per-pixel orientation penalty (normals facing away from the camera,
+    NeRF training renders with normals; its mean is the `orientation` regulariser);
+    densify: DensifyInfo or None (Gaussian renders: what densification reads after backward)."""
 
     rgb: Tensor
     alpha: Tensor
     depth: Tensor
     normal: Tensor | None = None
-    meta: dict | None = None
+    orientation: Tensor | None = None
+    densify: DensifyInfo | None = None
+
+
+@dataclass
+class SceneInit:
+    """What a scene starts from, given by its caller: a generator for random initial values and,
+    for point-based scenes, initial points [N,3] (e.g. sampled inside a ToyWorld shape by the app;
+    renderers know nothing of ToyWorld)."""
+
+    generator: torch.Generator | None = None
+    points: Tensor | None = None
 
 
 class Scene(nn.Module):
@@ -56,3 +95,23 @@ class Scene(nn.Module):
     def bound(self) -> float:
         """Half-side of the axis-aligned box [-bound, bound]^3 that holds the scene."""
         raise NotImplementedError
+
+    # -- optional capabilities -------------------------------------------------------------------
+    def supports_splats(self) -> bool:
+        """Whether `write_splats` works (Gaussian scenes: renderers.gaussians.scene.GaussianScene)."""
+        return False
+
+    def write_splats(self, path: str | Path) -> Path:
+        """Write the scene as a 3D Gaussian Splatting PLY at `path`, checked by reopening it; returns
+        the path written. Only scenes whose `supports_splats()` is true implement it."""
+        raise NotImplementedError(f"{type(self).__name__} has no splats to write; only Gaussian scenes "
+                                  "(GaussianScene, scene.name=gaussians) do")
+
+    def surface_maps(self, cameras: Cameras, resolution: int, surface_opacity: float = 0.05
+                     ) -> tuple[Tensor, Tensor] | None:
+        """For mesh export by carving, from the scene's own renderer: opaque [C,1,r,r] (1 where the
+        rendered opacity > 1/2) and the distance along each pixel's ray to where its opacity first
+        reaches `surface_opacity` [C,1,r,r], r = resolution, for C cameras. None (the default): the
+        scene has no such renderer and the exporter marches `density` instead
+        (dream3d.export.isosurface.marched_surface_maps)."""
+        return None

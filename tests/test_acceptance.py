@@ -6,7 +6,7 @@ from gltf_validator import assert_valid_gltf
 from dream3d.config import load_config
 from dream3d.evaluate import evaluate_run
 from dream3d.export import load_mesh
-from dream3d.trainer import run
+from dream3d.lifecycle import start_run
 
 
 @pytest.mark.slow
@@ -14,7 +14,7 @@ from dream3d.trainer import run
 def test_default_preset_reaches_target_quality(tmp_path, prompt):
     cfg = load_config("configs/toy/sds-nerf.yaml", [f"prompt={prompt}", f"output.out_dir={tmp_path}", "output.name=acc",
                                                     "output.progress=false", "output.turntable_frames=8"])
-    result = run(cfg)
+    result = start_run(cfg)
     metrics = evaluate_run(result["run_dir"])
     assert metrics["silhouette_iou"] >= 0.90, metrics
     assert metrics["colour_error"] <= 0.05, metrics
@@ -35,7 +35,7 @@ def test_gaussian_preset_reaches_target_quality(tmp_path):
     cfg = load_config("configs/toy/sds-gaussians.yaml", [f"output.out_dir={tmp_path}", "output.name=acc",
                                                          "output.progress=false", "output.turntable_frames=8",
                                                          "output.export.formats=[glb,splat]"])
-    result = run(cfg)
+    result = start_run(cfg)
     metrics = evaluate_run(result["run_dir"])
     assert metrics["silhouette_iou"] >= 0.90, metrics
     assert metrics["colour_error"] <= 0.05, metrics

@@ -13,7 +13,7 @@ from conftest import TINY_RUN
 
 from dream3d.batch import BatchJob, parse_seeds, read_prompts, run_batch
 from dream3d.cli import main
-from dream3d.schema import ConfigError
+from dream3d.kernel.schema import ConfigError
 
 PRESET = "configs/toy/sds-nerf.yaml"
 PROMPTS = "# three ToyWorld prompts\na red cube\na blue sphere\n\na green cylinder\n"
@@ -105,16 +105,16 @@ def test_a_killed_worker_is_retried_and_resumes(tmp_path):
 
 @pytest.mark.reliability
 def test_a_failing_run_is_retried_then_reported_and_the_others_finish(tmp_path, capsys, monkeypatch):
-    import dream3d.trainer
+    import dream3d.lifecycle
 
-    real_run = dream3d.trainer.run
+    real_run = dream3d.lifecycle.start_run
 
     def flaky_run(cfg, *args, **kw):  # "a blue cube" fails in the middle of every attempt
         if cfg.prompt == "a blue cube":
             raise RuntimeError("simulated failure in the middle of training")
         return real_run(cfg, *args, **kw)
 
-    monkeypatch.setattr(dream3d.trainer, "run", flaky_run)
+    monkeypatch.setattr(dream3d.lifecycle, "start_run", flaky_run)
     prompts = prompt_file(tmp_path, "a red cube\na blue cube\na green cube\n", "p.txt")
     code = main(["batch", str(prompts), "--config", PRESET, "--backend", "local", "--retries", "1",
                  "--out", str(tmp_path), *TINY_RUN])

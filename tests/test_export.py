@@ -9,12 +9,11 @@ import numpy as np
 import pytest
 import torch
 import trimesh
+from gltf_validator import assert_valid_gltf
 from PIL import Image
 
-from gltf_validator import assert_valid_gltf
-
-from dream3d.config import ExportConfig
 from dream3d.export import EmptySceneError, ExportError, export_scene, load_mesh
+from dream3d.export.config import ExportConfig
 from dream3d.export.texture import dilate, rasterize_uv
 from dream3d.toyworld.geometry import CUBE_HALF, TORUS_MAJOR, TORUS_MINOR, inside, volume
 from dream3d.toyworld.metrics import mesh_occupancy, volumetric_iou
@@ -291,8 +290,8 @@ def test_mesh_occupancy_of_a_box():
 
 
 def test_export_config_rejects_bad_values():
-    from dream3d.config import validate_export
-    from dream3d.schema import ConfigError
+    from dream3d.export.config import validate_export
+    from dream3d.kernel.schema import ConfigError
 
     for bad, key in ((dict(texture_size=8), "texture_size"), (dict(max_faces=-1), "max_faces"),
                      (dict(colors="uv"), "colors")):

@@ -8,7 +8,8 @@ import pytest
 import torch
 from conftest import tiny_overrides
 
-from dream3d.cameras import Cameras, CameraSampler
+from dream3d.kernel.cameras import Cameras, CameraSampler
+from dream3d.kernel.schema import ConfigError
 from renderers import build_scene
 from renderers.gaussians.model import knn_scales
 from renderers.gaussians.ply import attribute_names, read_gaussian_ply
@@ -176,6 +177,41 @@ def test_densification_grows_and_keeps_the_optimiser_in_step():
                 assert opt.state[p]["exp_avg"].shape == p.shape
 
 
+def test_render_output_carries_typed_densify_info_and_the_config_maps_to_the_densifier():
+    from renderers.base import DensifyInfo
+
+    cfg = GaussianConfig(num_points=50, densify=False, densify_from=3, densify_until=9, max_gaussians=70)
+    scene = build_scene(cfg)
+    out = scene.render(CameraSampler().sample(2, torch.Generator().manual_seed(0)), 12, 16)
+    info = out.densify
+    assert isinstance(info, DensifyInfo) and (info.width, info.height, info.n_cameras) == (16, 12, 2)
+    assert info.means2d.shape == (2, 50, 2) and info.radii.shape == (2, 50, 2)
+    out.rgb.sum().backward()
+    assert info.means2d.grad is not None  # kept for densification (a non-leaf tensor)
+    d = scene.densifier.config
+    assert (d.grow_grad2d, d.every, d.max_gaussians, d.scene_scale) == (0.01, 100, 70, cfg.bound)
+    assert (scene.densifier.config.start, scene.densifier.config.stop) == (3, 0)  # densify=false: never refines
+    assert out.orientation is None and out.normal is None
+
+
+def test_scene_capabilities_are_declared(tmp_path):
+    from renderers import NeRFConfig
+
+    gaussians, nerf = build_scene(GaussianConfig(num_points=20)), build_scene(NeRFConfig())
+    assert gaussians.supports_splats() and not nerf.supports_splats()
+    with pytest.raises(NotImplementedError, match="only Gaussian scenes"):
+        nerf.write_splats(tmp_path / "x.ply")
+    assert nerf.surface_maps(CameraSampler().held_out(1), 8) is None  # export marches the density instead
+    opaque, dist = gaussians.surface_maps(CameraSampler().held_out(1), 8)
+    assert opaque.shape == dist.shape == (1, 1, 8, 8)
+    from dream3d.export import export_scene
+    from dream3d.export.config import ExportConfig
+
+    with pytest.raises(ValueError, match="'splat' needs a Gaussian scene, not NeRFScene"):
+        export_scene(nerf, tmp_path / "model", ExportConfig(formats=["splat"]))
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_opacity_reset_fires():
     """gsplat 1.5.3's own reset is dead code; ours runs at every `opacity_reset_every` steps."""
     from dream3d.trainer import make_optimizer
@@ -199,9 +235,9 @@ def test_density_and_colour_fields_match_the_dense_sums():
     scene = random_scene(4, n=150)
     g = scene.gaussians
     pts = torch.rand(3000, 3) - 0.5
-    from gsplat.cuda._torch_impl import _quat_scale_to_covar_preci
+    from renderers.gaussians.gsplat_torch import quat_scale_to_covar_preci
 
-    _, preci = _quat_scale_to_covar_preci(g.quats.detach(), g.scales.detach(), compute_covar=False)
+    _, preci = quat_scale_to_covar_preci(g.quats.detach(), g.scales.detach(), compute_covar=False)
     d = pts[:, None] - g.means.detach()[None]
     w = g.opacities.detach()[None] * torch.exp(-0.5 * torch.einsum("ngi,gij,ngj->ng", d, preci, d))
     dense = w.sum(1)
@@ -214,12 +250,12 @@ def test_density_and_colour_fields_match_the_dense_sums():
 def test_run_resume_is_exact_through_densification(tmp_path):
     """Densification changes N mid-run; a resumed run matches an uninterrupted one exactly."""
     from dream3d.config import load_config
-    from dream3d.trainer import load_run, resume, run
+    from dream3d.lifecycle import load_run, resume_run, start_run
 
     common = GAUSSIAN_RUN + [f"output.out_dir={tmp_path}", "output.turntable_frames=0", "scene.densify_grad_threshold=1e-5"]
-    full = run(load_config("configs/toy/sds-gaussians.yaml", common + ["output.name=full"]))
-    half = run(load_config("configs/toy/sds-gaussians.yaml", common + ["output.name=half", "train.steps=3"]))
-    resume(half["run_dir"], ("train.steps=6",), progress=False)
+    full = start_run(load_config("configs/toy/sds-gaussians.yaml", common + ["output.name=full"]))
+    half = start_run(load_config("configs/toy/sds-gaussians.yaml", common + ["output.name=half", "train.steps=3"]))
+    resume_run(half["run_dir"], ("train.steps=6",), progress=False)
     a, _ = load_run(full["run_dir"])
     b, _ = load_run(half["run_dir"])
     assert len(a.scene.gaussians) != 300  # densification changed the count
@@ -230,14 +266,14 @@ def test_run_resume_is_exact_through_densification(tmp_path):
 
 def test_splat_ply_has_the_3dgs_layout(tmp_path):
     from dream3d.config import load_config
-    from dream3d.trainer import run
+    from dream3d.lifecycle import start_run
 
-    result = run(load_config("configs/toy/sds-gaussians.yaml", GAUSSIAN_RUN + [f"output.out_dir={tmp_path}",
+    result = start_run(load_config("configs/toy/sds-gaussians.yaml", GAUSSIAN_RUN + [f"output.out_dir={tmp_path}",
                                                                               "scene.sh_degree=1"]))
     files = result["export"]["files"]
     ply = read_gaussian_ply(files["splat"])
     assert list(ply) == attribute_names(3)
-    from dream3d.trainer import load_run
+    from dream3d.lifecycle import load_run
 
     trainer, _ = load_run(result["run_dir"])
     g = trainer.scene.gaussians
@@ -277,5 +313,13 @@ def test_init_from_a_point_file_and_a_shape(tmp_path):
     scene = build_scene(GaussianConfig(init="points", init_points=str(tmp_path / "pts.ply")))
     assert len(scene.gaussians) == 500
     assert torch.allclose(scene.gaussians.albedo, torch.tensor([1.0, 0, 0]).expand(500, 3), atol=1e-5)
-    cube = build_scene(GaussianConfig(init="shape", init_shape="cube", num_points=1000))
+    from dream3d.scenes import build_run_scene
+
+    cube = build_run_scene(GaussianConfig(init="shape", init_shape="cube", num_points=1000), seed=3)
     assert cube.gaussians.means.abs().max() <= 0.5 and math.isclose(len(cube.gaussians), 1000)
+    again = build_run_scene(GaussianConfig(init="shape", init_shape="cube", num_points=1000), seed=3)
+    other = build_run_scene(GaussianConfig(init="shape", init_shape="cube", num_points=1000), seed=4)
+    assert torch.equal(cube.gaussians.means, again.gaussians.means)  # the init follows the run's seed
+    assert not torch.equal(cube.gaussians.means, other.gaussians.means)
+    with pytest.raises(ConfigError, match="init=shape needs"):
+        build_scene(GaussianConfig(init="shape", init_shape="cube"))

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from dream3d.cameras import CameraSampler
-from dream3d.schedules import Schedule
+from dream3d.kernel.cameras import CameraSampler
+from dream3d.kernel.schedules import Schedule
 from guidance import SDS, GuidanceConfig
 from guidance.core import TimestepSampler, inject_gradient, weighting
 from guidance.priors import ToyWorldPrior, ToyWorldPriorConfig

@@ -3,7 +3,7 @@ identities between family members."""
 import pytest
 import torch
 
-from dream3d.cameras import Cameras
+from dream3d.kernel.cameras import Cameras
 from guidance import build_guidance
 from guidance.bsd import min_norm_on_segment
 from guidance.core import clip_pixel_gradients, predict_batched
@@ -278,7 +278,7 @@ def test_discriminator_log_ratio_tracks_the_exact_one_on_toyworld():
     """The same check on ToyWorld images (8x8): teacher "a red cube" (its bank drawn by the prior's
     DDIM sampler), renders = views of "a red sphere"; exact log p_t/q_t from the closed forms.
     Measured correlation 0.943 / 0.933 / 0.953 for seeds 0 / 1 / 2."""
-    from dream3d.cameras import CameraSampler
+    from dream3d.kernel.cameras import CameraSampler
     from guidance.priors import ToyWorldPrior, ToyWorldPriorConfig
 
     torch.manual_seed(0)
@@ -301,3 +301,29 @@ def test_discriminator_log_ratio_tracks_the_exact_one_on_toyworld():
     assert exact.max() - exact.min() > 3  # the two distributions differ: there is a ratio to learn
     corr = torch.corrcoef(torch.stack([exact, learned]))[0, 1]
     assert corr > 0.9, corr
+
+
+def test_camera_cfg_mixes_the_two_camera_branches(prior):
+    """ESD's camera CFG on the fake score: one call on [c; empty_c] equals the mix of two calls."""
+    from guidance.fake_score import MLPFakeScore
+
+    torch.manual_seed(0)
+    fake = MLPFakeScore(D)
+    x_t, t = torch.randn(4, D), torch.tensor([10, 300, 600, 900])
+    cams = Cameras.make(torch.tensor([0.0, 10, 20, 30]), torch.tensor([0.0, 90, 180, -90]))
+    with torch.no_grad():
+        eps_c, eps_0 = fake(x_t, t, cams), fake(x_t, t, cams, drop_camera=True)
+        assert torch.allclose(fake.camera_cfg(x_t, t, cams, 0.3), eps_0 + 0.3 * (eps_c - eps_0), atol=1e-6)
+        assert torch.equal(fake.camera_cfg(x_t, t, cams, 1.0), eps_c)
+        assert torch.equal(fake.camera_cfg(x_t, t, cams, 0.0), eps_0)
+
+
+def test_optional_prior_methods_are_declared(prior):
+    from guidance.priors import ToyWorldPrior
+
+    assert prior.supports("log_prob") and not prior.supports("trainable_copy")
+    assert ToyWorldPrior(None).supports("log_prob") and not ToyWorldPrior(None).supports("trainable_copy")
+    with pytest.raises(NotImplementedError, match="StableDiffusionPrior"):
+        prior.trainable_copy()
+    with pytest.raises(ValueError, match="optional: log_prob, trainable_copy"):
+        prior.supports("sample")

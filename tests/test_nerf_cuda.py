@@ -3,7 +3,7 @@ torch reference. Needs a CUDA device; skips cleanly without one."""
 import pytest
 import torch
 
-from dream3d.cameras import CameraSampler
+from dream3d.kernel.cameras import CameraSampler
 from dream3d.toyworld.metrics import psnr, silhouette_iou
 from renderers.nerf.scene import NeRFConfig, NeRFScene
 

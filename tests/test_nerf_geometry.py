@@ -5,9 +5,10 @@ import math
 import pytest
 import torch
 
-from dream3d.cameras import Cameras, CameraSampler
-from dream3d.trainer import Trainer, load_run
+from dream3d.kernel.cameras import Cameras, CameraSampler
+from dream3d.lifecycle import load_run
 from dream3d.runs import RunDir
+from dream3d.trainer import Trainer
 from renderers.nerf.normals import with_normals
 from renderers.nerf.scene import NeRFConfig, NeRFScene
 from renderers.nerf.shading import ALBEDO, LAMBERTIAN, TEXTURELESS, Lighting, sample_lighting, shade
@@ -147,7 +148,7 @@ def test_progressive_levels_enable_finer_grids_over_steps(tmp_path):
     cfg = tiny_config(tmp_path, "scene.levels_start=1", "scene.levels_every=2", "scene.num_levels=4")
     trainer = Trainer(cfg, RunDir.create(str(tmp_path), cfg.prompt, "levels", cfg.seed))
     trainer.fit()
-    restored, _ = load_run(trainer.run.path)
+    restored, _ = load_run(trainer.run_dir.path)
     assert restored.scene.field.encoding.active_levels == 4  # step 6 -> 1 + 6 // 2, capped at 4
 
 

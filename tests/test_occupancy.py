@@ -5,8 +5,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dream3d.cameras import CameraSampler
 from dream3d.config import load_config
+from dream3d.kernel.cameras import CameraSampler
 from dream3d.toyworld import parse_prompt, render_gt
 from dream3d.toyworld.geometry import inside
 from dream3d.toyworld.metrics import psnr, silhouette_iou

@@ -3,10 +3,10 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import tiny_overrides
+
 from dream3d.config import load_config
-from dream3d.trainer import load_run, resume, run
+from dream3d.lifecycle import load_run, resume_run, start_run
 
 PRESETS = sorted(str(p) for p in Path("configs").rglob("*.yaml"))
 
@@ -15,10 +15,10 @@ PRESETS = sorted(str(p) for p in Path("configs").rglob("*.yaml"))
 def test_preset_runs_and_resumes_exactly(tmp_path, preset, tiny_sd):
     common = tiny_overrides(preset, tiny_sd) + [f"output.out_dir={tmp_path}", "output.turntable_frames=0",
                                                 "output.export.formats=[glb]"]
-    full = run(load_config(preset, common + ["output.name=full"]))
+    full = start_run(load_config(preset, common + ["output.name=full"]))
     assert full["status"] == "finished"
-    half = run(load_config(preset, common + ["output.name=half", "train.steps=3"]))
-    resume(half["run_dir"], ("train.steps=6",), progress=False)
+    half = start_run(load_config(preset, common + ["output.name=half", "train.steps=3"]))
+    resume_run(half["run_dir"], ("train.steps=6",), progress=False)
     a, _ = load_run(full["run_dir"])
     b, _ = load_run(half["run_dir"])
     assert_same_state(a.scene.state_dict(), b.scene.state_dict())

@@ -3,9 +3,10 @@ import math
 import pytest
 import torch
 
-from dream3d.cameras import Cameras, CameraSampler
+from dream3d.kernel.cameras import Cameras, CameraSampler
 from guidance.core import Conditioning, cfg_predict
-from guidance.priors import ToyWorldPrior, ToyWorldPriorConfig, ddim_sample
+from guidance.ddim import ddim_sample
+from guidance.priors import ToyWorldPrior, ToyWorldPriorConfig
 
 
 @pytest.fixture(scope="module")

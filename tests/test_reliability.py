@@ -15,8 +15,10 @@ from hypothesis import strategies as st
 
 from dream3d.cli import main
 from dream3d.config import ConfigError, load_config
-from dream3d.runs import RunDir, atomic_write
-from dream3d.trainer import OutputWriteError, Trainer, load_run, resume, run
+from dream3d.kernel.atomic_io import atomic_write
+from dream3d.lifecycle import load_run, resume_run, start_run
+from dream3d.runs import RunDir
+from dream3d.trainer import OutputWriteError, Trainer
 
 pytestmark = pytest.mark.reliability
 
@@ -48,8 +50,8 @@ def test_disk_full_during_checkpoint_stops_with_message_and_keeps_last_checkpoin
     with pytest.raises(OutputWriteError, match="free disk space"):
         trainer.fit()
     monkeypatch.setattr(torch, "save", real_save)
-    assert trainer.run.load_checkpoint()["step"] == 3  # the previous checkpoint is intact
-    assert not list(trainer.run.path.rglob("*.tmp*"))
+    assert trainer.run_dir.load_checkpoint()["step"] == 3  # the previous checkpoint is intact
+    assert not list(trainer.run_dir.path.rglob("*.tmp*"))
 
 
 def test_unwritable_output_dir_is_a_clear_error(tmp_path, capsys):
@@ -85,7 +87,7 @@ def test_unwritable_output_dir_via_failing_mkdir(tmp_path, monkeypatch, capsys):
 def test_sigkill_mid_run_then_resume_matches_uninterrupted_run(tmp_path):
     overrides = TINY_RUN + ["train.steps=80", "output.checkpoint_every=5", "output.val_every=100",
                             "output.turntable_frames=0"]
-    reference = run(load_config(PRESET, overrides + [f"output.out_dir={tmp_path}", "output.name=ref"]))
+    reference = start_run(load_config(PRESET, overrides + [f"output.out_dir={tmp_path}", "output.name=ref"]))
     cmd = [sys.executable, "-m", "dream3d.cli", "run", PRESET, f"output.out_dir={tmp_path}", "output.name=killed",
            *overrides]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -99,7 +101,7 @@ def test_sigkill_mid_run_then_resume_matches_uninterrupted_run(tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert 10 <= torch.load(ckpt, weights_only=True)["step"] < 80
-    resume(tmp_path / "killed", progress=False)
+    resume_run(tmp_path / "killed", progress=False)
     a, _ = load_run(reference["run_dir"])
     b, _ = load_run(tmp_path / "killed")
     assert a.step == b.step == 80
@@ -109,8 +111,8 @@ def test_sigkill_mid_run_then_resume_matches_uninterrupted_run(tmp_path):
 
 
 def test_same_seed_gives_identical_files(tmp_path):
-    a = run(tiny(tmp_path, "output.name=a", "output.turntable_frames=0"))
-    b = run(tiny(tmp_path, "output.name=b", "output.turntable_frames=0"))
+    a = start_run(tiny(tmp_path, "output.name=a", "output.turntable_frames=0"))
+    b = start_run(tiny(tmp_path, "output.name=b", "output.turntable_frames=0"))
     for name in ("model.glb", "model.obj"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
     assert a["export"]["faces"] == b["export"]["faces"]

@@ -1,9 +1,10 @@
 import torch
 
-from dream3d.cameras import Cameras, CameraSampler, view_bucket
+from dream3d.kernel.cameras import Cameras, CameraSampler, view_bucket
+from dream3d.kernel.rays import ray_aabb
 from renderers import NeRFConfig, NeRFScene
 from renderers.nerf.encoding import GridEncoding, hash_index
-from renderers.nerf.volume_rendering import ray_aabb, render_rays
+from renderers.nerf.volume_rendering import render_rays
 
 
 def test_camera_frame_conventions():

@@ -19,8 +19,9 @@ from hypothesis import strategies as st
 
 from dream3d.cli import main
 from dream3d.config import ConfigError, load_config, to_yaml
-from dream3d.runs import RunDir, write_torch_file
-from dream3d.trainer import run
+from dream3d.kernel.atomic_io import write_torch_file
+from dream3d.lifecycle import start_run
+from dream3d.runs import RunDir
 from dream3d.webapp import RequestBudget, UserInputError, make_config, result_note, zip_run
 
 pytestmark = pytest.mark.reliability
@@ -39,7 +40,7 @@ def secret(monkeypatch):
 def finished_run(tmp_path_factory):
     """One tiny finished run (checkpoint, config.yaml, model.glb) to attack."""
     out = tmp_path_factory.mktemp("target")
-    result = run(load_config(PRESET, TINY_RUN + [f"output.out_dir={out}", "output.name=target"]))
+    result = start_run(load_config(PRESET, TINY_RUN + [f"output.out_dir={out}", "output.name=target"]))
     return Path(result["run_dir"])
 
 
@@ -232,7 +233,7 @@ def test_concurrent_runs_with_the_same_name_get_their_own_folders(tmp_path):
 def test_two_concurrent_tiny_runs_with_one_name(tmp_path):
     results = []
     cfgs = [tiny(tmp_path, "output.name=twin", "output.turntable_frames=0", f"seed={s}") for s in (0, 1)]
-    threads = [threading.Thread(target=lambda c=c: results.append(run(c))) for c in cfgs]
+    threads = [threading.Thread(target=lambda c=c: results.append(start_run(c))) for c in cfgs]
     for t in threads:
         t.start()
     for t in threads:
@@ -303,7 +304,7 @@ def test_resume_refuses_a_config_yaml_edited_after_the_checkpoint(finished_run, 
 
 
 def test_resume_still_accepts_more_steps(finished_run, tmp_path):
-    from dream3d.trainer import load_run
+    from dream3d.lifecycle import load_run
 
     folder = _copy_run(finished_run, tmp_path / "run")
     (folder / "config.yaml").write_text((folder / "config.yaml").read_text().replace("steps: 6", "steps: 9"))
@@ -443,9 +444,9 @@ def test_stop_after_training_ends_the_export_and_reports_stopped(tmp_path):
     stop = threading.Event()
     result = trainer.fit(stop, on_step=lambda s: stop.set() if s["step"] == s["steps"] else None)
     assert result["status"] == "stopped" and "stopped during export" in result["export"]["error"]
-    assert not list(trainer.run.path.glob("turntable.*")) and not (trainer.run.path / "model.glb").exists()
-    assert trainer.run.load_checkpoint()["step"] == cfg.train.steps
-    assert json.loads(trainer.run.metrics.read_text())["status"] == "stopped"
+    assert not list(trainer.run_dir.path.glob("turntable.*")) and not (trainer.run_dir.path / "model.glb").exists()
+    assert trainer.run_dir.load_checkpoint()["step"] == cfg.train.steps
+    assert json.loads(trainer.run_dir.metrics.read_text())["status"] == "stopped"
 
 
 # -- the server: cancel, Stop with a full queue, uploads, a run without meshes -----------------------

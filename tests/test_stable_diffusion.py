@@ -12,8 +12,8 @@ import pytest
 import torch
 from tiny_diffusers import build_tiny_pipeline
 
-from dream3d.cameras import CameraSampler
 from dream3d.cli import main
+from dream3d.kernel.cameras import CameraSampler
 from guidance import build_guidance
 from guidance.core import GuidanceConfig
 from guidance.priors.stable_diffusion import ModelUnavailableError, StableDiffusionPrior, StableDiffusionPriorConfig
@@ -203,6 +203,7 @@ def test_hub_id_loads_from_the_local_cache_offline(pipelines, tmp_path):
 
 def test_lora_fake_score_starts_at_the_prior_and_checkpoints_only_adapters(pipelines):
     prior = load(pipelines["eps"])
+    assert prior.supports("trainable_copy") and not prior.supports("log_prob")
     vsd = build_guidance(VSDConfig(lora_rank=2), prior)
     c, x_t, t = cams(), torch.randn(2, 4, 16, 16), torch.tensor([200, 600])
     text = [prior.embed("a red cube")] * 2

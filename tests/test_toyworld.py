@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from dream3d.cameras import Cameras
+from dream3d.kernel.cameras import Cameras
 from dream3d.toyworld import COLOURS, SHAPES, PromptError, load_shape_views, parse_prompt, render_gt
 from dream3d.toyworld.dataset import render_layers, tint
 from dream3d.toyworld.geometry import inside, intersect

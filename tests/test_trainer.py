@@ -6,8 +6,9 @@ import trimesh
 from conftest import tiny_config as tiny
 
 from dream3d.export import load_mesh
+from dream3d.lifecycle import load_run, resume_run, start_run
 from dream3d.runs import CheckpointError, RunDir
-from dream3d.trainer import NonFiniteError, Trainer, load_run, resume, run
+from dream3d.trainer import NonFiniteError, Trainer
 
 
 def params(scene):
@@ -15,7 +16,7 @@ def params(scene):
 
 
 def test_tiny_run_writes_a_complete_run_folder(tmp_path):
-    result = run(tiny(tmp_path, "output.name=r1"))
+    result = start_run(tiny(tmp_path, "output.name=r1"))
     folder = RunDir(result["run_dir"])
     for f in ("config.yaml", "checkpoints/last.pt", "metrics.json", "model.glb", "model.obj", "model.mtl", "model.png",
               "turntable.mp4"):
@@ -40,8 +41,8 @@ def test_same_seed_same_result_and_resume_is_exact(tmp_path):
     half = Trainer(tiny(tmp_path, "output.name=half", "train.steps=3"), RunDir.create(str(tmp_path), "x", "c", 0, "half"),
                    progress=False)
     half.fit()
-    resume(half.run.path, ("train.steps=6",), progress=False)
-    resumed, _ = load_run(half.run.path)
+    resume_run(half.run_dir.path, ("train.steps=6",), progress=False)
+    resumed, _ = load_run(half.run_dir.path)
     assert resumed.step == 6
     a, b, c = params(full.scene), params(again.scene), params(resumed.scene)
     for k in a:
@@ -54,9 +55,9 @@ def test_same_seed_same_result_and_resume_is_exact(tmp_path):
 
 
 def test_resume_refuses_a_different_run(tmp_path):
-    result = run(tiny(tmp_path, "output.name=r2", "train.steps=2", "output.export.formats=[]", "output.turntable_frames=0"))
+    result = start_run(tiny(tmp_path, "output.name=r2", "train.steps=2", "output.export.formats=[]", "output.turntable_frames=0"))
     with pytest.raises(Exception, match="only train.steps"):
-        resume(result["run_dir"], ("guidance.guidance_scale=3",))
+        resume_run(result["run_dir"], ("guidance.guidance_scale=3",))
 
 
 def test_ctrl_c_saves_checkpoint_and_exports(tmp_path, monkeypatch):
@@ -72,10 +73,10 @@ def test_ctrl_c_saves_checkpoint_and_exports(tmp_path, monkeypatch):
     monkeypatch.setattr(trainer, "train_step", step)
     with pytest.raises(KeyboardInterrupt):
         trainer.fit()
-    state = trainer.run.load_checkpoint()
+    state = trainer.run_dir.load_checkpoint()
     assert state["step"] == 4
-    assert json.loads(trainer.run.metrics.read_text())["status"] == "interrupted"
-    assert trainer.run.asset("glb").exists()
+    assert json.loads(trainer.run_dir.metrics.read_text())["status"] == "interrupted"
+    assert trainer.run_dir.asset("glb").exists()
 
 
 def test_nan_gradients_are_skipped_then_stop_with_finite_state(tmp_path, monkeypatch):
@@ -95,7 +96,7 @@ def test_nan_gradients_are_skipped_then_stop_with_finite_state(tmp_path, monkeyp
         trainer.fit()
     after = params(trainer.scene)
     assert all(torch.equal(before[k], after[k]) for k in before)
-    state = trainer.run.load_checkpoint()
+    state = trainer.run_dir.load_checkpoint()
     assert state["skipped_steps"] == 3
     assert all(torch.isfinite(v).all() for v in state["scene"].values())
 
@@ -106,14 +107,14 @@ def test_nan_gradients_are_skipped_then_stop_with_finite_state(tmp_path, monkeyp
     (lambda p: p.unlink(), "no checkpoint"),
 ])
 def test_damaged_checkpoints_are_clear_errors(tmp_path, damage, match):
-    result = run(tiny(tmp_path, "output.name=ck", "train.steps=2", "output.export.formats=[]", "output.turntable_frames=0"))
+    result = start_run(tiny(tmp_path, "output.name=ck", "train.steps=2", "output.export.formats=[]", "output.turntable_frames=0"))
     damage(RunDir(result["run_dir"]).checkpoint)
     with pytest.raises(CheckpointError, match=match):
         load_run(result["run_dir"])
 
 
 def test_foreign_checkpoint_is_refused_before_loading(tmp_path):
-    result = run(tiny(tmp_path, "output.name=fc", "train.steps=2", "output.export.formats=[]", "output.turntable_frames=0"))
+    result = start_run(tiny(tmp_path, "output.name=fc", "train.steps=2", "output.export.formats=[]", "output.turntable_frames=0"))
     folder = RunDir(result["run_dir"])
     state = torch.load(folder.checkpoint, weights_only=True)
     state["scene"] = {"field.mlp.0.weight": torch.zeros(3, 3)}
@@ -132,7 +133,7 @@ def test_a_failed_export_check_keeps_the_run(tmp_path, monkeypatch):
         raise ExportError("model.glb failed its check after writing (UVs missing or outside [0,1])")
 
     monkeypatch.setattr(trainer_module, "export_scene", broken)
-    result = run(tiny(tmp_path, "output.name=ex", "train.steps=2", "output.turntable_frames=0"))
+    result = start_run(tiny(tmp_path, "output.name=ex", "train.steps=2", "output.turntable_frames=0"))
     assert result["status"] == "finished" and "failed its check" in result["export"]["error"]
     folder = RunDir(result["run_dir"])
     assert folder.checkpoint.exists() and "failed its check" in json.loads(folder.metrics.read_text())["export"]["error"]

@@ -11,13 +11,22 @@ from pathlib import Path
 
 import numpy as np
 
-from dream3d.cameras import Cameras, CameraSampler
-from dream3d.config import ISOSURFACE_METHODS, ExportConfig
+from dream3d.export.config import ISOSURFACE_METHODS, ExportConfig, asset_path
 from dream3d.export.decimate import decimate
-from dream3d.export.isosurface import (EmptySceneError, Grid, auto_level, density_grid, extract_mesh,
-                                       keep_large_pieces, paint_vertices, visibility_grid)
+from dream3d.export.isosurface import (
+    EmptySceneError,
+    Grid,
+    auto_level,
+    density_grid,
+    extract_mesh,
+    keep_large_pieces,
+    paint_vertices,
+    visibility_grid,
+)
 from dream3d.export.texture import bake_texture
 from dream3d.export.writers import ExportError, load_mesh, write_mesh
+from dream3d.kernel.cameras import Cameras, CameraSampler
+from renderers.base import Scene
 
 COARSE_MARGIN = 2  # coarse cells added around the occupied box
 
@@ -41,7 +50,7 @@ def _check(cancel) -> None:
                               "writes the assets from it")
 
 
-def scene_mesh(scene, cfg: ExportConfig, elevation_range=(-10.0, 45.0), cancel=None):
+def scene_mesh(scene: Scene, cfg: ExportConfig, elevation_range=(-10.0, 45.0), cancel=None):
     """The scene's surface as a vertex-coloured trimesh, within cfg.max_faces; returns (mesh, level).
 
     method "density": marching cubes of the density at cfg.level ("auto": the density where
@@ -50,7 +59,7 @@ def scene_mesh(scene, cfg: ExportConfig, elevation_range=(-10.0, 45.0), cancel=N
     Coarse to fine: the field on a grid of resolution/4 finds the occupied box, then the full
     resolution covers that box only. Raises EmptySceneError when there is no surface, and
     ExportCancelled when `cancel()` is true between phases."""
-    if cfg.method not in ISOSURFACE_METHODS:
+    if cfg.method not in ISOSURFACE_METHODS:  # validate_export checks configs; this guards direct callers
         raise ValueError(f"unknown isosurface method {cfg.method!r}; valid: {', '.join(ISOSURFACE_METHODS)}")
     cams = surface_cameras(elevation_range)
     if cfg.method == "visibility":
@@ -76,20 +85,21 @@ def scene_mesh(scene, cfg: ExportConfig, elevation_range=(-10.0, 45.0), cancel=N
     return paint_vertices(scene, mesh), level
 
 
-def export_scene(scene, out_base: str | Path, cfg: ExportConfig | None = None, elevation_range=(-10.0, 45.0),
+def export_scene(scene: Scene, out_base: str | Path, cfg: ExportConfig | None = None, elevation_range=(-10.0, 45.0),
                  cancel=None) -> dict:
-    """Write `out_base.<fmt>` for each of cfg.formats; returns {"method", "files"} and, when a
+    """Write asset_path(out_base, fmt) for each of cfg.formats; returns {"method", "files"} and, when a
     mesh format was asked for, "level", "vertices", "faces", "colors". Raises EmptySceneError (and
     writes nothing) when there is no surface, ExportError when a written file does not reopen as
-    written, ExportCancelled when `cancel()` turns true before the files are written."""
+    written, ExportCancelled when `cancel()` turns true before the files are written, ValueError
+    for format "splat" on a scene without splats (Scene.supports_splats)."""
     cfg = cfg or ExportConfig()
     formats = list(cfg.formats)
     files: dict[str, str] = {}
     _check(cancel)
     if "splat" in formats:
-        if not hasattr(scene, "write_splats"):
+        if not scene.supports_splats():
             raise ValueError(f"format 'splat' needs a Gaussian scene, not {type(scene).__name__}")
-        files["splat"] = str(scene.write_splats(Path(f"{out_base}.splat.ply")))
+        files["splat"] = str(scene.write_splats(asset_path(out_base, "splat")))
         formats.remove("splat")
     info = {"method": cfg.method, "files": files}
     if not formats:
@@ -98,7 +108,7 @@ def export_scene(scene, out_base: str | Path, cfg: ExportConfig | None = None, e
     baked = bake_texture(scene, mesh, cfg.texture_size) if cfg.colors == "texture" and set(formats) - {"ply"} else None
     _check(cancel)
     for fmt in formats:
-        written = write_mesh(baked if baked is not None and fmt != "ply" else mesh, Path(f"{out_base}.{fmt}"),
+        written = write_mesh(baked if baked is not None and fmt != "ply" else mesh, asset_path(out_base, fmt),
                              scene.bound)
         files[fmt] = str(written[-1])
         files.update({f"{fmt}_{p.suffix.lstrip('.')}": str(p) for p in written[:-1]})

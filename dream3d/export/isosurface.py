@@ -7,12 +7,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import trimesh
-from torch import Tensor
 from skimage.measure import marching_cubes
+from torch import Tensor
 
-from dream3d.cameras import Cameras
+from dream3d.kernel.cameras import Cameras
+from dream3d.kernel.rays import ray_aabb, stratified_samples
 from renderers.base import Scene
-from renderers.nerf.volume_rendering import ray_aabb, stratified_samples
 
 
 class EmptySceneError(RuntimeError):
@@ -134,11 +134,10 @@ def visibility_grid(scene: Scene, grid: Grid, cameras: Cameras, image_resolution
     often are, and its silhouettes are accurate to a fraction of a pixel."""
     grid_resolution = max(grid.shape)
     image_resolution = image_resolution or min(96, grid_resolution)
-    if hasattr(scene, "surface_maps"):  # scenes that render their own opacity and surface depth (Gaussians)
-        opaque, depth = scene.surface_maps(cameras, image_resolution, surface_opacity)
-    else:
-        opaque, depth = marched_surface_maps(scene, cameras, image_resolution, samples or 2 * grid_resolution,
-                                             surface_opacity)
+    maps = scene.surface_maps(cameras, image_resolution, surface_opacity)  # scenes with their own renderer (Gaussians)
+    if maps is None:
+        maps = marched_surface_maps(scene, cameras, image_resolution, samples or 2 * grid_resolution, surface_opacity)
+    opaque, depth = maps
     if opaque.sum() == 0:
         raise _empty_error()
     pts = grid.points()

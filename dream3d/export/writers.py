@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import trimesh
 
-from dream3d.runs import atomic_write
+from dream3d.kernel.atomic_io import atomic_write
 
 
 class ExportError(RuntimeError):

@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dream3d.cameras import Cameras
-from dream3d.cache import cache_root, prune
-from dream3d.runs import atomic_torch_save
+from dream3d.kernel.atomic_io import atomic_torch_save
+from dream3d.kernel.cache import cache_root, prune
+from dream3d.kernel.cameras import Cameras
 from dream3d.toyworld.catalogue import COLOURS, Item
 from dream3d.toyworld.geometry import LIGHT, intersect
 

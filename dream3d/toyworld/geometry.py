@@ -158,6 +158,15 @@ def inside(shape: str, p: Tensor) -> Tensor:
     raise KeyError(shape)
 
 
+def sample_inside(shape: str, n: int, generator: torch.Generator | None = None) -> Tensor:
+    """n points uniform inside a shape [n,3] (rejection sampling in its bounding box)."""
+    pts = []
+    while sum(len(p) for p in pts) < n:
+        cand = torch.rand(4 * n, 3, generator=generator) - 0.5
+        pts.append(cand[inside(shape, cand)])
+    return torch.cat(pts)[:n]
+
+
 def volume(shape: str) -> float:
     """Analytic volume (for tests of exported meshes)."""
     return {

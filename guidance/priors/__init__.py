@@ -1,12 +1,10 @@
 """Diffusion priors behind one interface; `build_prior` picks one by config name."""
-from guidance.priors.base import DiffusionPrior, ddim_sample, scaled_linear_alphas_cumprod
+from dream3d.kernel.schema import registry
+from guidance.priors.base import DiffusionPrior, scaled_linear_alphas_cumprod
 from guidance.priors.stable_diffusion import StableDiffusionPrior, StableDiffusionPriorConfig
 from guidance.priors.toyworld import ToyWorldPrior, ToyWorldPriorConfig
 
-PRIORS = {
-    "toyworld": (ToyWorldPrior, ToyWorldPriorConfig),
-    "stable_diffusion": (StableDiffusionPrior, StableDiffusionPriorConfig),
-}
+PRIORS = registry((ToyWorldPrior, ToyWorldPriorConfig), (StableDiffusionPrior, StableDiffusionPriorConfig))
 
 
 def build_prior(cfg, progress: bool = False) -> DiffusionPrior:
@@ -15,4 +13,4 @@ def build_prior(cfg, progress: bool = False) -> DiffusionPrior:
 
 
 __all__ = ["DiffusionPrior", "StableDiffusionPrior", "StableDiffusionPriorConfig", "ToyWorldPrior", "ToyWorldPriorConfig",
-           "PRIORS", "build_prior", "ddim_sample", "scaled_linear_alphas_cumprod"]
+           "PRIORS", "build_prior", "scaled_linear_alphas_cumprod"]

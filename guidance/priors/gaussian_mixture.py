@@ -12,7 +12,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from dream3d.cameras import Cameras
+from dream3d.kernel.cameras import Cameras
 from guidance.priors.base import DiffusionPrior, scaled_linear_alphas_cumprod
 
 
@@ -39,8 +39,8 @@ class GaussianMixturePrior(DiffusionPrior):
             raise ValueError(f"unknown prompt {prompt!r}; valid: {', '.join(map(repr, self.mixtures))}")
         return prompt
 
-    def log_prob(self, x_t: Tensor, t: Tensor, prompt: str) -> Tensor:
-        """log p_t(x_t | y) [B]."""
+    def log_prob(self, x_t: Tensor, t: Tensor, prompt: str, cameras: Cameras | None = None) -> Tensor:
+        """log p_t(x_t | y) [B] for x_t [B,D], t [B] (no camera conditioning)."""
         means, stds, weights = self.mixtures[prompt]
         abar = self.alphas_cumprod.double()[t][:, None]
         var = abar * stds[None] ** 2 + (1 - abar)  # [B,K]
@@ -49,6 +49,7 @@ class GaussianMixturePrior(DiffusionPrior):
         return torch.logsumexp(torch.log(weights)[None] - d2 / (2 * var) - 0.5 * dim * torch.log(2 * math.pi * var), -1)
 
     def score(self, x_t: Tensor, t: Tensor, prompt: str) -> Tensor:
+        """grad_x log p_t(x_t | y) [B,D], in float64."""
         means, stds, weights = self.mixtures[prompt]
         x = x_t.double()
         abar = self.alphas_cumprod.double()[t][:, None]

@@ -26,10 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dream3d.cache import cache_root, prune
-from dream3d.cameras import Cameras
-from dream3d.runs import atomic_torch_save
-from dream3d.schema import ConfigError, bounded, choice, server_only
+from dream3d.kernel.atomic_io import atomic_torch_save
+from dream3d.kernel.cache import cache_root, prune
+from dream3d.kernel.cameras import Cameras
+from dream3d.kernel.schema import ConfigError, SectionConfig, bounded, choice, server_only
 from guidance.priors.base import DiffusionPrior
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ class ModelUnavailableError(ConfigError):
 
 
 @dataclass
-class StableDiffusionPriorConfig:
+class StableDiffusionPriorConfig(SectionConfig):
     name: str = "stable_diffusion"
     model: str = server_only("stabilityai/stable-diffusion-2-1-base")  # hub id or a local diffusers-layout folder
     revision: str | None = server_only(None)  # hub branch, tag or commit
@@ -291,7 +291,7 @@ class StableDiffusionPrior(DiffusionPrior):
         out = self._unet_fn(x, t.to(self.device), **self.unet_inputs(text)).sample
         return self.output_to_eps(out.float().to(x_t.device), x_t, t)
 
-    def trainable_copy(self):
+    def trainable_copy(self) -> torch.nn.Module:
         """A copy of the UNet for a fake score (VSD/ESD LoRA); the prior's own stays frozen."""
         return copy.deepcopy(self.unet)
 

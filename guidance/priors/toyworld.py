@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dream3d.cameras import Cameras, view_bucket, wrap_degrees
-from dream3d.schema import bounded, choice
+from dream3d.kernel.cameras import Cameras, view_bucket, wrap_degrees
+from dream3d.kernel.schema import SectionConfig, bounded, choice
 from dream3d.toyworld.catalogue import Item, all_items, parse_prompt
 from dream3d.toyworld.dataset import ShapeViews, load_shape_views
 from guidance.priors.base import DiffusionPrior, scaled_linear_alphas_cumprod
@@ -25,7 +25,7 @@ VIEW_CONDITIONING = ("none", "text", "camera")
 
 
 @dataclass
-class ToyWorldPriorConfig:
+class ToyWorldPriorConfig(SectionConfig):
     name: str = "toyworld"
     resolution: int = bounded(32, 8, 64)  # the prior's pixel resolution; renders are area-resized to it
     num_views: int = bounded(2048, 8, 16384)  # dataset views per shape

@@ -29,17 +29,6 @@ def ball_points(n: int, radius: float, generator: torch.Generator | None = None)
     return d * radius * torch.rand(n, 1, generator=generator) ** (1 / 3)
 
 
-def shape_points(shape: str, n: int, generator: torch.Generator | None = None) -> Tensor:
-    """n points uniform inside a ToyWorld shape [n,3] (rejection sampling in its bounding box)."""
-    from dream3d.toyworld.geometry import inside
-
-    pts = []
-    while sum(len(p) for p in pts) < n:
-        cand = torch.rand(4 * n, 3, generator=generator) - 0.5
-        pts.append(cand[inside(shape, cand)])
-    return torch.cat(pts)[:n]
-
-
 def load_points(path: str) -> tuple[Tensor, Tensor | None]:
     """Points [N,3] and colours [N,3] in [0,1] (or None) from a point cloud or mesh file (trimesh)."""
     import numpy as np

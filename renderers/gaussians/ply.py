@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dream3d.runs import atomic_write
+from dream3d.kernel.atomic_io import atomic_write
 from renderers.gaussians.model import GaussianModel
 
 

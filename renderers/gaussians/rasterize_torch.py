@@ -1,12 +1,13 @@
 """Differentiable 3D Gaussian splatting in pure PyTorch (Kerbl et al. 2023, "3D Gaussian Splatting").
 
-Projection reuses gsplat's torch reference (`gsplat.cuda._torch_impl`: EWA splatting with a 0.3 px
-low-pass, 3.33-sigma radii). Compositing follows gsplat's CUDA kernel rule for rule: per pixel,
-front to back by camera depth, alpha = min(0.999, o exp(-power)) (gsplat 1.5's clamp), Gaussians
-with power > 0 or alpha < 1/255 skipped, and a pixel stops before the Gaussian that would bring its
-transmittance to <= 1e-4. Pixels are processed in square tiles (8x8 by default): each tile composites only the
-Gaussians whose screen-space box touches it, in chunks along depth, and tiles whose pixels have
-all terminated drop out of later chunks (early termination).
+Projection reuses gsplat's torch reference (through the adapter gsplat_torch.py: EWA splatting with
+a 0.3 px low-pass, 3.33-sigma radii). Compositing follows gsplat's CUDA kernel rule for rule: per
+pixel, front to back by camera depth, alpha = min(0.999, o exp(-power)) (gsplat 1.5's clamp),
+Gaussians with power > 0 or alpha < 1/255 skipped, and a pixel stops before the Gaussian that would
+bring its transmittance to <= 1e-4. Pixels are processed in square tiles (`tile`; scenes use
+scene.tile_size, 8x8 by default): each tile composites only the Gaussians whose screen-space box
+touches it, in chunks along depth, and tiles whose pixels have all terminated drop out of later
+chunks (early termination).
 """
 from __future__ import annotations
 
@@ -35,22 +36,12 @@ def project(means: Tensor, quats: Tensor, scales: Tensor, viewmats: Tensor, Ks: 
             near_plane: float = 0.01) -> Projected:
     """Project Gaussians (means [N,3], unnormalised quats [N,4] wxyz, scales [N,3]) into C cameras
     (world-to-camera viewmats [C,4,4] in OpenCV axes, intrinsics Ks [C,3,3])."""
-    from gsplat.cuda._torch_impl import _fully_fused_projection, _quat_scale_to_covar_preci
+    from renderers.gaussians.gsplat_torch import fully_fused_projection, quat_scale_to_covar_preci
 
-    covars, _ = _quat_scale_to_covar_preci(quats, scales, compute_covar=True, compute_preci=False)
-    radii, means2d, depths, conics, _ = _fully_fused_projection(means, covars, viewmats, Ks, width, height,
-                                                                near_plane=near_plane)
+    covars, _ = quat_scale_to_covar_preci(quats, scales, compute_covar=True, compute_preci=False)
+    radii, means2d, depths, conics, _ = fully_fused_projection(means, covars, viewmats, Ks, width, height,
+                                                               near_plane=near_plane)
     return Projected(means2d, conics, depths, radii)
-
-
-def gaussian_alpha(pix: Tensor, means2d: Tensor, conics: Tensor, opacities: Tensor) -> Tensor:
-    """alpha = min(ALPHA_MAX, o exp(-power)), zero where power > 0 or alpha < ALPHA_MIN.
-    pix [...,2] broadcasts against means2d [...,2], conics [...,3], opacities [...]."""
-    d = pix - means2d
-    a, b, c = conics.unbind(-1)
-    sigma = 0.5 * (a * d[..., 0] ** 2 + c * d[..., 1] ** 2) + b * d[..., 0] * d[..., 1]
-    alpha = (opacities * torch.exp(-sigma)).clamp(max=ALPHA_MAX)
-    return torch.where((sigma < 0) | (alpha < ALPHA_MIN), torch.zeros_like(alpha), alpha)
 
 
 def quadratic_coefficients(means2d: Tensor, conics: Tensor) -> Tensor:

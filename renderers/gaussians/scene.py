@@ -10,13 +10,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from dream3d.cameras import Cameras
-from dream3d.schedules import Schedule
-from dream3d.schema import ConfigError, bounded, choice, server_only
+from dream3d.kernel.cameras import Cameras
+from dream3d.kernel.schedules import Schedule
+from dream3d.kernel.schema import ConfigError, SectionConfig, bounded, choice, server_only
 from renderers.background import BACKGROUNDS, Background
-from renderers.base import RenderOutput, Scene
-from renderers.gaussians.densify import Densifier
-from renderers.gaussians.model import GaussianModel, ball_points, load_points, shape_points
+from renderers.base import RenderOutput, Scene, SceneInit
+from renderers.gaussians.densify import Densifier, DensifyConfig
+from renderers.gaussians.model import GaussianModel, ball_points, load_points
 from renderers.gaussians.ply import read_gaussian_ply, write_gaussian_ply
 from renderers.gaussians.rasterize import rasterize, view_colours
 from renderers.gaussians.rasterize_torch import project, rasterize_torch
@@ -25,7 +25,7 @@ INITS = ("ball", "shape", "points")
 
 
 @dataclass
-class GaussianConfig:
+class GaussianConfig(SectionConfig):
     name: str = "gaussians"
     bound: float = bounded(0.6, 0.1, 10.0)  # half-side of the export box
     init: str = choice("ball", INITS)  # ball = random in a ball (DreamGaussian); shape = a ToyWorld shape; points = a file
@@ -51,34 +51,39 @@ class GaussianConfig:
     densify_every: int = bounded(100, 1, None)
     densify_grad_threshold: float = bounded(0.01, 0.0, None)  # screen-space gradient (SDS-sized; gsplat's default 2e-4)
     grow_scale3d: float = bounded(0.01, 0.0, None)  # below this x bound: clone, above: split
-    prune_scale3d: float = bounded(0.5, 0.0, None)  # larger than this x bound: pruned
+    prune_scale3d: float = bounded(0.5, 0.0, None)  # larger than this x bound: pruned (gsplat: only after opacity resets)
     prune_opacity: float = bounded(0.01, 0.0, 1.0)
     opacity_reset_every: int = bounded(0, 0, None)  # 0 = never; short SDS runs do better without
     max_gaussians: int = bounded(20000, 1, 10_000_000)
     opacity_weight: Any = bounded(0.0, 0.0, None, schedule=True)  # weight of the mean rendered opacity
 
     def validate(self) -> None:
-        from dream3d.toyworld.catalogue import SHAPES
-
-        if self.init == "shape" and self.init_shape not in SHAPES:
-            raise ConfigError(f"scene.init_shape = {self.init_shape!r} is not valid; valid: {', '.join(SHAPES)}")
         if self.init == "points" and not self.init_points:
             raise ConfigError("scene.init=points needs scene.init_points=/path/to/points.ply")
 
+    def densify_config(self) -> DensifyConfig:
+        """The Densifier's settings from this section; densify=false stops refining from step 0."""
+        return DensifyConfig(grow_grad2d=self.densify_grad_threshold, start=self.densify_from,
+                             stop=self.densify_until if self.densify else 0, every=self.densify_every,
+                             prune_opacity=self.prune_opacity, grow_scale3d=self.grow_scale3d,
+                             prune_scale3d=self.prune_scale3d, reset_every=self.opacity_reset_every,
+                             max_gaussians=self.max_gaussians, scene_scale=self.bound)
+
 
 class GaussianScene(Scene):
-    PARAM_LR = {"means": "lr_means", "scales": "lr_scales", "quats": "lr_quats", "opacities": "lr_opacities",
-                "sh0": "lr_colours", "shN": "lr_colours"}
-
-    def __init__(self, cfg: GaussianConfig):
+    def __init__(self, cfg: GaussianConfig, init: SceneInit | None = None):
+        """init=ball draws the means from `init.generator`; init=shape takes `init.points` [N,3]
+        (the app samples the shape: dream3d.scenes.build_run_scene); init=points reads the file."""
         super().__init__()
         self.cfg = cfg
-        gen = torch.Generator().manual_seed(0)
+        init = init or SceneInit()
         colours = None
         if cfg.init == "ball":
-            means = ball_points(cfg.num_points, cfg.init_radius, gen)
+            means = ball_points(cfg.num_points, cfg.init_radius, init.generator)
         elif cfg.init == "shape":
-            means = shape_points(cfg.init_shape, cfg.num_points, gen)
+            if init.points is None:
+                raise ConfigError("scene.init=shape needs the shape's points (dream3d.scenes.build_run_scene samples them)")
+            means = init.points
         else:
             try:
                 means, colours = load_points(cfg.init_points)
@@ -89,9 +94,7 @@ class GaussianScene(Scene):
         self.gaussians = GaussianModel(means, colours, cfg.init_opacity, cfg.sh_degree, cfg.scale_mult)
         self.background = Background(cfg.background)
         self.opacity_weight = Schedule.parse(cfg.opacity_weight, "opacity_weight")
-        self.densifier = Densifier(cfg.densify_grad_threshold, cfg.densify_from, cfg.densify_until if cfg.densify else 0,
-                                   cfg.densify_every, cfg.prune_opacity, cfg.grow_scale3d, cfg.prune_scale3d,
-                                   cfg.opacity_reset_every, cfg.max_gaussians, scene_scale=cfg.bound)
+        self.densifier = Densifier(cfg.densify_config())
 
     @property
     def bound(self) -> float:
@@ -99,17 +102,20 @@ class GaussianScene(Scene):
 
     def render(self, cameras: Cameras, height: int, width: int, generator: torch.Generator | None = None,
                train: bool = True) -> RenderOutput:
-        rgb, alpha, depth, meta = rasterize(self.gaussians, cameras, height, width, self.cfg.tile_size)
+        """Images (see RenderOutput) and the DensifyInfo that post_backward hands to densification."""
+        rgb, alpha, depth, info = rasterize(self.gaussians, cameras, height, width, self.cfg.tile_size)
         if train and torch.is_grad_enabled():
-            self.densifier.pre_backward(self.gaussians.params, 0, meta)
+            self.densifier.pre_backward(self.gaussians.params, 0, info)
         _, dirs = cameras.rays(height, width)
         rgb = rgb + (1 - alpha) * self.background(dirs.to(rgb.device))
         to_img = lambda v: v.permute(0, 3, 1, 2)  # noqa: E731
-        return RenderOutput(to_img(rgb), to_img(alpha), to_img(depth), meta=meta)
+        return RenderOutput(to_img(rgb), to_img(alpha), to_img(depth), densify=info)
 
     def optimizer_groups(self) -> list[dict]:
-        groups = [{"params": [p], "lr": getattr(self.cfg, self.PARAM_LR[name]), "name": name}
-                  for name, p in self.gaussians.params.items()]
+        cfg = self.cfg
+        lrs = {"means": cfg.lr_means, "scales": cfg.lr_scales, "quats": cfg.lr_quats, "opacities": cfg.lr_opacities,
+               "sh0": cfg.lr_colours, "shN": cfg.lr_colours}
+        groups = [{"params": [p], "lr": lrs[name], "name": name} for name, p in self.gaussians.params.items()]
         if self.cfg.background == "learned":
             groups.append({"params": list(self.background.parameters()), "lr": self.cfg.lr_background,
                            "name": "background"})
@@ -120,8 +126,8 @@ class GaussianScene(Scene):
         return {"opacity": w * out.alpha.mean()} if w > 0 else {}
 
     def post_backward(self, step: int, out: RenderOutput, optimizer: torch.optim.Optimizer | None = None) -> None:
-        if optimizer is not None and out.meta is not None and self.cfg.densify:
-            self.densifier.post_backward(self.gaussians.params, optimizer, step, out.meta)
+        if optimizer is not None and out.densify is not None and self.cfg.densify:
+            self.densifier.post_backward(self.gaussians.params, optimizer, step, out.densify)
 
     # -- checkpoints: N changes with densification -------------------------------------------
     def get_extra_state(self) -> dict:
@@ -134,7 +140,10 @@ class GaussianScene(Scene):
         self.gaussians.resize_like(state_dict, prefix="gaussians.")
         return super().load_state_dict(state_dict, strict, assign)
 
-    def write_splats(self, path) -> Path:
+    def supports_splats(self) -> bool:
+        return True
+
+    def write_splats(self, path: str | Path) -> Path:
         """The Gaussians as a 3DGS PLY (renderers/gaussians/ply.py), checked by reopening it."""
         out = write_gaussian_ply(self.gaussians, path)
         back = read_gaussian_ply(out)
@@ -147,7 +156,8 @@ class GaussianScene(Scene):
     def surface_maps(self, cameras: Cameras, resolution: int, surface_opacity: float = 0.05, chunk: int = 8
                      ) -> tuple[Tensor, Tensor]:
         """For mesh export by carving: opaque [C,1,r,r] (rendered alpha > 1/2) and the distance along
-        each pixel's ray to where its opacity first reaches `surface_opacity` [C,1,r,r] (torch path)."""
+        each pixel's ray to where its opacity first reaches `surface_opacity` [C,1,r,r], rendered by the
+        torch rasterizer `chunk` cameras at a time (returned on the CPU)."""
         g = self.gaussians
         opaque, dist = [], []
         for i in range(0, len(cameras), chunk):
@@ -166,11 +176,11 @@ class GaussianScene(Scene):
     @torch.no_grad()
     def _weights(self, points: Tensor, chunk: int = 4096):
         """For chunks of points [M,3]: (slice, ids of Gaussians near the chunk [G], o_g exp(-q/2) [M,G])."""
-        from gsplat.cuda._torch_impl import _quat_scale_to_covar_preci
+        from renderers.gaussians.gsplat_torch import quat_scale_to_covar_preci
 
         g = self.gaussians
         means, opac = g.means.detach(), g.opacities.detach()
-        _, preci = _quat_scale_to_covar_preci(g.quats.detach(), g.scales.detach(), compute_covar=False)
+        _, preci = quat_scale_to_covar_preci(g.quats.detach(), g.scales.detach(), compute_covar=False)
         reach = 3.0 * g.scales.detach().amax(1)  # beyond 3 sigma a Gaussian contributes < 1.2%
         P6 = torch.stack([preci[:, 0, 0], preci[:, 1, 1], preci[:, 2, 2], 2 * preci[:, 0, 1], 2 * preci[:, 0, 2],
                           2 * preci[:, 1, 2]], 1)

@@ -7,11 +7,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from dream3d.cameras import Cameras
-from dream3d.schedules import Schedule
-from dream3d.schema import bounded, choice
+from dream3d.kernel.cameras import Cameras
+from dream3d.kernel.schedules import Schedule
+from dream3d.kernel.schema import SectionConfig, bounded, choice
 from renderers.background import BACKGROUNDS, Background
-from renderers.base import RenderOutput, Scene
+from renderers.base import RenderOutput, Scene, SceneInit
 from renderers.nerf.field import RadianceField
 from renderers.nerf.normals import NORMAL_METHODS, with_normals
 from renderers.nerf.occupancy import OccupancyGrid
@@ -19,12 +19,11 @@ from renderers.nerf.sampling_cuda import NerfaccMarcher, use_cuda
 from renderers.nerf.shading import SHADING_MODES, sample_lighting, shade
 from renderers.nerf.volume_rendering import render_rays
 
-
 SAMPLERS = ("occupancy", "dense")
 
 
 @dataclass
-class NeRFConfig:
+class NeRFConfig(SectionConfig):
     name: str = "nerf"
     bound: float = bounded(0.6, 0.1, 10.0)
     num_levels: int = bounded(4, 1, 16)
@@ -63,7 +62,8 @@ class NeRFConfig:
 
 
 class NeRFScene(Scene):
-    def __init__(self, cfg: NeRFConfig):
+    def __init__(self, cfg: NeRFConfig, init: SceneInit | None = None):
+        """Weights start from torch's global generator (the trainer seeds it); `init` is unused."""
         super().__init__()
         self.cfg = cfg
         self.field = RadianceField(cfg.bound, cfg.num_levels, cfg.base_resolution, cfg.max_resolution,
@@ -75,6 +75,7 @@ class NeRFScene(Scene):
         self.orientation = Schedule.parse(cfg.orientation_weight, "orientation_weight")
         self.occupancy = (OccupancyGrid(cfg.bound, cfg.occupancy_resolution, cfg.occupancy_threshold)
                           if cfg.sampler == "occupancy" else None)
+        self._marcher: NerfaccMarcher | None = None  # made on the first CUDA render (needs nerfacc's kernels)
         self.step = 0
         self.begin_step(0)
 
@@ -90,8 +91,10 @@ class NeRFScene(Scene):
 
     def render(self, cameras: Cameras, height: int, width: int, generator: torch.Generator | None = None,
                train: bool = True) -> RenderOutput:
-        """Training renders (train=True) may be shaded and carry normals and the orientation
-        penalty; evaluation renders are albedo, in chunks of `chunk_rays` rays without gradients."""
+        """Training renders (train=True) may be shaded and carry normals [B,3,H,W] and the
+        orientation penalty [B,H,W] (RenderOutput.normal, .orientation) when shading or the
+        orientation loss needs them; evaluation renders are albedo, in chunks of `chunk_rays` rays
+        without gradients."""
         cfg = self.cfg
         origins, dirs = cameras.rays(height, width)
         o, d = origins.reshape(-1, 3), dirs.reshape(-1, 3)
@@ -106,7 +109,8 @@ class NeRFScene(Scene):
         if use_cuda(self.field):
             o, d = o.cuda(), d.cuda()
         if use_cuda(self.field) and self.occupancy is not None:
-            self._marcher = getattr(self, "_marcher", None) or NerfaccMarcher(self.occupancy)
+            if self._marcher is None:
+                self._marcher = NerfaccMarcher(self.occupancy)
             parts = [self._marcher.render(field, o[i:i + chunk], d[i:i + chunk], samples, train, cfg.min_transmittance)
                      for i in range(0, o.shape[0], chunk)]
         else:
@@ -122,9 +126,9 @@ class NeRFScene(Scene):
                         cfg.diffuse_light).reshape(-1, 3)
         rgb = rgb + (1 - ray.opacity) * self.background(d)
         to_img = lambda v: v.reshape(b, height, width, -1).permute(0, 3, 1, 2)  # noqa: E731
-        meta = {"orientation": ray.orientation.reshape(b, height, width)} if normals else None
         return RenderOutput(to_img(rgb), to_img(ray.opacity), to_img(ray.depth),
-                            to_img(ray.normal) if normals else None, meta)
+                            normal=to_img(ray.normal) if normals else None,
+                            orientation=ray.orientation.reshape(b, height, width) if normals else None)
 
     def optimizer_groups(self) -> list[dict]:
         groups = [{"params": list(self.field.encoding.parameters()), "lr": self.cfg.lr_encoding, "name": "encoding"},
@@ -143,8 +147,8 @@ class NeRFScene(Scene):
         if (w := self.opacity_entropy(step)) > 0:
             a = out.alpha.clamp(1e-5, 1 - 1e-5)
             losses["opacity_entropy"] = w * -(a * a.log() + (1 - a) * (1 - a).log()).mean()
-        if (w := self.orientation(step)) > 0 and out.meta is not None and "orientation" in out.meta:
-            losses["orientation"] = w * out.meta["orientation"].mean()
+        if (w := self.orientation(step)) > 0 and out.orientation is not None:
+            losses["orientation"] = w * out.orientation.mean()
         return losses
 
     def post_backward(self, step: int, out: RenderOutput, optimizer=None) -> None:

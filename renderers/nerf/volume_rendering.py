@@ -12,27 +12,7 @@ import torch
 from nerfacc import accumulate_along_rays, render_weight_from_density
 from torch import Tensor
 
-
-def ray_aabb(origins: Tensor, dirs: Tensor, bound: float) -> tuple[Tensor, Tensor, Tensor]:
-    """Entry/exit distances [R] of rays with the box [-bound, bound]^3 and a hit mask [R]."""
-    inv = 1.0 / torch.where(dirs.abs() > 1e-9, dirs, torch.full_like(dirs, 1e-9))
-    ta, tb = (-bound - origins) * inv, (bound - origins) * inv
-    near = torch.minimum(ta, tb).max(-1).values.clamp(min=0)
-    far = torch.maximum(ta, tb).min(-1).values
-    return near, far, far > near
-
-
-def stratified_samples(near: Tensor, far: Tensor, n: int, perturb: bool,
-                       generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
-    """Interval starts and ends [R,n] splitting [near, far] evenly, jittered when perturb."""
-    u = torch.rand(near.shape[0], n, generator=generator).to(near.device) if perturb else near.new_full((near.shape[0], n), 0.5)
-    edges = torch.linspace(0, 1, n + 1, device=near.device)
-    t0 = near[:, None] + (far - near)[:, None] * edges[None, :-1]
-    dt = (far - near)[:, None] / n
-    mid = t0 + u * dt
-    starts = torch.cat([t0[:, :1], (mid[:, :-1] + mid[:, 1:]) / 2], -1)
-    ends = torch.cat([(mid[:, :-1] + mid[:, 1:]) / 2, t0[:, -1:] + dt], -1)
-    return starts, ends
+from dream3d.kernel.rays import ray_aabb, stratified_samples
 
 
 class RayOutput(NamedTuple):

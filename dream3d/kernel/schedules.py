@@ -37,6 +37,3 @@ class Schedule:
             return self.end
         f = (step - self.start_step) / (self.end_step - self.start_step)
         return self.start + f * (self.end - self.start)
-
-    def bounds(self) -> tuple[float, float]:
-        return min(self.start, self.end), max(self.start, self.end)

@@ -6,11 +6,35 @@ import dataclasses
 import math
 from typing import Any
 
-from dream3d.schedules import Schedule
+from dream3d.kernel.schedules import Schedule
 
 
 class ConfigError(ValueError):
     """A config problem, with the key and what would be valid."""
+
+
+@dataclasses.dataclass
+class SectionConfig:
+    """Base of the prior, guidance and scene sections of a run config: `name` (set once, by each
+    subclass's default) selects the class from its registry; `validate()` checks what spans several
+    fields (ranges and choices are checked by validate_fields)."""
+
+    name: str = ""
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the keys when the fields do not fit together."""
+
+
+def registry(*entries: tuple[type, type]) -> dict[str, tuple[type, type]]:
+    """{name: (class, config dataclass)} keyed by each config's `name` default, so a registry key
+    is written in one place only."""
+    out = {}
+    for cls, config in entries:
+        name = config.name
+        if not name or name in out:
+            raise ValueError(f"{config.__name__}.name must be a unique non-empty default, got {name!r}")
+        out[name] = (cls, config)
+    return out
 
 
 def choice(default: str, options: tuple[str, ...]):

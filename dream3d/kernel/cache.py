@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from dream3d.runs import is_partial
+from dream3d.kernel.atomic_io import is_partial
 
 
 def cache_root() -> Path:

@@ -1,0 +1,46 @@
+"""What an export writes and how: the `output.export` section of a run config, also set by
+`dream3d export`'s flags."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dream3d.kernel.schema import ConfigError, bounded, choice, validate_fields
+
+EXPORT_FORMATS = ("glb", "obj", "ply", "splat")  # splat: 3DGS PLY of a Gaussian scene (model.splat.ply)
+EXPORT_COLORS = ("texture", "vertex")
+ISOSURFACE_METHODS = ("visibility", "density")  # solid behind the rendered surface | density level set
+
+
+def asset_path(base: str | Path, fmt: str) -> Path:
+    """The file an export format is written to: base.glb, base.obj (its .mtl and .png beside it),
+    base.ply, and base.splat.ply for splats (a PLY that 3DGS viewers open, not a mesh)."""
+    return Path(f"{base}.splat.ply" if fmt == "splat" else f"{base}.{fmt}")
+
+
+@dataclass
+class ExportConfig:
+    formats: list[str] = field(default_factory=lambda: ["glb", "obj"])
+    method: str = choice("visibility", ISOSURFACE_METHODS)  # solid behind the rendered surface | density level set
+    resolution: int = bounded(128, 16, 1024)  # marching-cubes grid per axis
+    level: Any = "auto"  # density method only: "auto" or a density value
+    surface_opacity: float = bounded(0.05, 0.001, 0.5)  # visibility method: opacity at which a ray meets the surface
+    min_component_fraction: float = bounded(0.05, 0.0, 1.0)  # drop pieces smaller than this x the largest
+    max_faces: int = bounded(30000, 0, 10_000_000)  # decimate to this face budget; 0 = keep every face
+    colors: str = choice("texture", EXPORT_COLORS)  # baked UV texture (GLB/OBJ) | vertex colours; PLY: vertex colours
+    texture_size: int = bounded(1024, 16, 8192)  # texture width = height in pixels
+
+
+
+def validate_export(e: ExportConfig, scene: str) -> None:
+    """Checks across output.export's fields (also for `dream3d export`'s flags)."""
+    validate_fields(e, "output.export.")
+    for fmt in e.formats:
+        if fmt not in EXPORT_FORMATS:
+            raise ConfigError(f"output.export.formats: {fmt!r} is not valid; valid: {', '.join(EXPORT_FORMATS)}")
+        if fmt == "splat" and scene != "gaussians":
+            raise ConfigError(f"output.export.formats: 'splat' needs scene.name=gaussians (this run's scene is "
+                              f"{scene!r}); use glb, obj or ply")
+    if e.level != "auto" and not (isinstance(e.level, (int, float)) and e.level > 0):
+        raise ConfigError(f"output.export.level = {e.level!r}; valid: 'auto' or a positive density value")

@@ -1,0 +1,93 @@
+"""One run lifecycle for every front end (CLI, web UI, batch, bench): start a run in a new folder,
+load or resume one from its last checkpoint, or complete one in a given folder (reuse it when it
+has finished, resume it when it has a checkpoint, start it over when it has none).
+
+Stopping is the same everywhere: a `stop` event the trainer checks between steps (see Trainer.fit).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from dream3d.config import ConfigError, RunConfig, build_config, changed_keys, load_config
+from dream3d.runs import CheckpointError, RunDir
+from dream3d.trainer import Evaluation, Trainer
+from guidance.priors import build_prior
+
+RESUMABLE_CHANGES = ("train.steps", "output.", "eval.")  # keys a resumed run may change
+
+
+def start_run(cfg: RunConfig, config_name: str = "config", progress: bool | None = None,
+              stop: threading.Event | None = None, on_step: Callable[[dict], None] | None = None,
+              on_start: Callable[[Path], None] | None = None, evaluation: Evaluation | None = None,
+              folder: RunDir | None = None) -> dict:
+    """Train a new run to the end (or until `stop` is set; see Trainer.fit) and return fit's result.
+    The prompt is checked against the prior before the folder is made (a new one under
+    output.out_dir), unless the caller gives an empty `folder` it claimed itself (RunDir.create,
+    complete_run). `on_start(run_dir)` is called once the folder exists."""
+    prior = build_prior(cfg.prior, progress=cfg.output.progress if progress is None else progress)
+    prior.embed(cfg.prompt)
+    if folder is None:
+        folder = RunDir.create(cfg.output.out_dir, cfg.prompt, config_name, cfg.seed, cfg.output.name)
+    if on_start is not None:
+        on_start(folder.path)
+    return Trainer(cfg, folder, progress, prior).fit(stop, on_step, evaluation)
+
+
+def load_run(run_dir: str | Path, overrides: tuple[str, ...] = ()) -> tuple[Trainer, dict]:
+    """A trainer restored from a run folder's last checkpoint (scene, optimiser, RNG, step).
+    Overrides (and edits of config.yaml) may change only train.steps, output.* and eval.*; anything
+    else would not be the run the checkpoint holds."""
+    folder = RunDir(run_dir)
+    if not folder.config.exists():
+        raise ConfigError(f"{run_dir} is not a dream3d run folder (no config.yaml)")
+    cfg = load_config(folder.config, list(overrides))
+    state = folder.load_checkpoint()
+    try:  # the config the checkpoint was trained with: config.yaml is only a copy and may have been edited
+        trained = build_config(copy.deepcopy(state["config"]))
+    except (KeyError, TypeError, ConfigError) as e:
+        raise CheckpointError(f"checkpoint {folder.checkpoint} holds no valid config ({e})") from None
+    changed = [k for k in changed_keys(trained, cfg) if not k.startswith(RESUMABLE_CHANGES)]
+    if changed:
+        raise ConfigError(f"{folder.config} and the overrides differ from the config the checkpoint was trained with "
+                          f"in {', '.join(changed)}; a resumed run can change only train.steps, output.* and eval.* "
+                          "(restore config.yaml, or start a new run with `dream3d run`)")
+    trainer = Trainer(cfg, folder, progress=False)
+    trainer.load_state_dict(state)
+    trainer.progress = cfg.output.progress
+    return trainer, state
+
+
+def resume_run(run_dir: str | Path, overrides: tuple[str, ...] = (), progress: bool | None = None,
+               stop: threading.Event | None = None, on_step: Callable[[dict], None] | None = None) -> dict:
+    """Continue a run from its last checkpoint to train.steps (which an override may raise)."""
+    trainer, _ = load_run(run_dir, overrides)
+    if progress is not None:
+        trainer.progress = progress
+    return trainer.fit(stop, on_step)
+
+
+def is_finished(folder: RunDir, cfg: RunConfig) -> bool:
+    """Whether `folder` holds a run that finished all of cfg.train.steps."""
+    metrics = json.loads(folder.metrics.read_text()) if folder.metrics.exists() else {}
+    return metrics.get("status") == "finished" and metrics.get("step") == cfg.train.steps
+
+
+def complete_run(cfg: RunConfig, folder: RunDir, config_name: str = "config", progress: bool | None = None) -> bool:
+    """Make `folder` hold the finished run of `cfg`; True when it already did (reused). A folder
+    with a checkpoint is resumed; one without (killed before its first) is started over. The caller
+    checks that an existing folder was made with the same settings."""
+    if is_finished(folder, cfg):
+        return True
+    if folder.checkpoint.exists():
+        resume_run(folder.path, progress=progress)
+        return False
+    if folder.path.exists():  # nothing to keep
+        shutil.rmtree(folder.path)
+    folder.path.mkdir(parents=True)
+    start_run(cfg, config_name, progress, folder=folder)
+    return False
