@@ -69,13 +69,14 @@ def _cmd_export(args) -> int:
 
 def _cmd_eval(args) -> int:
     from dream3d.evaluate import evaluate_run
+    from dream3d.runs import RunDir
 
     r = evaluate_run(args.run_dir)
     print(f"{'metric':<18}value")
     for k in ("silhouette_iou", "colour_error", "saturation", "saturation_gt", "volumetric_iou"):
         v = r.get(k)
         print(f"{k:<18}{'n/a' if v is None else f'{v:.4f}'}")
-    print(f"written to {Path(args.run_dir) / 'eval.json'}")
+    print(f"written to {RunDir(args.run_dir).eval}")
     if args.json:
         print(json.dumps(r, indent=2))
     return 0

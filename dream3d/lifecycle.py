@@ -26,13 +26,15 @@ def start_run(cfg: RunConfig, config_name: str = "config", progress: bool | None
               on_start: Callable[[Path], None] | None = None, evaluation: Evaluation | None = None,
               folder: RunDir | None = None) -> dict:
     """Train a new run to the end (or until `stop` is set; see Trainer.fit) and return fit's result.
-    The prompt is checked against the prior before the folder is made (a new one under
-    output.out_dir), unless the caller gives an empty `folder` it claimed itself (RunDir.create,
-    complete_run). `on_start(run_dir)` is called once the folder exists."""
+    The prompt is checked against the prior before the folder is made: a new one under
+    output.out_dir, or `folder` (made if missing; a caller that gives one has claimed it, e.g. with
+    RunDir.create, or owns it, as complete_run does). `on_start(run_dir)` is called once it exists."""
     prior = build_prior(cfg.prior, progress=cfg.output.progress if progress is None else progress)
     prior.embed(cfg.prompt)
     if folder is None:
         folder = RunDir.create(cfg.output.out_dir, cfg.prompt, config_name, cfg.seed, cfg.output.name)
+    else:
+        folder.path.mkdir(parents=True, exist_ok=True)
     if on_start is not None:
         on_start(folder.path)
     return Trainer(cfg, folder, progress, prior).fit(stop, on_step, evaluation)
@@ -88,6 +90,5 @@ def complete_run(cfg: RunConfig, folder: RunDir, config_name: str = "config", pr
         return False
     if folder.path.exists():  # nothing to keep
         shutil.rmtree(folder.path)
-    folder.path.mkdir(parents=True)
     start_run(cfg, config_name, progress, folder=folder)
     return False

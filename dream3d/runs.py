@@ -5,8 +5,10 @@ Layout of a run folder:
   checkpoints/last.pt    scene, optimiser, guidance state, RNG states, step
   previews/step_XXXXXX.png  validation grids
   turntable.mp4|gif      orbit video at the end
-  model.glb, model.obj   exported meshes
+  model.glb, model.obj (+ .mtl, .png), model.ply, model.splat.ply   exported assets
   metrics.json, eval.json
+  run.zip                the folder as one download (web UI)
+RunDir is the one place these names are spelled.
 """
 from __future__ import annotations
 
@@ -115,6 +117,10 @@ class RunDir:
     previews = property(lambda self: self.path / "previews")
     metrics = property(lambda self: self.path / "metrics.json")
     eval = property(lambda self: self.path / "eval.json")
+    archive = property(lambda self: self.path / "run.zip")
+
+    def preview(self, step: int) -> Path:
+        return self.previews / f"step_{step:06d}.png"
 
     def video(self, fmt: str) -> Path:
         return self.path / f"turntable.{fmt}"

@@ -143,7 +143,7 @@ class Trainer:
         res = self.cfg.output.val_resolution
         out = self.scene.render(self.camera_sampler.orbit(4, 15.0), res, res, train=False)
         grid = torch.cat([out.rgb, out.alpha.expand_as(out.rgb)], dim=2)  # colour over opacity
-        return write_image(self.run_dir.previews / f"step_{self.step:06d}.png", grid)
+        return write_image(self.run_dir.preview(self.step), grid)
 
     @torch.no_grad()
     def save_turntable(self) -> Path | None:

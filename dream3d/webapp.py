@@ -126,9 +126,9 @@ def make_config(preset: str, prompt: str, negative: str, steps: int, seed: int, 
 
 def zip_run(run_dir: Path) -> Path:
     """run_dir/run.zip with the folder's regular files (no symlinks; a unique temp name, then renamed)."""
-    from dream3d.runs import zip_folder
+    from dream3d.runs import RunDir, zip_folder
 
-    return zip_folder(run_dir, run_dir / "run.zip")
+    return zip_folder(run_dir, RunDir(run_dir).archive)
 
 
 def result_note(export: dict) -> str:

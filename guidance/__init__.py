@@ -18,6 +18,8 @@ from guidance.vsd import ESD, VSD, ESDConfig, VSDConfig
 
 GUIDANCES = registry(
     (SDS, GuidanceConfig),
+    (VSD, VSDConfig),
+    (ESD, ESDConfig),
     (ISM, ISMConfig),
     (TSM, TSMConfig),
     (CSD, CSDConfig),
@@ -26,8 +28,6 @@ GUIDANCES = registry(
     (BSD, BSDConfig),
     (ASD, ASDConfig),
     (CDS, CDSConfig),
-    (VSD, VSDConfig),
-    (ESD, ESDConfig),
     (FDiv, FDivConfig),
 )
 

@@ -52,9 +52,9 @@ class RenderOutput:
 
 @dataclass
 class SceneInit:
-    """What a scene starts from, given by its caller: a generator for random initial values and,
-    for point-based scenes, initial points [N,3] (e.g. sampled inside a ToyWorld shape by the app;
-    renderers know nothing of ToyWorld)."""
+    """What a scene starts from, given by its caller: a generator for random initial values (None:
+    torch's global generator) and, for point-based scenes, initial points [N,3] (e.g. sampled inside
+    a ToyWorld shape by the app; renderers know nothing of ToyWorld)."""
 
     generator: torch.Generator | None = None
     points: Tensor | None = None

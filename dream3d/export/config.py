@@ -32,7 +32,6 @@ class ExportConfig:
     texture_size: int = bounded(1024, 16, 8192)  # texture width = height in pixels
 
 
-
 def validate_export(e: ExportConfig, scene: str) -> None:
     """Checks across output.export's fields (also for `dream3d export`'s flags)."""
     validate_fields(e, "output.export.")

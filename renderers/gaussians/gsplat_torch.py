@@ -19,6 +19,4 @@ from gsplat.cuda._torch_impl import _fully_fused_projection as fully_fused_proje
 from gsplat.cuda._torch_impl import _quat_scale_to_covar_preci as quat_scale_to_covar_preci
 from gsplat.cuda._torch_impl import _spherical_harmonics as spherical_harmonics
 
-CHECKED_GSPLAT_VERSIONS = ("1.5.3",)
-
-__all__ = ["fully_fused_projection", "quat_scale_to_covar_preci", "spherical_harmonics", "CHECKED_GSPLAT_VERSIONS"]
+__all__ = ["fully_fused_projection", "quat_scale_to_covar_preci", "spherical_harmonics"]
