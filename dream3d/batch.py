@@ -237,7 +237,7 @@ def _ray(spec: BatchSpec, jobs: list[BatchJob], address: str | None) -> Iterator
                               "`ray start --head`, or leave out --address for a local cluster") from None
     try:
         task = ray.remote(complete_job).options(num_cpus=spec.cpus_per_run, num_gpus=spec.gpus_per_run,
-                                           max_retries=spec.retries, retry_exceptions=True)
+                                                max_retries=spec.retries, retry_exceptions=True)
         pending = {task.remote(spec, job): job for job in jobs}
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)

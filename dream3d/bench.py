@@ -225,7 +225,7 @@ def run_suite(suite_name: str = "quick", methods: list[str] | None = None, scene
 
 
 def bench_job(kind: str, method: str, scene: str, vc: str, seed: int, folder: Path, suite_name: str,
-            overrides: tuple[str, ...]) -> dict:
+              overrides: tuple[str, ...]) -> dict:
     """Train and measure one run of the suite; returns its results row."""
     from dream3d.config import load_config, to_dict
     from dream3d.evaluate import evaluate_run

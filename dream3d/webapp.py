@@ -242,8 +242,8 @@ def build_app(runs_dir: str | Path = "runs", concurrency: int = 1, root: Path | 
         def target():
             try:
                 state["result"] = start_run(cfg, preset.replace("/", "-"), progress=False, stop=stop,
-                                      on_step=lambda s: state.__setitem__("stats", s),
-                                      on_start=lambda d: state.__setitem__("run_dir", Path(d)))
+                                            on_step=lambda s: state.__setitem__("stats", s),
+                                            on_start=lambda d: state.__setitem__("run_dir", Path(d)))
             except BaseException as e:  # noqa: B036 - reported to the visitor below
                 state["error"] = e
 

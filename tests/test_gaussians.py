@@ -269,7 +269,7 @@ def test_splat_ply_has_the_3dgs_layout(tmp_path):
     from dream3d.lifecycle import start_run
 
     result = start_run(load_config("configs/toy/sds-gaussians.yaml", GAUSSIAN_RUN + [f"output.out_dir={tmp_path}",
-                                                                              "scene.sh_degree=1"]))
+                                                                                    "scene.sh_degree=1"]))
     files = result["export"]["files"]
     ply = read_gaussian_ply(files["splat"])
     assert list(ply) == attribute_names(3)
