@@ -21,7 +21,8 @@ from dream3d.config import load_config
 
 def measure(config: str, prompt: str, target: float, eval_every: int, overrides: list[str]) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = load_config(config, [f"prompt={prompt}", "output.progress=false", "output.turntable_frames=0", *overrides])
+        cfg = load_config(config, [f"prompt={prompt}", "output.progress=false", "output.turntable_frames=0",
+                                   "train.convergence.enabled=false", *overrides])
         r = bench.train_with_curve(cfg, Path(tmp), "ttq", eval_every, target)
         reached = (r["to_iou_0.9"]["step"], r["to_iou_0.9"]["seconds"]) if r["to_iou_0.9"] else None
         return {"config": config, "steps": cfg.train.steps, "train_s": r["train_s"], "iou": r["iou"],

@@ -107,7 +107,7 @@ def train_with_curve(cfg, out_dir: Path, name: str, eval_every: int, target: flo
         if found["reached"] is None and iou >= target:
             found["reached"] = {"step": trainer.step, "seconds": train_s}
         found.update(trainer=trainer, iou=iou, colour_error=err)
-        if trainer.step == cfg.train.steps:
+        if trainer.step == cfg.train.steps or trainer.converged:
             found["sharpness"] = sharpness(trainer.scene.render(cams, gt.shape[-1], gt.shape[-1], train=False).rgb, gt)
             found["trained_at"] = time.perf_counter()  # the rest of fit: final checkpoint, export, metrics
 
@@ -235,7 +235,8 @@ def bench_job(kind: str, method: str, scene: str, vc: str, seed: int, folder: Pa
     path, variant = preset(method, scene)
     cfg = load_config(path, [
         f"prompt={prompts[kind]}", f"scene.name={scene}", f"prior.view_conditioning={vc}", f"seed={seed}",
-        f"train.steps={suite.steps[scene]}", "output.progress=false", "output.turntable_frames=0",
+        f"train.steps={suite.steps[scene]}", "train.convergence.enabled=false", "output.progress=false",
+        "output.turntable_frames=0",
         "output.export.formats=[glb]", "output.export.colors=vertex", *variant, *suite.extra, *overrides])
     name = f"{kind}-{method}-{scene}-{vc}-s{seed}"
     t0 = time.perf_counter()

@@ -18,8 +18,7 @@ def _cmd_run(args) -> int:
 
     cfg = load_config(args.config, args.overrides)
     result = start_run(cfg, Path(args.config).stem if args.config else "default")
-    print(f"run folder: {result['run_dir']}")
-    _print_export(result["export"])
+    _print_result(result)
     return 0
 
 
@@ -27,9 +26,15 @@ def _cmd_resume(args) -> int:
     from dream3d.lifecycle import resume_run
 
     result = resume_run(args.run_dir, tuple(args.overrides))
-    print(f"run folder: {result['run_dir']}")
-    _print_export(result["export"])
+    _print_result(result)
     return 0
+
+
+def _print_result(result: dict) -> None:
+    print(f"run folder: {result['run_dir']}")
+    if result.get("stop") == "converged":
+        print(f"converged at step {result['step']} of {result['steps']} (train.convergence.enabled=false trains every step)")
+    _print_export(result["export"])
 
 
 def _print_export(export: dict) -> None:
@@ -55,7 +60,8 @@ def _cmd_export(args) -> int:
 
     trainer, _ = load_run(args.run_dir)
     flags = {"formats": args.format, "resolution": args.resolution, "method": args.method, "level": args.level,
-             "texture_size": args.texture_size, "max_faces": args.faces, "colors": args.colors}
+             "texture_size": args.texture_size, "max_faces": args.faces, "colors": args.colors,
+             "max_error": args.max_error, "texels_per_cell": args.texels_per_cell}
     if args.level not in (None, "auto"):
         try:
             flags["level"] = float(args.level)
@@ -153,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=_cmd_run)
     s = sub.add_parser("resume", help="continue a run from its last checkpoint")
     s.add_argument("run_dir")
-    s.add_argument("overrides", nargs="*", help="only train.steps=N, output.* and eval.* may change")
+    s.add_argument("overrides", nargs="*", help="only train.steps=N, train.convergence.*, output.* and eval.* may change")
     s.set_defaults(func=_cmd_resume)
     x = sub.add_parser("export", help="re-export a run's assets from its checkpoint (no retraining)",
                        description="Example: dream3d export runs/a-red-cube --format glb --texture-size 2048 --faces 50000")
@@ -162,8 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--resolution", type=int)
     x.add_argument("--method", choices=ISOSURFACE_METHODS, help="isosurface method")
     x.add_argument("--level", help="density method: 'auto' or a density value")
-    x.add_argument("--texture-size", type=int, help="baked texture width = height in pixels (default 1024)")
-    x.add_argument("--faces", type=int, help="face budget for decimation, 0 = keep every face (default 30000)")
+    x.add_argument("--texture-size", type=int, help="largest baked texture width = height in pixels (default 1024)")
+    x.add_argument("--texels-per-cell", type=float, help="texture density per grid cell; the texture is the smallest "
+                   "power of two that holds it, up to --texture-size; 0 = always --texture-size (default 1)")
+    x.add_argument("--faces", type=int, help="face budget for decimation, 0 = no budget (default 30000)")
+    x.add_argument("--max-error", type=float, help="decimate while the surface stays within this many grid cells "
+                   "of the full mesh; 0 = decimate to --faces exactly (default 1)")
     x.add_argument("--colors", choices=EXPORT_COLORS, help="baked UV texture or vertex colours (default texture)")
     x.set_defaults(func=_cmd_export)
     e = sub.add_parser("eval", help="score a ToyWorld run against ground truth")

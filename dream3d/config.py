@@ -20,6 +20,7 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from dream3d.convergence import ConvergenceConfig
 from dream3d.export.config import ExportConfig, validate_export
 from dream3d.kernel.schema import ConfigError, bounded, choice, server_only, validate_fields
 from dream3d.scenes import check_scene_config
@@ -41,6 +42,7 @@ class TrainConfig:
     batch_size: int = bounded(4, 1, 64)  # views per step
     resolution: int = bounded(32, 8, 1024)  # render resolution during training
     max_bad_steps: int = bounded(20, 1, None)  # consecutive non-finite steps before the run stops
+    convergence: ConvergenceConfig = field(default_factory=ConvergenceConfig)  # stop early once converged
 
 
 @dataclass

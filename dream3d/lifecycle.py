@@ -14,11 +14,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from dream3d.config import ConfigError, RunConfig, build_config, changed_keys, load_config
+from dream3d.kernel.timing import PhaseTimer
 from dream3d.runs import CheckpointError, RunDir
 from dream3d.trainer import Evaluation, Trainer
 from guidance.priors import build_prior
 
-RESUMABLE_CHANGES = ("train.steps", "output.", "eval.")  # keys a resumed run may change
+RESUMABLE_CHANGES = ("train.steps", "train.convergence.", "output.", "eval.")  # keys a resumed run may change
 
 
 def start_run(cfg: RunConfig, config_name: str = "config", progress: bool | None = None,
@@ -29,21 +30,23 @@ def start_run(cfg: RunConfig, config_name: str = "config", progress: bool | None
     The prompt is checked against the prior before the folder is made: a new one under
     output.out_dir, or `folder` (made if missing; a caller that gives one has claimed it, e.g. with
     RunDir.create, or owns it, as complete_run does). `on_start(run_dir)` is called once it exists."""
-    prior = build_prior(cfg.prior, progress=cfg.output.progress if progress is None else progress)
-    prior.embed(cfg.prompt)
+    timer = PhaseTimer()
+    with timer("setup"):
+        prior = build_prior(cfg.prior, progress=cfg.output.progress if progress is None else progress)
+        prior.embed(cfg.prompt)
     if folder is None:
         folder = RunDir.create(cfg.output.out_dir, cfg.prompt, config_name, cfg.seed, cfg.output.name)
     else:
         folder.path.mkdir(parents=True, exist_ok=True)
     if on_start is not None:
         on_start(folder.path)
-    return Trainer(cfg, folder, progress, prior).fit(stop, on_step, evaluation)
+    return Trainer(cfg, folder, progress, prior, timer).fit(stop, on_step, evaluation)
 
 
 def load_run(run_dir: str | Path, overrides: tuple[str, ...] = ()) -> tuple[Trainer, dict]:
     """A trainer restored from a run folder's last checkpoint (scene, optimiser, RNG, step).
-    Overrides (and edits of config.yaml) may change only train.steps, output.* and eval.*; anything
-    else would not be the run the checkpoint holds."""
+    Overrides (and edits of config.yaml) may change only train.steps, train.convergence.*, output.*
+    and eval.*; anything else would not be the run the checkpoint holds."""
     folder = RunDir(run_dir)
     if not folder.config.exists():
         raise ConfigError(f"{run_dir} is not a dream3d run folder (no config.yaml)")
@@ -56,7 +59,8 @@ def load_run(run_dir: str | Path, overrides: tuple[str, ...] = ()) -> tuple[Trai
     changed = [k for k in changed_keys(trained, cfg) if not k.startswith(RESUMABLE_CHANGES)]
     if changed:
         raise ConfigError(f"{folder.config} and the overrides differ from the config the checkpoint was trained with "
-                          f"in {', '.join(changed)}; a resumed run can change only train.steps, output.* and eval.* "
+                          f"in {', '.join(changed)}; a resumed run can change only train.steps, train.convergence.*, output.* "
+                          "and eval.* "
                           "(restore config.yaml, or start a new run with `dream3d run`)")
     trainer = Trainer(cfg, folder, progress=False)
     trainer.load_state_dict(state)
@@ -66,7 +70,8 @@ def load_run(run_dir: str | Path, overrides: tuple[str, ...] = ()) -> tuple[Trai
 
 def resume_run(run_dir: str | Path, overrides: tuple[str, ...] = (), progress: bool | None = None,
                stop: threading.Event | None = None, on_step: Callable[[dict], None] | None = None) -> dict:
-    """Continue a run from its last checkpoint to train.steps (which an override may raise)."""
+    """Continue a run from its last checkpoint to train.steps (which an override may raise) or
+    convergence (a converged run continues only with train.convergence.enabled=false)."""
     trainer, _ = load_run(run_dir, overrides)
     if progress is not None:
         trainer.progress = progress
@@ -74,9 +79,10 @@ def resume_run(run_dir: str | Path, overrides: tuple[str, ...] = (), progress: b
 
 
 def is_finished(folder: RunDir, cfg: RunConfig) -> bool:
-    """Whether `folder` holds a run that finished all of cfg.train.steps."""
+    """Whether `folder` holds a run that finished: all of cfg.train.steps, or converged before."""
     metrics = json.loads(folder.metrics.read_text()) if folder.metrics.exists() else {}
-    return metrics.get("status") == "finished" and metrics.get("step") == cfg.train.steps
+    converged = cfg.train.convergence.enabled and metrics.get("stop") == "converged"
+    return metrics.get("status") == "finished" and (metrics.get("step") == cfg.train.steps or converged)
 
 
 def complete_run(cfg: RunConfig, folder: RunDir, config_name: str = "config", progress: bool | None = None) -> bool:

@@ -22,9 +22,11 @@ import torch
 from tqdm import tqdm
 
 from dream3d.config import RunConfig, to_dict, to_yaml
+from dream3d.convergence import ConvergenceMonitor
 from dream3d.export import EmptySceneError, ExportError, export_scene
 from dream3d.kernel.atomic_io import atomic_write_text, write_json
 from dream3d.kernel.cameras import CameraSampler
+from dream3d.kernel.timing import PhaseTimer
 from dream3d.runs import CheckpointError, RunDir, to_uint8, write_image, write_video
 from dream3d.scenes import build_run_scene
 from guidance import build_guidance
@@ -57,7 +59,17 @@ class Evaluation:
 
 
 class Trainer:
-    def __init__(self, cfg: RunConfig, run_dir: RunDir, progress: bool | None = None, prior=None):
+    """`timer` collects the wall seconds of the run's phases (setup, train, convergence, previews,
+    checkpoints, export.*, turntable), written to metrics.json; a caller that did setup work of
+    its own (building the prior) passes the timer it measured that with."""
+
+    def __init__(self, cfg: RunConfig, run_dir: RunDir, progress: bool | None = None, prior=None,
+                 timer: PhaseTimer | None = None):
+        self.timer = timer or PhaseTimer()
+        with self.timer("setup"):
+            self._setup(cfg, run_dir, progress, prior)
+
+    def _setup(self, cfg: RunConfig, run_dir: RunDir, progress: bool | None, prior) -> None:
         self.cfg, self.run_dir = cfg, run_dir
         self.progress = cfg.output.progress if progress is None else progress
         torch.manual_seed(cfg.seed)  # parameter initialisation and library draws (gsplat's split)
@@ -69,6 +81,7 @@ class Trainer:
         self.cond = self.guidance.embed(cfg.prompt, cfg.negative_prompt)
         self.scene = build_run_scene(cfg.scene, cfg.seed)
         self.optimizer = make_optimizer(self.scene, self.guidance)
+        self.convergence = ConvergenceMonitor(cfg.train.convergence)
         self.step = 0
         self.bad_steps = 0
         self.skipped_steps = 0
@@ -80,7 +93,8 @@ class Trainer:
         return {"step": self.step, "config": to_dict(self.cfg), "scene": self.scene.state_dict(),
                 "guidance": self.guidance.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "generator": self.generator.get_state(), "torch_rng": torch.get_rng_state(),
-                "skipped_steps": self.skipped_steps, "timings": dict(self.timings), "history": self.history}
+                "skipped_steps": self.skipped_steps, "timings": dict(self.timings), "history": self.history,
+                "convergence": self.convergence.state_dict(), "phases": self.timer.seconds(6)}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore everything, or raise before changing anything."""
@@ -99,9 +113,14 @@ class Trainer:
         torch.set_rng_state(state["torch_rng"])
         self.timings = defaultdict(float, state.get("timings", {}))
         self.history = state.get("history", [])
+        if "convergence" in state:  # checkpoints from before convergence stops have none
+            self.convergence.load_state_dict(state["convergence"])
+        for name, seconds in state.get("phases", {}).items():  # earlier sessions' phases add up with this one's
+            self.timer.add(name, seconds)
 
     def save_checkpoint(self) -> Path:
-        return self.run_dir.save_checkpoint(self.state_dict())
+        with self.timer("checkpoints"):
+            return self.run_dir.save_checkpoint(self.state_dict())
 
     # -- one step --------------------------------------------------------------------------
     def train_step(self) -> dict:
@@ -137,41 +156,72 @@ class Trainer:
         self.step += 1
         return {**g.stats, "alpha": float(out.alpha.detach().mean())}
 
+    @property
+    def converged(self) -> bool:
+        return self.cfg.train.convergence.enabled and self.convergence.converged_at is not None
+
+    @torch.no_grad()
+    def check_convergence(self) -> bool:
+        """Feed the convergence monitor its validation renders when due; True once converged."""
+        if not self.convergence.due(self.step):
+            return self.converged
+        with self.timer("convergence"):
+            res = self.cfg.train.resolution
+            out = self.scene.render(self.camera_sampler.orbit(4, 15.0), res, res, train=False)
+            return self.convergence.observe(self.step, torch.cat([out.rgb, out.alpha], 1))
+
     # -- outputs ---------------------------------------------------------------------------
     @torch.no_grad()
     def save_preview(self) -> Path:
-        res = self.cfg.output.val_resolution
-        out = self.scene.render(self.camera_sampler.orbit(4, 15.0), res, res, train=False)
-        grid = torch.cat([out.rgb, out.alpha.expand_as(out.rgb)], dim=2)  # colour over opacity
-        return write_image(self.run_dir.preview(self.step), grid)
+        with self.timer("previews"):
+            res = self.cfg.output.val_resolution
+            out = self.scene.render(self.camera_sampler.orbit(4, 15.0), res, res, train=False)
+            grid = torch.cat([out.rgb, out.alpha.expand_as(out.rgb)], dim=2)  # colour over opacity
+            return write_image(self.run_dir.preview(self.step), grid)
 
     @torch.no_grad()
     def save_turntable(self) -> Path | None:
         n, res = self.cfg.output.turntable_frames, self.cfg.output.turntable_resolution
         if n == 0:
             return None
-        cams = self.camera_sampler.orbit(n, 15.0)
-        frames = [to_uint8(self.scene.render(cams[i:i + 1], res, res, train=False).rgb[0]) for i in range(n)]
-        return write_video(self.run_dir.video(self.cfg.output.video_format), frames)
+        with self.timer("turntable"):
+            cams = self.camera_sampler.orbit(n, 15.0)
+            frames = [to_uint8(self.scene.render(cams[i:i + 1], res, res, train=False).rgb[0]) for i in range(n)]
+            return write_video(self.run_dir.video(self.cfg.output.video_format), frames)
 
     def export(self, cancel: Callable[[], bool] | None = None) -> dict:
         """export_scene with the run's settings; an error (or `cancel()` turning true between
         export phases) gives {"error": message} and leaves the checkpoint for `dream3d export`."""
         e = self.cfg.output.export
         try:
-            return export_scene(self.scene, self.run_dir.model, e, tuple(self.cfg.camera.elevation_range), cancel)
+            with self.timer("export"):
+                info = export_scene(self.scene, self.run_dir.model, e, tuple(self.cfg.camera.elevation_range), cancel)
         except (EmptySceneError, ExportError) as err:  # the checkpoint is safe; `dream3d export` can retry
             log.error("export skipped: %s", err)
             return {"error": str(err)}
+        return info
 
     def write_metrics(self, status: str, wall: float, extra: dict | None = None) -> None:
+        """metrics.json: status, where training stopped and why ("stop": converged | steps | stopped |
+        interrupted | non_finite), the convergence check, wall seconds per phase ("phases_s",
+        export sub-phases as export.*, over every session of the run) and per training step."""
         n = max(self.timings.get("steps", 0), 1)
+        extra = dict(extra or {})
+        phases = {**self.timer.seconds(), "train": round(self.train_seconds, 2)}
+        export = extra.get("export") or {}
+        phases.update({f"export.{k}": v for k, v in export.get("seconds", {}).items()})
+        stop = self.stop_reason(status)
         write_json(self.run_dir.metrics, {
             "status": status, "prompt": self.cfg.prompt, "seed": self.cfg.seed, "step": self.step,
-            "steps": self.cfg.train.steps, "wall_time_s": round(wall, 2), "skipped_steps": self.skipped_steps,
+            "steps": self.cfg.train.steps, "stop": stop, "convergence": self.convergence.summary(),
+            "wall_time_s": round(wall, 2), "phases_s": phases, "skipped_steps": self.skipped_steps,
             "ms_per_step": {k: round(1000 * v / n, 2) for k, v in self.timings.items() if k != "steps"},
-            "history": self.history, **(extra or {}),
+            "history": self.history, **extra,
         })
+
+    def stop_reason(self, status: str) -> str:
+        """Why training ended: converged | steps (all train.steps) | stopped | interrupted | non_finite."""
+        return status if status != "finished" else ("converged" if self.converged else "steps")
 
     # -- the loop --------------------------------------------------------------------------
     @property
@@ -181,7 +231,8 @@ class Trainer:
 
     def fit(self, stop: threading.Event | None = None, on_step: Callable[[dict], None] | None = None,
             evaluation: Evaluation | None = None) -> dict:
-        """Train to cfg.train.steps, then preview, checkpoint, turntable, export, metrics.
+        """Train until converged (train.convergence) or cfg.train.steps, then preview, checkpoint,
+        turntable, export, metrics.
 
         `stop` set (e.g. by the web UI's Stop button): finish the current step, checkpoint, export
         what exists and return with status "stopped". Set after training ended (during the export):
@@ -201,22 +252,27 @@ class Trainer:
         try:
             atomic_write_text(self.run_dir.config, to_yaml(cfg))
             preview = None
-            while self.step < cfg.train.steps:
+            while self.step < cfg.train.steps and not self.converged:
                 if stop is not None and stop.is_set():
                     status = "stopped"
                     break
                 stats = self.train_step()
                 bar.update(1)
                 bar.set_postfix(grad=f"{stats['grad_norm']:.3g}", alpha=f"{stats['alpha']:.2f}", refresh=False)
-                if self.step % cfg.output.val_every == 0 or self.step == cfg.train.steps:
+                last = self.check_convergence() or self.step == cfg.train.steps
+                if self.step % cfg.output.val_every == 0 or last:
                     self.history.append({"step": self.step, **{k: round(v, 5) for k, v in stats.items()}})
                     preview = self.save_preview()
                 if on_step is not None:
                     on_step({"step": self.step, "steps": cfg.train.steps, "preview": preview, **stats})
-                if evaluation is not None and (self.step % evaluation.every == 0 or self.step == cfg.train.steps):
+                if evaluation is not None and (self.step % evaluation.every == 0 or last):
                     evaluation.measure(self)
-                if self.step % cfg.output.checkpoint_every == 0 and self.step < cfg.train.steps:
+                if self.step % cfg.output.checkpoint_every == 0 and not last:
                     self.save_checkpoint()
+            if self.converged:
+                log.info("converged at step %d of %d (validation renders changed by %.4f < %g); "
+                         "train.convergence.enabled=false trains every step", self.step, cfg.train.steps,
+                         self.convergence.change, cfg.train.convergence.tolerance)
             self.save_checkpoint()
         except KeyboardInterrupt:
             status = "interrupted"
@@ -242,4 +298,5 @@ class Trainer:
                                                                  "turntable": str(turntable) if turntable else None})
         if status == "interrupted":
             raise KeyboardInterrupt
-        return {"status": status, "run_dir": str(self.run_dir.path), "export": export}
+        return {"status": status, "run_dir": str(self.run_dir.path), "export": export, "step": self.step,
+                "steps": cfg.train.steps, "stop": self.stop_reason(status)}

@@ -146,7 +146,8 @@ def status_text(stats: dict | None, started: float, run_dir: Path | None) -> str
     step, steps = stats["step"], stats["steps"]
     elapsed = time.time() - started
     eta = elapsed / max(step, 1) * (steps - step)
-    return (f"**Step {step} / {steps}** — {elapsed:.0f} s elapsed, about {eta:.0f} s left · "
+    return (f"**Step {step} / {steps}** — {elapsed:.0f} s elapsed, at most {eta:.0f} s left (it stops sooner once "
+            "converged) · "
             f"|G| {stats.get('grad_norm', float('nan')):.3g} · opacity {stats.get('alpha', float('nan')):.2f}"
             + (f"\n\nRun folder: `{run_dir}`" if run_dir else ""))
 
@@ -271,7 +272,9 @@ def build_app(runs_dir: str | Path = "runs", concurrency: int = 1, root: Path | 
         result, folder = state["result"], RunDir(state["result"]["run_dir"])
         files = [*folder.assets(), zip_run(folder.path)]
         glb, video = folder.asset("glb"), folder.turntable()
-        done = (f"**{result['status'].capitalize()}** after {time.time() - started:.0f} s — "
+        converged = (f" (converged at step {result['step']} of {result['steps']})"
+                     if result.get("stop") == "converged" else "")
+        done = (f"**{result['status'].capitalize()}**{converged} after {time.time() - started:.0f} s — "
                 f"{result_note(result['export'])}\n\nRun folder: `{folder.path}`")
         yield (done, last_preview, str(video) if video else None, str(glb) if glb.exists() else None,
                [str(f) for f in files])

@@ -107,6 +107,12 @@ class Scene(nn.Module):
         raise NotImplementedError(f"{type(self).__name__} has no splats to write; only Gaussian scenes "
                                   "(GaussianScene, scene.name=gaussians) do")
 
+    def occupied(self, points: Tensor) -> Tensor | None:
+        """Whether each point [P,3] may have density, from the scene's own empty-space skipping (the
+        NeRF's occupancy grid, which its renders skip too), [P] bool; None (the default): no such
+        knowledge, every point may. Lets the exporter skip density queries the renders skip."""
+        return None
+
     def surface_maps(self, cameras: Cameras, resolution: int, surface_opacity: float = 0.05
                      ) -> tuple[Tensor, Tensor] | None:
         """For mesh export by carving, from the scene's own renderer: opaque [C,1,r,r] (1 where the

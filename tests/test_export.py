@@ -105,7 +105,8 @@ def bilinear(image: np.ndarray, uv: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("shape", ["sphere", "cube", "torus"])
 def test_density_export_matches_the_analytic_shape(tmp_path, shape):
-    info = export(AnalyticScene(shape), tmp_path, method="density", resolution=96, formats=["glb"], max_faces=0)
+    info = export(AnalyticScene(shape), tmp_path, method="density", resolution=96, formats=["glb"], max_faces=0,
+                  max_error=0)
     mesh = load_mesh(info["files"]["glb"])
     assert abs(mesh.volume - volume(shape)) / volume(shape) < 0.05
     # marching cubes of a step field is accurate to a fraction of a voxel (1.1 / 95 = 0.012 here)
@@ -124,9 +125,10 @@ def test_visibility_export_matches_the_analytic_shape(tmp_path, shape):
 
 
 def test_face_budget_is_respected_and_keeps_the_shape(tmp_path):
-    full = export(AnalyticScene("sphere"), tmp_path / "a", method="density", resolution=96, formats=["ply"], max_faces=0)
+    full = export(AnalyticScene("sphere"), tmp_path / "a", method="density", resolution=96, formats=["ply"], max_faces=0,
+                  max_error=0)
     info = export(AnalyticScene("sphere"), tmp_path / "b", method="density", resolution=96, formats=["glb", "ply"],
-                  max_faces=2000)
+                  max_faces=2000, max_error=0)
     assert full["faces"] > 20000 and 1500 < info["faces"] <= 2000
     for fmt in ("glb", "ply"):
         mesh = load_mesh(info["files"][fmt])
@@ -138,7 +140,7 @@ def test_face_budget_is_respected_and_keeps_the_shape(tmp_path):
 @pytest.mark.parametrize("shape", ["sphere", "torus"])
 def test_baked_texture_matches_the_field_colour_on_the_surface(tmp_path, shape):
     info = export(AnalyticScene(shape), tmp_path, method="density", resolution=64, formats=["glb"], texture_size=512,
-                  max_faces=3000)
+                  max_faces=3000, texels_per_cell=0)
     g, pos, uv, idx, image, material = read_glb(Path(info["files"]["glb"]))
     assert g.asset.version == "2.0" and image.shape == (512, 512, 3)
     assert material.pbrMetallicRoughness.metallicFactor == 0 and material.pbrMetallicRoughness.roughnessFactor == 1
@@ -198,7 +200,7 @@ def test_coarse_pass_finds_a_small_object_and_the_fine_grid_resolves_it(tmp_path
         def density(self, p):
             return ((p - torch.tensor([0.2, 0.1, -0.1])).norm(dim=-1) < 0.1).float() * 1000
 
-    info = export(Small(None), tmp_path, formats=["ply"], resolution=48, method="density", max_faces=0)
+    info = export(Small(None), tmp_path, formats=["ply"], resolution=48, method="density", max_faces=0, max_error=0)
     mesh = load_mesh(info["files"]["ply"])
     v = 4 / 3 * np.pi * 0.1 ** 3
     assert abs(mesh.volume - v) / v < 0.05  # at 48 points over the whole box this would be ~4 voxels across
@@ -310,7 +312,8 @@ def test_specks_left_by_decimation_are_dropped(tmp_path, monkeypatch):
         return trimesh.util.concatenate([out, speck])
 
     monkeypatch.setattr(export_module, "decimate", with_speck)
-    info = export(AnalyticScene("sphere"), tmp_path, method="density", resolution=48, formats=["ply"], max_faces=1000)
+    info = export(AnalyticScene("sphere"), tmp_path, method="density", resolution=48, formats=["ply"], max_faces=1000,
+                  max_error=0)
     mesh = load_mesh(info["files"]["ply"])
     assert len(trimesh.Trimesh(mesh.vertices, mesh.faces).split(only_watertight=False)) == 1
 
@@ -346,6 +349,110 @@ def test_surface_on_the_box_walls_exports_within_the_box(tmp_path):
     """Marching cubes on grids that reach past the box, and decimation, may place vertices a
     little outside it; the export clamps them to the box (the scene ends there), so the
     written file passes its check instead of failing the export."""
-    info = export(BoxFillingScene(), tmp_path, method="visibility", resolution=48, max_faces=2000, formats=("glb",))
+    info = export(BoxFillingScene(), tmp_path, method="visibility", resolution=48, max_faces=2000, max_error=0,
+                  formats=("glb",))
     mesh = load_mesh(info["files"]["glb"])
     assert np.abs(mesh.vertices).max() <= 0.6 + 1e-6 and len(mesh.faces) > 1000
+
+
+def test_decimation_by_error_keeps_the_surface_within_the_tolerance(tmp_path):
+    """A sphere needs few faces, a budget-free export still stays within max_error grid cells of
+    the full marching-cubes surface; a smaller tolerance keeps more faces."""
+    from dream3d.export.decimate import surface_distance
+
+    full = export(AnalyticScene("sphere"), tmp_path / "a", method="density", resolution=64, formats=["ply"],
+                  max_faces=0, max_error=0)
+    coarse = export(AnalyticScene("sphere"), tmp_path / "b", method="density", resolution=64, formats=["ply"],
+                    max_error=1.0)
+    fine = export(AnalyticScene("sphere"), tmp_path / "c", method="density", resolution=64, formats=["ply"],
+                  max_error=0.2)
+    assert coarse["faces"] < fine["faces"] < full["faces"] / 2
+    reference = load_mesh(full["files"]["ply"])
+    for info, tolerance in ((coarse, 1.0), (fine, 0.2)):
+        mesh = load_mesh(info["files"]["ply"])
+        assert info["surface_error_cells"] <= tolerance and info["grid_step"] == full["grid_step"]
+        # measured again with other (more) sample points: the 99th percentile stays near the tolerance
+        assert surface_distance(reference, mesh, samples=8000) <= 1.5 * tolerance * info["grid_step"]
+        assert abs(mesh.volume - volume("sphere")) / volume("sphere") < 0.06
+
+
+def test_texture_fits_the_surface(tmp_path):
+    """texels_per_cell picks the power-of-two texture for the surface: a larger grid cell (coarser
+    resolution) or a lower density gives a smaller texture, never above texture_size."""
+    sizes = {}
+    for res, density in ((32, 1.0), (64, 1.0), (64, 4.0), (64, 64.0)):
+        info = export(AnalyticScene("sphere"), tmp_path / f"{res}-{density}", method="density", resolution=res,
+                      formats=["glb"], texture_size=512, texels_per_cell=density)
+        image = read_glb(Path(info["files"]["glb"]))[4]
+        assert image.shape[0] == image.shape[1] == info["texture_size"]
+        sizes[res, density] = info["texture_size"]
+    assert sizes[32, 1.0] <= sizes[64, 1.0] < sizes[64, 4.0] <= sizes[64, 64.0] == 512
+    assert all(s & (s - 1) == 0 for s in sizes.values())  # powers of two
+
+
+def test_marched_surface_depth_is_exact_within_a_sample():
+    """The depth at which a ray reaches the surface opacity is interpolated inside the sample
+    (density is constant within one, so optical depth grows linearly): a soft wall of density 1
+    starting at distance 1.85 reaches 5% opacity (optical depth 0.0513) at 1.85 + 0.0513, inside
+    the sample [1.85, 2.0], not at its middle 1.925."""
+    from dream3d.export.isosurface import marched_surface_maps
+    from dream3d.kernel.cameras import Cameras
+
+    class Wall(Scene):
+        bound = 0.6
+
+        def density(self, p):
+            return torch.where(p[:, 2] < 0.15, 1.0, 0.0)
+
+        def color(self, p):
+            return torch.ones_like(p)
+
+    cams = Cameras.make(0.0, 0.0, distance=2.0, fovy=0.5)  # on the +z axis, looking at the origin
+    assert torch.allclose(cams.positions, torch.tensor([[0.0, 0.0, 2.0]]), atol=1e-5)
+    # the box [-0.6, 0.6]^3 spans distances 1.4 .. 2.6 along the axis: 8 samples 0.15 apart
+    opaque, depth = marched_surface_maps(Wall(), cams, 2, 8, 0.05)
+    assert bool((opaque == 1).all())
+    expected = 1.85 - np.log(0.95)  # opaque too: optical depth 0.75 > ln 2 by the far side
+    assert torch.allclose(depth, torch.full_like(depth, expected), atol=2e-3)
+
+
+def test_marching_stops_early_and_skips_unoccupied_space_without_changing_the_maps():
+    """Rays stop once opaque and skip what scene.occupied rules out: the surface maps equal those of
+    marching every sample of a scene whose density is zero there; the density is queried less."""
+    from dream3d.export import surface_cameras
+    from dream3d.export.isosurface import marched_surface_maps
+
+    class Counting(AnalyticScene):
+        def __init__(self, shape, occupancy):
+            super().__init__(shape)
+            self.occupancy, self.queries = occupancy, 0
+
+        def density(self, p):
+            self.queries += len(p)
+            return torch.where(p[:, 1] > -0.45, super().density(p), 0.0)  # empty below y = -0.45
+
+        def occupied(self, p):
+            return (p[:, 1] > -0.45) if self.occupancy else None
+
+    cams = surface_cameras()
+    plain, smart = Counting("torus", False), Counting("torus", True)
+    full = marched_surface_maps(plain, cams, 24, 48, 0.05, box=None)
+    full_queries, plain.queries = plain.queries, 0
+    # the reference: every sample of every ray (stop_at None), through the same code path
+    import dream3d.export.isosurface as iso
+
+    reference = iso._march(plain, cams, 24, 48)
+    assert plain.queries > full_queries  # early termination saved queries
+    fast = marched_surface_maps(smart, cams, 24, 48, 0.05, box=None)
+    assert smart.queries < full_queries
+    for a, b in zip(full, fast):
+        assert torch.equal(a, b)
+    threshold = -np.log(0.95)
+    hit, starts, ends, sigma, optical_depth = reference
+    first = (optical_depth > threshold).float().argmax(-1)
+    reached = optical_depth[:, -1] > np.log(2)
+    assert torch.equal(full[0].reshape(-1)[hit], reached.float())
+    # the depth sits inside the sample where the full march crosses the threshold
+    depth = full[1].reshape(-1)[hit][reached]
+    lo, hi = starts.gather(1, first[:, None])[reached, 0], ends.gather(1, first[:, None])[reached, 0]
+    assert bool(((depth >= lo - 1e-5) & (depth <= hi + 1e-5)).all())

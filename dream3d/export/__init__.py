@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from dream3d.export.config import ISOSURFACE_METHODS, ExportConfig, asset_path
-from dream3d.export.decimate import decimate
+from dream3d.export.decimate import decimate, decimate_to_error
 from dream3d.export.isosurface import (
     EmptySceneError,
     Grid,
@@ -26,6 +26,7 @@ from dream3d.export.isosurface import (
 from dream3d.export.texture import bake_texture
 from dream3d.export.writers import ExportError, load_mesh, write_mesh
 from dream3d.kernel.cameras import Cameras, CameraSampler
+from dream3d.kernel.timing import PhaseTimer
 from renderers.base import Scene
 
 COARSE_MARGIN = 2  # coarse cells added around the occupied box
@@ -50,15 +51,20 @@ def _check(cancel) -> None:
                               "writes the assets from it")
 
 
-def scene_mesh(scene: Scene, cfg: ExportConfig, elevation_range=(-10.0, 45.0), cancel=None):
-    """The scene's surface as a vertex-coloured trimesh, within cfg.max_faces; returns (mesh, level).
+def scene_mesh(scene: Scene, cfg: ExportConfig, elevation_range=(-10.0, 45.0), cancel=None,
+               timer: PhaseTimer | None = None):
+    """The scene's surface as a vertex-coloured trimesh, within cfg.max_faces; returns (mesh, info)
+    with info's "level" (of the field), "grid_step" (the fine grid's cell, world units) and, when
+    decimated by error, "surface_error_cells" (the decimated surface's distance from the full one).
 
     method "density": marching cubes of the density at cfg.level ("auto": the density where
     renders reach 50% opacity, see auto_level). method "visibility": marching cubes of the
     carving field (visibility_grid) at 0, solid behind whatever the renders show as surface.
     Coarse to fine: the field on a grid of resolution/4 finds the occupied box, then the full
     resolution covers that box only. Raises EmptySceneError when there is no surface, and
-    ExportCancelled when `cancel()` is true between phases."""
+    ExportCancelled when `cancel()` is true between phases. `timer` (if given) records the seconds
+    of the phases field, mesh, decimate and paint."""
+    timer = timer or PhaseTimer()
     if cfg.method not in ISOSURFACE_METHODS:  # validate_export checks configs; this guards direct callers
         raise ValueError(f"unknown isosurface method {cfg.method!r}; valid: {', '.join(ISOSURFACE_METHODS)}")
     cams = surface_cameras(elevation_range)
@@ -72,47 +78,67 @@ def scene_mesh(scene: Scene, cfg: ExportConfig, elevation_range=(-10.0, 45.0), c
 
         def field(grid):
             return density_grid(scene, grid)
-    coarse = Grid.cube(scene.bound, max(16, cfg.resolution // 4))
-    lo, hi = coarse.occupied_box(field(coarse), level, COARSE_MARGIN, scene.bound)
+    with timer("field"):
+        coarse = Grid.cube(scene.bound, max(16, cfg.resolution // 4))
+        lo, hi = coarse.occupied_box(field(coarse), level, COARSE_MARGIN, scene.bound)
+        _check(cancel)
+        fine = Grid.fit(lo, hi, cfg.resolution)
+        values = field(fine)
+    with timer("mesh"):
+        mesh = extract_mesh(values, fine, level, cfg.min_component_fraction)
     _check(cancel)
-    fine = Grid.fit(lo, hi, cfg.resolution)
-    mesh = extract_mesh(field(fine), fine, level, cfg.min_component_fraction)
-    _check(cancel)
-    if cfg.max_faces and len(mesh.faces) > cfg.max_faces:  # collapses can pinch off specks: drop them again
-        mesh = keep_large_pieces(decimate(mesh, cfg.max_faces), cfg.min_component_fraction)
-    # grids that reach past the box and decimation can put vertices slightly outside it; the scene ends there
-    mesh.vertices = np.clip(mesh.vertices, -scene.bound, scene.bound)
-    return paint_vertices(scene, mesh), level
+    info = {"level": float(level), "grid_step": fine.step}
+    with timer("decimate"):
+        if cfg.max_error > 0:
+            mesh, error = decimate_to_error(mesh, cfg.max_error * fine.step, cfg.max_faces)
+            info["surface_error_cells"] = round(error / fine.step, 3)
+        elif cfg.max_faces:
+            mesh = decimate(mesh, cfg.max_faces)
+        mesh = keep_large_pieces(mesh, cfg.min_component_fraction)  # collapses can pinch off specks
+        # grids that reach past the box and decimation can put vertices slightly outside it; the scene ends there
+        mesh.vertices = np.clip(mesh.vertices, -scene.bound, scene.bound)
+    with timer("paint"):
+        return paint_vertices(scene, mesh), info
 
 
 def export_scene(scene: Scene, out_base: str | Path, cfg: ExportConfig | None = None, elevation_range=(-10.0, 45.0),
                  cancel=None) -> dict:
-    """Write asset_path(out_base, fmt) for each of cfg.formats; returns {"method", "files"} and, when a
-    mesh format was asked for, "level", "vertices", "faces", "colors". Raises EmptySceneError (and
+    """Write asset_path(out_base, fmt) for each of cfg.formats; returns {"method", "files", "seconds"
+    (per phase)} and, when a mesh format was asked for, "level", "vertices", "faces", "colors",
+    "grid_step", "surface_error_cells" (when decimated by error) and "texture_size" (when baked). Raises EmptySceneError (and
     writes nothing) when there is no surface, ExportError when a written file does not reopen as
     written, ExportCancelled when `cancel()` turns true before the files are written, ValueError
     for format "splat" on a scene without splats (Scene.supports_splats)."""
     cfg = cfg or ExportConfig()
     formats = list(cfg.formats)
     files: dict[str, str] = {}
+    timer = PhaseTimer()
+    info = {"method": cfg.method, "files": files}
     _check(cancel)
     if "splat" in formats:
         if not scene.supports_splats():
             raise ValueError(f"format 'splat' needs a Gaussian scene, not {type(scene).__name__}")
-        files["splat"] = str(scene.write_splats(asset_path(out_base, "splat")))
+        with timer("splat"):
+            files["splat"] = str(scene.write_splats(asset_path(out_base, "splat")))
         formats.remove("splat")
-    info = {"method": cfg.method, "files": files}
     if not formats:
-        return info
-    mesh, level = scene_mesh(scene, cfg, elevation_range, cancel)
-    baked = bake_texture(scene, mesh, cfg.texture_size) if cfg.colors == "texture" and set(formats) - {"ply"} else None
+        return {**info, "seconds": timer.seconds()}
+    mesh, surface = scene_mesh(scene, cfg, elevation_range, cancel, timer)
+    baked = None
+    if cfg.colors == "texture" and set(formats) - {"ply"}:
+        texels_per_unit = cfg.texels_per_cell / surface["grid_step"] if cfg.texels_per_cell > 0 else 0.0
+        baked = bake_texture(scene, mesh, cfg.texture_size, texels_per_unit=texels_per_unit, timer=timer)
     _check(cancel)
-    for fmt in formats:
-        written = write_mesh(baked if baked is not None and fmt != "ply" else mesh, asset_path(out_base, fmt),
-                             scene.bound)
-        files[fmt] = str(written[-1])
-        files.update({f"{fmt}_{p.suffix.lstrip('.')}": str(p) for p in written[:-1]})
-    info.update(level=float(level), vertices=len(mesh.vertices), faces=len(mesh.faces), colors=cfg.colors)
+    with timer("write"):
+        for fmt in formats:
+            written = write_mesh(baked if baked is not None and fmt != "ply" else mesh, asset_path(out_base, fmt),
+                                 scene.bound)
+            files[fmt] = str(written[-1])
+            files.update({f"{fmt}_{p.suffix.lstrip('.')}": str(p) for p in written[:-1]})
+    info.update(level=surface["level"], vertices=len(mesh.vertices), faces=len(mesh.faces), colors=cfg.colors,
+                **{k: surface[k] for k in ("grid_step", "surface_error_cells") if k in surface},
+                texture_size=baked.visual.material.baseColorTexture.size[0] if baked is not None else None,
+                seconds=timer.seconds())
     return info
 
 

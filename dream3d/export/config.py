@@ -27,9 +27,15 @@ class ExportConfig:
     level: Any = "auto"  # density method only: "auto" or a density value
     surface_opacity: float = bounded(0.05, 0.001, 0.5)  # visibility method: opacity at which a ray meets the surface
     min_component_fraction: float = bounded(0.05, 0.0, 1.0)  # drop pieces smaller than this x the largest
-    max_faces: int = bounded(30000, 0, 10_000_000)  # decimate to this face budget; 0 = keep every face
+    max_faces: int = bounded(30000, 0, 10_000_000)  # face budget (upper bound); 0 = no budget
+    # decimate to about the fewest faces (>= 500) whose surface stays within this many grid cells of the
+    # marching-cubes surface (two-sided distance); 0 = decimate to max_faces exactly
+    max_error: float = bounded(1.0, 0.0, 100.0)
     colors: str = choice("texture", EXPORT_COLORS)  # baked UV texture (GLB/OBJ) | vertex colours; PLY: vertex colours
-    texture_size: int = bounded(1024, 16, 8192)  # texture width = height in pixels
+    texture_size: int = bounded(1024, 16, 8192)  # largest texture width = height in pixels
+    # texels per grid cell along the surface: the texture is the smallest power of two (>= 64) that holds
+    # the surface at this density, at most texture_size; 0 = always texture_size
+    texels_per_cell: float = bounded(1.0, 0.0, 64.0)
 
 
 def validate_export(e: ExportConfig, scene: str) -> None:

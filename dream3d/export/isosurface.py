@@ -11,7 +11,7 @@ from skimage.measure import marching_cubes
 from torch import Tensor
 
 from dream3d.kernel.cameras import Cameras
-from dream3d.kernel.rays import ray_aabb, stratified_samples
+from dream3d.kernel.rays import ray_box, stratified_samples
 from renderers.base import Scene
 
 
@@ -45,6 +45,11 @@ class Grid:
         axes = [self.lo[i] + self.step * torch.arange(self.shape[i], dtype=torch.float64) for i in range(3)]
         return torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3).float()
 
+    def box(self) -> tuple[Tensor, Tensor]:
+        """The corners (lo [3], hi [3]) of the box the grid points span."""
+        lo = torch.tensor(self.lo)
+        return lo, lo + self.step * (torch.tensor(self.shape) - 1)
+
     def occupied_box(self, field: np.ndarray, level: float, margin: int, bound: float) -> tuple[np.ndarray, np.ndarray]:
         """Bounding box (lo [3], hi [3]) of the points where field > level, grown by `margin` cells
         and clipped to [-bound, bound]^3 (the coarse pass of a coarse-to-fine extraction)."""
@@ -68,17 +73,40 @@ HALF_OPACITY = float(np.log(2))  # optical depth at which transmittance reaches 
 
 
 @torch.no_grad()
-def _march(scene: Scene, cameras: Cameras, resolution: int, samples: int):
-    """Per-pixel densities along rays: returns rays' (origins, dirs, hit mask) [R,..], sample
-    mids [R',S], densities [R',S] and optical depth [R',S] for the rays that hit the box."""
+def _march(scene: Scene, cameras: Cameras, resolution: int, samples: int, box: tuple[Tensor, Tensor] | None = None,
+           stop_at: float | None = None, segment: int = 16, chunk: int = 1 << 16):
+    """Per-pixel densities along rays through `box` (lo [3], hi [3]; default the scene's bounding
+    cube): returns the hit mask [R], sample intervals (starts, ends) [R',S], densities [R',S] and the
+    optical depth at each interval's end [R',S] for the R' rays that hit the box. Density outside
+    the box is not counted, nor where `scene.occupied` says there is none (its renders skip those
+    samples too). Rays are marched `segment` samples at a time; with `stop_at`, a ray stops once
+    its optical depth exceeds it (its later samples count as empty: the optical depth up to
+    `stop_at`, and where it is crossed, are exact)."""
     o, d = (v.reshape(-1, 3) for v in cameras.rays(resolution, resolution))
-    near, far, hit = ray_aabb(o, d, scene.bound)
+    lo, hi = box if box is not None else (-scene.bound, scene.bound)
+    near, far, hit = ray_box(o, d, lo, hi)
     starts, ends = stratified_samples(near[hit], far[hit], samples, perturb=False, generator=None)
-    mids = (starts + ends) / 2
+    mids, deltas = (starts + ends) / 2, ends - starts
     oh, dh = o[hit], d[hit]
-    sigma = torch.cat([scene.density((oh[i:i + 512, None] + dh[i:i + 512, None] * mids[i:i + 512, :, None]).reshape(-1, 3))
-                       for i in range(0, oh.shape[0], 512)]).reshape(mids.shape)
-    return hit, mids, sigma, torch.cumsum(sigma * (ends - starts), -1)
+    sigma = torch.zeros_like(mids)
+    so_far = torch.zeros(len(mids))
+    active = torch.arange(len(mids))
+    for s0 in range(0, samples, segment):
+        if stop_at is not None:
+            active = active[so_far[active] <= stop_at]
+        if len(active) == 0:
+            break
+        seg = slice(s0, s0 + segment)
+        points = (oh[active, None] + dh[active, None] * mids[active, seg, None]).reshape(-1, 3)
+        values = torch.zeros(len(points))
+        keep = scene.occupied(points)
+        idx = torch.arange(len(points)) if keep is None else keep.nonzero().squeeze(1)
+        for i in range(0, len(idx), chunk):
+            values[idx[i:i + chunk]] = scene.density(points[idx[i:i + chunk]])
+        values = values.reshape(len(active), -1)
+        sigma[active, seg] = values
+        so_far[active] += (values * deltas[active, seg]).sum(-1)
+    return hit, starts, ends, sigma, torch.cumsum(sigma * deltas, -1)
 
 
 def _empty_error() -> EmptySceneError:
@@ -91,7 +119,7 @@ def auto_level(scene: Scene, cameras: Cameras, resolution: int = 64, samples: in
     """The density at which renders show the surface: along each ray that ends opaque
     (transmittance < 0.5), take the density where transmittance crosses 0.5; return the
     median (in log space) over rays. The mesh's silhouette then matches the rendered one."""
-    _, _, sigma, optical_depth = _march(scene, cameras, resolution, samples)
+    _, _, _, sigma, optical_depth = _march(scene, cameras, resolution, samples, stop_at=HALF_OPACITY)
     opaque = optical_depth[:, -1] > HALF_OPACITY
     if not opaque.any():
         raise _empty_error()
@@ -105,16 +133,25 @@ def auto_level(scene: Scene, cameras: Cameras, resolution: int = 64, samples: in
 
 @torch.no_grad()
 def marched_surface_maps(scene: Scene, cameras: Cameras, image_resolution: int, samples: int,
-                         surface_opacity: float) -> tuple[Tensor, Tensor]:
-    """Per camera, by marching the density: opaque [C,1,r,r] (1 where the ray ends with opacity > 1/2)
-    and the depth [C,1,r,r] at which the ray first reaches `surface_opacity` (0 elsewhere)."""
-    hit, mids, _, optical_depth = _march(scene, cameras, image_resolution, samples)
+                         surface_opacity: float, box: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+    """Per camera, by marching the density in `box` (see _march): opaque [C,1,r,r] (1 where the ray
+    ends with opacity > 1/2) and the depth [C,1,r,r] at which the ray first reaches
+    `surface_opacity` (0 elsewhere)."""
+    threshold = -float(np.log(1 - surface_opacity))
+    hit, starts, ends, _, optical_depth = _march(scene, cameras, image_resolution, samples, box,
+                                                 stop_at=max(threshold, HALF_OPACITY))
     opaque = torch.zeros(hit.shape)
     depth = torch.zeros(hit.shape)
     reached = optical_depth[:, -1] > HALF_OPACITY
-    first = (optical_depth > -np.log(1 - surface_opacity)).float().argmax(-1)
+    first = (optical_depth > threshold).float().argmax(-1)[:, None]  # the sample in which the threshold is crossed
+    # density is constant within a sample, so the optical depth grows linearly across it: the crossing
+    # point is exact, not just the sample's middle (fewer samples give the same depth)
+    before = torch.where(first > 0, optical_depth.gather(1, (first - 1).clamp(min=0)), torch.zeros_like(starts[:, :1]))
+    after = optical_depth.gather(1, first)
+    t0, t1 = starts.gather(1, first), ends.gather(1, first)
+    crossing = (t0 + (t1 - t0) * ((threshold - before) / (after - before).clamp(min=1e-12)).clamp(0, 1)).squeeze(1)
     opaque[hit] = reached.float()
-    depth[hit] = torch.where(reached, mids.gather(1, first[:, None]).squeeze(1), torch.zeros_like(mids[:, 0]))
+    depth[hit] = torch.where(reached, crossing, torch.zeros_like(crossing))
     shape = (len(cameras), 1, image_resolution, image_resolution)
     return opaque.reshape(shape), depth.reshape(shape)
 
@@ -131,15 +168,20 @@ def visibility_grid(scene: Scene, grid: Grid, cameras: Cameras, image_resolution
     projection (D only from pixels that end opaque):
     m = min(pixel_size * (A - 1/2), distance - D); the field is min over cameras. Unlike a
     density level set it is solid behind a thin opaque skin, which NeRFs trained from renders
-    often are, and its silhouettes are accurate to a fraction of a pixel."""
+    often are, and its silhouettes are accurate to a fraction of a pixel. Marched scenes are
+    marched within the grid's box only (the fine pass of a coarse-to-fine extraction covers the
+    occupied box, where every surface lies), `samples` (default one per grid cell; the surface
+    depth is interpolated within a sample) across it."""
     grid_resolution = max(grid.shape)
     image_resolution = image_resolution or min(96, grid_resolution)
     maps = scene.surface_maps(cameras, image_resolution, surface_opacity)  # scenes with their own renderer (Gaussians)
     if maps is None:
-        maps = marched_surface_maps(scene, cameras, image_resolution, samples or 2 * grid_resolution, surface_opacity)
+        maps = marched_surface_maps(scene, cameras, image_resolution, samples or grid_resolution,
+                                    surface_opacity, grid.box())
     opaque, depth = maps
     if opaque.sum() == 0:
         raise _empty_error()
+    maps = torch.cat([opaque, depth * opaque], 1)  # [C,2,r,r]: both interpolated in one pass
     pts = grid.points()
     field = torch.full((pts.shape[0],), float("inf"))
     w2c = torch.linalg.inv(cameras.c2w())
@@ -148,8 +190,7 @@ def visibility_grid(scene: Scene, grid: Grid, cameras: Cameras, image_resolution
         pc = pts @ w2c[k, :3, :3].T + w2c[k, :3, 3]
         z = (-pc[:, 2]).clamp(min=1e-6)
         uv = torch.stack([pc[:, 0] / (z * tan[k]), -pc[:, 1] / (z * tan[k])], -1).reshape(1, 1, -1, 2)
-        a, w = (torch.nn.functional.grid_sample(img, uv, align_corners=False).reshape(-1)
-                for img in (opaque[k:k + 1], depth[k:k + 1] * opaque[k:k + 1]))
+        a, w = torch.nn.functional.grid_sample(maps[k:k + 1], uv, align_corners=False).reshape(2, -1)
         d_surface = torch.where(a > 0, w / a.clamp(min=1e-6), torch.zeros_like(a))
         dist = pc.norm(dim=-1)
         pixel = 2 * dist * tan[k] / image_resolution

@@ -14,22 +14,34 @@ from PIL import Image
 from torch import Tensor
 
 from dream3d.export.isosurface import scene_colors
+from dream3d.kernel.timing import PhaseTimer
 from renderers.base import Scene
 
 
-def unwrap(vertices: np.ndarray, faces: np.ndarray, texture_size: int, padding: int = 4):
-    """xatlas charts packed into a `texture_size`² atlas with `padding` texels between charts.
-    Returns (vmapping [V'] index of each new vertex in the input, faces [F,3] into the new
-    vertices, uv [V',2] in [0,1]); vertices are split along chart seams."""
+def unwrap(vertices: np.ndarray, faces: np.ndarray, texture_size: int, padding: int = 4, texels_per_unit: float = 0.0,
+           min_size: int = 64):
+    """xatlas charts packed into a square atlas with `padding` texels between charts.
+    texels_per_unit 0: the atlas is texture_size². Otherwise the charts are packed at that scale
+    (texels per world unit) and the atlas is the smallest power of two (>= min_size) that holds
+    them, at most texture_size (beyond it the scale shrinks to fit). Returns (vmapping [V'] index of
+    each new vertex in the input, faces [F,3] into the new vertices, uv [V',2] in [0,1], the atlas
+    side in texels); vertices are split along chart seams."""
     atlas = xatlas.Atlas()
     atlas.add_mesh(np.ascontiguousarray(vertices, np.float32), np.ascontiguousarray(faces, np.uint32))
     pack = xatlas.PackOptions()
-    pack.resolution = texture_size
+    pack.resolution = 0 if texels_per_unit > 0 else texture_size
+    pack.texels_per_unit = texels_per_unit
     pack.padding = padding
     pack.bilinear = True
     atlas.generate(pack_options=pack)
     vmapping, new_faces, uv = atlas[0]
-    return vmapping.astype(np.int64), new_faces.astype(np.int64), uv.astype(np.float64)
+    uv = uv.astype(np.float64)
+    size = texture_size
+    if texels_per_unit > 0:  # a w x h atlas: place it in the corner of the smallest square that holds it
+        extent = max(atlas.width, atlas.height)
+        size = int(min(texture_size, max(min_size, 2 ** int(np.ceil(np.log2(max(extent, 1)))))))
+        uv = uv * np.array([atlas.width, atlas.height]) / max(extent, size)
+    return vmapping.astype(np.int64), new_faces.astype(np.int64), uv, size
 
 
 def _edge(u: Tensor, v: Tensor, p: Tensor) -> Tensor:
@@ -116,11 +128,22 @@ def dilate(image: Tensor, mask: Tensor, iterations: int) -> tuple[Tensor, Tensor
     return img, m.bool()
 
 
-def bake_texture(scene: Scene, mesh: trimesh.Trimesh, texture_size: int, padding: int = 4) -> trimesh.Trimesh:
+def bake_texture(scene: Scene, mesh: trimesh.Trimesh, texture_size: int, padding: int = 4,
+                 texels_per_unit: float = 0.0, timer: PhaseTimer | None = None) -> trimesh.Trimesh:
     """A copy of `mesh` with xatlas UVs and a base-colour texture baked from the scene's albedo
     at the surface point of every covered texel (glTF metallic-roughness material, metallic 0,
-    roughness 1). Normals come from the welded mesh, so seams do not show in shading."""
-    vmapping, faces, uv = unwrap(mesh.vertices, mesh.faces, texture_size, padding)
+    roughness 1). Normals come from the welded mesh, so seams do not show in shading. The texture
+    is texture_size² or, with texels_per_unit > 0, the smallest power of two that holds the surface
+    at that density (see unwrap). `timer` records the seconds of the phases uv (xatlas) and bake."""
+    timer = timer or PhaseTimer()
+    with timer("uv"):
+        vmapping, faces, uv, texture_size = unwrap(mesh.vertices, mesh.faces, texture_size, padding, texels_per_unit)
+    with timer("bake"):
+        return _bake(scene, mesh, texture_size, padding, vmapping, faces, uv)
+
+
+def _bake(scene: Scene, mesh: trimesh.Trimesh, texture_size: int, padding: int, vmapping: np.ndarray,
+          faces: np.ndarray, uv: np.ndarray) -> trimesh.Trimesh:
     vertices = mesh.vertices[vmapping]
     face_id, bary = rasterize_uv(torch.from_numpy(uv), torch.from_numpy(faces), texture_size, margin=padding // 2)
     covered = face_id >= 0

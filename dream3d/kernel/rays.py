@@ -10,8 +10,14 @@ from torch import Tensor
 
 def ray_aabb(origins: Tensor, dirs: Tensor, bound: float) -> tuple[Tensor, Tensor, Tensor]:
     """Entry/exit distances [R] of rays with the box [-bound, bound]^3 and a hit mask [R]."""
+    return ray_box(origins, dirs, -bound, bound)
+
+
+def ray_box(origins: Tensor, dirs: Tensor, lo: Tensor | float, hi: Tensor | float) -> tuple[Tensor, Tensor, Tensor]:
+    """Entry/exit distances [R] of rays with the axis-aligned box [lo, hi] (corners [3] or scalars)
+    and a hit mask [R]."""
     inv = 1.0 / torch.where(dirs.abs() > 1e-9, dirs, torch.full_like(dirs, 1e-9))
-    ta, tb = (-bound - origins) * inv, (bound - origins) * inv
+    ta, tb = (lo - origins) * inv, (hi - origins) * inv
     near = torch.minimum(ta, tb).max(-1).values.clamp(min=0)
     far = torch.maximum(ta, tb).min(-1).values
     return near, far, far > near

@@ -160,5 +160,9 @@ class NeRFScene(Scene):
     def density(self, points: Tensor) -> Tensor:
         return self.field(points)[0]
 
+    def occupied(self, points: Tensor) -> Tensor | None:
+        """The occupancy grid's verdict (scene.sampler=occupancy), as renders use it; None when dense."""
+        return None if self.occupancy is None else self.occupancy(points)
+
     def color(self, points: Tensor) -> Tensor:
         return self.field(points)[1]
