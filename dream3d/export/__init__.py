@@ -1,8 +1,8 @@
 """Export a scene as assets in the world frame (+Y up, front +Z, metres).
 
 Pipeline: field on a coarse grid -> occupied box -> field on a fine grid in that box ->
-marching cubes (isosurface.py) -> largest pieces -> decimation to a face budget
-(decimate.py) -> xatlas UVs and a baked base-colour texture, or vertex colours
+marching cubes (isosurface.py) -> largest pieces -> decimation to a surface error within a
+face budget (decimate.py) -> xatlas UVs and a baked base-colour texture, or vertex colours
 (texture.py) -> GLB / OBJ+MTL+PNG / PLY, each checked after writing (writers.py).
 """
 from __future__ import annotations
@@ -105,8 +105,8 @@ def export_scene(scene: Scene, out_base: str | Path, cfg: ExportConfig | None = 
                  cancel=None) -> dict:
     """Write asset_path(out_base, fmt) for each of cfg.formats; returns {"method", "files", "seconds"
     (per phase)} and, when a mesh format was asked for, "level", "vertices", "faces", "colors",
-    "grid_step", "surface_error_cells" (when decimated by error) and "texture_size" (when baked). Raises EmptySceneError (and
-    writes nothing) when there is no surface, ExportError when a written file does not reopen as
+    "grid_step", "surface_error_cells" (when decimated by error) and "texture_size" (when baked).
+    Raises EmptySceneError (and writes nothing) when there is no surface, ExportError when a written file does not reopen as
     written, ExportCancelled when `cancel()` turns true before the files are written, ValueError
     for format "splat" on a scene without splats (Scene.supports_splats)."""
     cfg = cfg or ExportConfig()
