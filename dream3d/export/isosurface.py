@@ -13,6 +13,7 @@ from torch import Tensor
 from dream3d.kernel.cameras import Cameras
 from dream3d.kernel.rays import ray_box, stratified_samples
 from renderers.base import Scene
+from renderers.nerf.volume_rendering import march_occupied
 
 
 class EmptySceneError(RuntimeError):
@@ -74,38 +75,34 @@ HALF_OPACITY = float(np.log(2))  # optical depth at which transmittance reaches 
 
 @torch.no_grad()
 def _march(scene: Scene, cameras: Cameras, resolution: int, samples: int, box: tuple[Tensor, Tensor] | None = None,
-           stop_at: float | None = None, segment: int = 16, chunk: int = 1 << 16):
+           stop_at: float | None = None, segment: int = 16, rays: int = 4096):
     """Per-pixel densities along rays through `box` (lo [3], hi [3]; default the scene's bounding
     cube): returns the hit mask [R], sample intervals (starts, ends) [R',S], densities [R',S] and the
     optical depth at each interval's end [R',S] for the R' rays that hit the box. Density outside
     the box is not counted, nor where `scene.occupied` says there is none (its renders skip those
-    samples too). Rays are marched `segment` samples at a time; with `stop_at`, a ray stops once
-    its optical depth exceeds it (its later samples count as empty: the optical depth up to
-    `stop_at`, and where it is crossed, are exact)."""
+    samples too). Rays are marched `segment` samples at a time, `rays` at once, by the NeRF
+    renderer's march_occupied; with `stop_at`, a ray stops after the segment in which its optical
+    depth reached it (its later samples count as empty: the optical depth up to `stop_at`, and
+    where it is crossed, are exact)."""
     o, d = (v.reshape(-1, 3) for v in cameras.rays(resolution, resolution))
     lo, hi = box if box is not None else (-scene.bound, scene.bound)
     near, far, hit = ray_box(o, d, lo, hi)
     starts, ends = stratified_samples(near[hit], far[hit], samples, perturb=False, generator=None)
     mids, deltas = (starts + ends) / 2, ends - starts
     oh, dh = o[hit], d[hit]
-    sigma = torch.zeros_like(mids)
-    so_far = torch.zeros(len(mids))
-    active = torch.arange(len(mids))
-    for s0 in range(0, samples, segment):
-        if stop_at is not None:
-            active = active[so_far[active] <= stop_at]
-        if len(active) == 0:
-            break
-        seg = slice(s0, s0 + segment)
-        points = (oh[active, None] + dh[active, None] * mids[active, seg, None]).reshape(-1, 3)
-        values = torch.zeros(len(points))
+
+    def density(points: Tensor) -> tuple[Tensor, Tensor]:  # march_occupied's field: density and no features
+        return scene.density(points), points.new_zeros(len(points), 0)
+
+    def occupied(points: Tensor) -> Tensor:
         keep = scene.occupied(points)
-        idx = torch.arange(len(points)) if keep is None else keep.nonzero().squeeze(1)
-        for i in range(0, len(idx), chunk):
-            values[idx[i:i + chunk]] = scene.density(points[idx[i:i + chunk]])
-        values = values.reshape(len(active), -1)
-        sigma[active, seg] = values
-        so_far[active] += (values * deltas[active, seg]).sum(-1)
+        return torch.ones(len(points), dtype=torch.bool) if keep is None else keep
+
+    min_transmittance = float(np.exp(-stop_at)) if stop_at is not None else 0.0
+    segments = max(1, -(-samples // segment))
+    sigma = torch.cat([march_occupied(density, oh[i:i + rays, None] + dh[i:i + rays, None] * mids[i:i + rays, :, None],
+                                      deltas[i:i + rays], occupied, segments, min_transmittance)[0]
+                       for i in range(0, len(mids), rays)]) if len(mids) else torch.zeros_like(mids)
     return hit, starts, ends, sigma, torch.cumsum(sigma * deltas, -1)
 
 

@@ -53,7 +53,7 @@ def render_rays(field: Callable[[Tensor], tuple[Tensor, ...]], origins: Tensor, 
         sigma, *rest = field(points.reshape(-1, 3))
         sigma, feats = sigma.reshape(starts.shape), torch.cat(rest, -1).reshape(*starts.shape, -1)
     else:
-        sigma, feats = _march_occupied(field, points, ends - starts, occupied, segments, min_transmittance)
+        sigma, feats = march_occupied(field, points, ends - starts, occupied, segments, min_transmittance)
     weights, _, _ = render_weight_from_density(starts, ends, sigma)
 
     def accumulate(w: Tensor, values: Tensor | None) -> Tensor:  # zeros for rays that miss the box
@@ -77,13 +77,15 @@ def composite(accumulate: Callable[[Tensor, Tensor | None], Tensor], weights: Te
                      accumulate(weights.detach(), facing_away)[:, 0])
 
 
-def _march_occupied(field, points: Tensor, deltas: Tensor, occupied, segments: int,
-                    min_transmittance: float) -> tuple[Tensor, Tensor]:
+def march_occupied(field, points: Tensor, deltas: Tensor, occupied, segments: int,
+                   min_transmittance: float) -> tuple[Tensor, Tensor]:
     """Density [R,S] and the other outputs concatenated [R,S,C] with the field evaluated only at
-    occupied samples of rays still visible (zeros elsewhere); points [R,S,3], deltas [R,S]."""
+    occupied samples of rays still visible (zeros elsewhere); points [R,S,3], deltas [R,S]. The rays
+    are marched in `segments` pieces; a ray stops after the piece in which its transmittance fell
+    below `min_transmittance`. Also the exporter's march (dream3d.export.isosurface)."""
     r, s = deltas.shape
     keep = occupied(points.reshape(-1, 3)).reshape(r, s)
-    max_depth = -float(np.log(min_transmittance))
+    max_depth = -float(np.log(min_transmittance)) if min_transmittance > 0 else float("inf")  # 0: never stop
     optical = points.new_zeros(r)
     flat_idx, sigmas, feats = [], [], []
     step = -(-s // segments)
