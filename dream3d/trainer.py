@@ -203,8 +203,9 @@ class Trainer:
 
     def write_metrics(self, status: str, wall: float, extra: dict | None = None) -> None:
         """metrics.json: status, where training stopped and why ("stop": converged | steps | stopped |
-        interrupted | non_finite), the convergence check, wall seconds per phase ("phases_s",
-        export sub-phases as export.*, over every session of the run) and per training step."""
+        interrupted | non_finite), the convergence check, wall seconds per phase ("phases_s", summed
+        over every session of the run; export.* are the parts of this session's export) and per
+        training step."""
         n = max(self.timings.get("steps", 0), 1)
         extra = dict(extra or {})
         phases = {**self.timer.seconds(), "train": round(self.train_seconds, 2)}
