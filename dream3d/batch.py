@@ -6,13 +6,18 @@
   index.json                    prompt, seed, status, run dir, attempts, metrics, assets per job
   gallery.html                  the turntables, prompts and metrics side by side
 
-Ray (`backend="ray"`) runs every job as a task declaring `num_cpus`/`num_gpus`, so Ray packs
-them onto whatever the cluster has; a task whose worker dies or raises is retried up to
-`retries` times (it resumes from its run's last checkpoint), then reported as failed while the
-rest go on. `backend="local"` runs the same function one job at a time in this process: the
-reference the tests compare Ray against. Rerunning a batch skips finished jobs and resumes
-interrupted ones; every job sets torch's thread count to `cpus_per_run`, so a job gives the
-same numbers on either backend.
+Ray (`backend="ray"`) starts `workers` actors, each declaring `num_cpus`/`num_gpus` (one per GPU
+with --gpus-per-run 1), and feeds them jobs as they free up. An actor builds a prior once and
+keeps it for the jobs that share its settings (a Stable Diffusion pipeline loads once per worker,
+not once per prompt). A job is retried (resuming from its run's last checkpoint) only when another
+attempt can succeed: its worker died (killed, out of memory, node lost), an OS error (disk full, a
+network file system), a CUDA out-of-memory error; a bad prompt, a corrupt checkpoint, NaN
+gradients or a bug fail the same way again and are reported at once (`retryable`). On a remote
+cluster (`address`), the dream3d packages travel with the job (Ray's runtime_env py_modules) and
+the batch folder must be on a file system the cluster's nodes share. `backend="local"` runs the
+same function one job at a time in this process: the reference the tests compare Ray against.
+Rerunning a batch skips finished jobs and resumes interrupted ones; every job sets torch's thread
+count to `cpus_per_run`, so a job gives the same numbers on either backend.
 """
 from __future__ import annotations
 
@@ -34,6 +39,7 @@ from dream3d.kernel.schema import ConfigError
 from dream3d.runs import RunDir, slugify
 
 BACKENDS = ("ray", "local")
+PLACEMENT_TIMEOUT_S = 600  # how long a batch waits for its first Ray worker to be placed (an autoscaler may add nodes)
 MAX_PROMPTS = 100_000
 
 
@@ -68,6 +74,7 @@ class BatchSpec:
     cpus_per_run: int = 1
     gpus_per_run: float = 0.0
     retries: int = 2
+    keep_prior: bool = True  # a worker keeps its prior for its next job (False: built anew per job, freed between)
 
     def job_dir(self, job: BatchJob) -> Path:
         return Path(self.folder) / "runs" / job.name
@@ -153,9 +160,32 @@ def check_job(spec: BatchSpec, job: BatchJob) -> RunConfig:
     return cfg
 
 
-def complete_job(spec: BatchSpec, job: BatchJob) -> dict:
+class PriorCache:
+    """The prior of a worker's latest job, kept for the next job with the same prior settings.
+    One at a time: a worker switching models frees the old one."""
+
+    def __init__(self):
+        self.key: str | None = None
+        self.prior = None
+        self.builds = 0
+
+    def get(self, cfg: RunConfig):
+        from guidance.priors import build_prior
+
+        key = json.dumps(dataclasses.asdict(cfg.prior), sort_keys=True, default=str)
+        if key != self.key:
+            self.prior, self.key = None, None  # freed before the next one loads; nothing kept if that fails
+            self.prior = build_prior(cfg.prior, progress=False)
+            self.key = key
+            self.builds += 1
+        else:
+            self.prior.clear_run_cache()  # what the previous run left (its prompts' embeddings)
+        return self.prior
+
+
+def complete_job(spec: BatchSpec, job: BatchJob, priors: PriorCache | None = None) -> dict:
     """Run (or finish, or reuse) one job through dream3d.lifecycle.complete_run; returns its index
-    record. Called in a Ray worker or in this process."""
+    record. Called in a Ray worker (with the worker's PriorCache) or in this process."""
     import torch
 
     from dream3d.lifecycle import complete_run, is_finished
@@ -170,8 +200,36 @@ def complete_job(spec: BatchSpec, job: BatchJob) -> dict:
         attempts.parent.mkdir(parents=True, exist_ok=True)
         with open(attempts, "a") as f:
             f.write(f"pid {os.getpid()} start {time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
-        complete_run(cfg, folder, Path(spec.config).stem, progress=False)
+        prior = priors.get(cfg) if priors is not None and spec.keep_prior else None
+        complete_run(cfg, folder, Path(spec.config).stem, progress=False, prior=prior)
     return job_record(spec, job, "finished", reused=reused, seconds=time.time() - started)
+
+
+def retryable(error: BaseException) -> bool:
+    """Whether another attempt of a failed job can succeed: a lost worker (Ray's actor / worker /
+    node died, out of memory), an OS error (disk full, a flaky network file system), MemoryError,
+    CUDA out of memory, a failed output write. Anything else (bad input, a corrupt checkpoint, NaN
+    gradients, a bug) fails the same way again. Ray wraps a job's own exception in RayTaskError,
+    whose `cause` is judged instead."""
+    import torch
+
+    from dream3d.trainer import OutputWriteError
+
+    try:
+        from ray import exceptions as ray_errors
+    except ImportError:
+        ray_errors = None
+    if ray_errors is not None and isinstance(error, ray_errors.RayTaskError):
+        cause = getattr(error, "cause", None)
+        return cause is not None and retryable(cause)
+    if ray_errors is not None and isinstance(error, ray_errors.RayError):
+        # the worker, its node or an object was lost: a fresh attempt can succeed. This includes
+        # ActorUnavailableError, what a killed worker's run gets while Ray restarts the worker (Ray
+        # cannot tell that from a network split in which the run goes on; then two attempts would share
+        # the run folder, a risk taken for the common case)
+        return True
+    cuda_oom = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)  # torch.OutOfMemoryError from 2.5
+    return isinstance(error, (OSError, MemoryError, cuda_oom, OutputWriteError))
 
 
 def job_record(spec: BatchSpec, job: BatchJob, status: str, error: str | None = None, reused: bool = False,
@@ -202,56 +260,192 @@ def job_record(spec: BatchSpec, job: BatchJob, status: str, error: str | None = 
 
 # -- backends ------------------------------------------------------------------------------
 def _local(spec: BatchSpec, jobs: list[BatchJob]) -> Iterator[tuple[BatchJob, dict | BaseException]]:
-    """One job at a time in this process, each tried up to 1 + retries times."""
+    """One job at a time in this process (one prior kept across jobs), each tried up to
+    1 + retries times while its failures are retryable."""
     import torch
 
     threads = torch.get_num_threads()
+    priors = PriorCache()
     try:
         for job in jobs:
             for attempt in range(spec.retries + 1):
                 try:
-                    yield job, complete_job(spec, job)
+                    yield job, complete_job(spec, job, priors)
                     break
                 except (ConfigError, KeyboardInterrupt):
                     raise
-                except Exception as e:  # a failed attempt: retry (it resumes), then report
-                    if attempt == spec.retries:
+                except Exception as e:  # a failed attempt: retry (it resumes) when that can help, else report
+                    if attempt == spec.retries or not retryable(e):
                         yield job, e
+                        break
     finally:
         torch.set_num_threads(threads)
 
 
-def _ray(spec: BatchSpec, jobs: list[BatchJob], address: str | None) -> Iterator[tuple[BatchJob, dict | BaseException]]:
-    """Every job as a Ray task; results as they complete."""
+class BatchWorker:
+    """A Ray actor that runs jobs one after another, keeping its prior between them."""
+
+    def __init__(self):
+        self.priors = PriorCache()
+
+    def run(self, spec: BatchSpec, job: BatchJob) -> dict:
+        return complete_job(spec, job, self.priors)
+
+    def ready(self) -> bool:
+        """Answers once the worker has been placed and started."""
+        return True
+
+
+def default_workers(resources: dict, spec: BatchSpec, jobs: int) -> int:
+    """As many workers as the cluster's CPUs (and GPUs, when runs take GPUs) hold, at most one per
+    job; ConfigError when not even one fits."""
+    cpus, gpus = resources.get("CPU", 0), resources.get("GPU", 0)
+    fits = [cpus // spec.cpus_per_run]
+    if spec.gpus_per_run > 0:
+        fits.append(gpus // spec.gpus_per_run)
+    if min(fits) < 1:
+        raise ConfigError(f"one run needs {spec.cpus_per_run} CPUs and {spec.gpus_per_run:g} GPUs, and the Ray cluster "
+                          f"has {cpus:g} CPUs and {gpus:g} GPUs; lower --cpus-per-run / --gpus-per-run (0 runs on CPUs)")
+    return int(min(jobs, *fits))
+
+
+def runtime_env() -> dict:
+    """What a remote cluster's workers need to run dream3d: its three packages (uploaded by Ray)."""
+    import dream3d
+    import guidance
+    import renderers
+
+    packages = [str(Path(m.__file__).parent) for m in (dream3d, guidance, renderers)]  # paths: Ray Client pickles these
+    return {"py_modules": packages, "env_vars": {"PYTHONDONTWRITEBYTECODE": "1"}}
+
+
+def use_ray_token() -> None:
+    """Ray Client and the job-submission client send the cluster's auth token only when
+    RAY_AUTH_MODE=token, while `ray start` enables token authentication whenever a token exists:
+    when this machine has a token (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token) and the
+    mode is unset, send it, as ray.init does for plain cluster addresses."""
+    token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", "~/.ray/auth_token")).expanduser()
+    if os.environ.get("RAY_AUTH_MODE") is None and (os.environ.get("RAY_AUTH_TOKEN") or token_file.exists()):
+        os.environ["RAY_AUTH_MODE"] = "token"
+
+
+def _ray(spec: BatchSpec, jobs: list[BatchJob], address: str | None, workers: int | None
+         ) -> Iterator[tuple[BatchJob | None, dict | BaseException | None]]:
+    """Jobs on a pool of BatchWorker actors; results as they complete; retryable failures go back
+    in the queue (a dead actor is restarted by Ray) up to `retries` times."""
+    if address is not None and address.startswith("ray://"):
+        use_ray_token()  # before Ray reads its config (at import)
     try:
         import ray
     except ImportError:
-        raise ConfigError("Ray is not installed: pip install 'dream3d[batch]' (or pip install ray), "
-                          "or run with --backend local") from None
+        raise ConfigError("Ray is not installed: pip install 'dream3d[batch]', or run with --backend local") from None
     started_here = not ray.is_initialized()
     if started_here:
         try:
-            ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+            if address is None:
+                ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+            elif "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ:  # a submitted Ray job (submit_batch): the job ships the code
+                ray.init(address=address, log_to_driver=False)
+            else:  # an existing cluster: ship the code; a ray:// address connects through Ray Client
+                ray.init(address=address, runtime_env=runtime_env(), log_to_driver=False)
         except ConnectionError as e:
             raise ConfigError(f"could not connect to the Ray cluster at {address!r} ({e}); start one with "
-                              "`ray start --head`, or leave out --address for a local cluster") from None
+                              "`ray start --head`, or leave out --address for a local cluster. A cluster with token "
+                              "authentication needs its token here: RAY_AUTH_TOKEN=... or ~/.ray/auth_token") from None
+        except RuntimeError as e:
+            if "ray[client]" in str(e) or "grpc" in str(e).lower():
+                raise ConfigError(f"{e}; pip install 'dream3d[batch]' installs Ray with its client") from None
+            raise
     try:
-        task = ray.remote(complete_job).options(num_cpus=spec.cpus_per_run, num_gpus=spec.gpus_per_run,
-                                                max_retries=spec.retries, retry_exceptions=True)
-        pending = {task.remote(spec, job): job for job in jobs}
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+        n = workers or default_workers(ray.cluster_resources(), spec, len(jobs))
+        actor = ray.remote(BatchWorker).options(num_cpus=spec.cpus_per_run, num_gpus=spec.gpus_per_run,
+                                               max_restarts=-1, max_task_retries=0)
+        # a worker takes runs once it is placed: with --workers above what the cluster holds, the rest wait
+        starting = {}
+        for _ in range(n):
+            worker = actor.remote()
+            starting[worker.ready.remote()] = worker
+        idle, queue, tries, running = [], list(jobs), dict.fromkeys(jobs, 0), {}
+        waited = time.monotonic()
+        while queue or running:
+            while queue and idle:
+                job, worker = queue.pop(0), idle.pop()
+                tries[job] += 1
+                running[worker.run.remote(spec, job)] = (job, worker)
+            done, _ = ray.wait([*running, *starting], num_returns=1, timeout=1.0)
             if not done:
+                if not running and not idle and time.monotonic() - waited > PLACEMENT_TIMEOUT_S:
+                    raise ConfigError(f"no Ray worker could start in {PLACEMENT_TIMEOUT_S} s (each needs "
+                                      f"{spec.cpus_per_run} CPUs, {spec.gpus_per_run:g} GPUs; the cluster has "
+                                      f"{ray.cluster_resources()}); lower --cpus-per-run / --gpus-per-run")
                 yield None, None  # a tick for the progress display
                 continue
-            job = pending.pop(done[0])
+            if done[0] in starting:
+                worker = starting.pop(done[0])
+                try:
+                    ray.get(done[0])
+                    idle.append(worker)
+                except Exception:  # noqa: BLE001 - died while starting; Ray restarts it, ask again
+                    starting[worker.ready.remote()] = worker
+                continue
+            job, worker = running.pop(done[0])
+            idle.append(worker)
             try:
                 yield job, ray.get(done[0])
-            except Exception as e:  # retries exhausted (worker died or the job raised)
-                yield job, e
+            except Exception as e:  # the job raised, or its worker died (Ray restarts the actor)
+                if retryable(e) and tries[job] <= spec.retries:
+                    queue.append(job)
+                else:
+                    yield job, e
     finally:
         if started_here:
             ray.shutdown()
+
+
+def submit_batch(address: str, prompts: str | Path, config: str, args: list[str], poll_s: float = 2.0,
+                 echo=print) -> tuple[str, str]:
+    """`dream3d batch --submit http://HEAD:8265`: run this batch as a Ray job on the cluster (Ray Jobs
+    API). The prompt file and the preset travel in the job's working_dir with the dream3d packages;
+    on the cluster the job runs `dream3d batch PROMPTS --config CONFIG --address auto ARGS`, so
+    `--out` in ARGS must be a path the cluster can write (a shared file system to see the results here).
+    Echoes the job's log as it grows; returns (job id, final status)."""
+    import shlex
+    import shutil
+    import tempfile
+
+    use_ray_token()  # before Ray reads its config (at import)
+    try:
+        from ray.job_submission import JobStatus, JobSubmissionClient
+    except ImportError:
+        raise ConfigError("Ray Jobs needs Ray with its job API: pip install 'dream3d[batch]'") from None
+    for path in (prompts, config):
+        if not Path(path).is_file():
+            raise ConfigError(f"{path} does not exist")
+    try:
+        client = JobSubmissionClient(address)
+    except Exception as e:  # noqa: BLE001 - connection refused, wrong address, missing auth token
+        raise ConfigError(f"could not reach the Ray job server at {address!r} ({str(e).splitlines()[0][:300]}); give "
+                          "the dashboard address, e.g. http://HEAD:8265, and for a cluster with token authentication "
+                          "its token (RAY_AUTH_TOKEN=... or ~/.ray/auth_token)") from None
+    with tempfile.TemporaryDirectory(prefix="dream3d-job-") as staging:
+        shutil.copy(prompts, Path(staging) / Path(prompts).name)
+        shutil.copy(config, Path(staging) / Path(config).name)
+        entry = ["python", "-m", "dream3d.cli", "batch", Path(prompts).name, "--config", Path(config).name,
+                 "--address", "auto", *args]
+        env = runtime_env()
+        env["working_dir"] = staging
+        job_id = client.submit_job(entrypoint=" ".join(shlex.quote(a) for a in entry), runtime_env=env)
+    echo(f"submitted Ray job {job_id} to {address}")
+    shown = 0
+    while True:
+        status = client.get_job_status(job_id)
+        logs = client.get_job_logs(job_id)
+        if len(logs) > shown:
+            echo(logs[shown:].rstrip("\n"))
+            shown = len(logs)
+        if status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
+            return job_id, str(status.value)
+        time.sleep(poll_s)
 
 
 # -- the batch -----------------------------------------------------------------------------
@@ -280,21 +474,22 @@ def write_gallery(folder: Path, records: list[dict]) -> Path:
 def run_batch(prompts: str | Path, config: str, overrides: tuple[str, ...] = (), backend: str = "ray",
               address: str | None = None, cpus_per_run: int = 1, gpus_per_run: float | None = None,
               seeds: list[int] = (0,), retries: int = 2, name: str | None = None, out: str = "batch",
-              progress: bool = True) -> dict:
+              progress: bool = True, workers: int | None = None, keep_prior: bool = True) -> dict:
     """Run every (prompt, seed) of `prompts` with `config` + `overrides`; returns the index.
 
     Every job's config is checked before anything starts (a typo fails at once, not in job 37).
     gpus_per_run=None: 1 for Stable Diffusion configs, 0 for ToyWorld ones."""
     if backend not in BACKENDS:
         raise ConfigError(f"backend {backend!r}; valid: {', '.join(BACKENDS)}")
-    if cpus_per_run < 1 or retries < 0 or (gpus_per_run is not None and gpus_per_run < 0):
-        raise ConfigError("--cpus-per-run must be >= 1, --gpus-per-run and --retries >= 0")
+    if cpus_per_run < 1 or retries < 0 or (gpus_per_run is not None and gpus_per_run < 0) or (workers or 1) < 1:
+        raise ConfigError("--cpus-per-run and --workers must be >= 1, --gpus-per-run and --retries >= 0")
     jobs = read_prompts(prompts, list(seeds))
-    folder = Path(out) / slugify(name or Path(prompts).stem)
+    folder = (Path(out) / slugify(name or Path(prompts).stem)).absolute()  # workers may run elsewhere (a cluster)
     first = load_config(config, list(overrides))
     if gpus_per_run is None:
         gpus_per_run = 1.0 if first.prior.name == "stable_diffusion" else 0.0
-    spec = BatchSpec(str(config), tuple(overrides), str(folder), cpus_per_run, gpus_per_run, retries)
+    spec = BatchSpec(str(Path(config).absolute()), tuple(overrides), str(folder), cpus_per_run, gpus_per_run, retries,
+                     keep_prior)
     for job in jobs:  # bad overrides or prompts fail here, before any work
         check_job(spec, job)
     records = {job: job_record(spec, job, "pending") for job in jobs}
@@ -309,7 +504,7 @@ def run_batch(prompts: str | Path, config: str, overrides: tuple[str, ...] = (),
 
     folder.mkdir(parents=True, exist_ok=True)
     save()
-    results = _local(spec, jobs) if backend == "local" else _ray(spec, jobs, address)
+    results = _local(spec, jobs) if backend == "local" else _ray(spec, jobs, address, workers)
     bar = tqdm(total=len(jobs), desc="batch", unit="run", disable=not progress)
     t_start = time.time()
     counts = {"done": 0, "failed": 0}

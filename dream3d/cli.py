@@ -38,12 +38,16 @@ def _print_result(result: dict) -> None:
 
 
 def _print_export(export: dict) -> None:
+    from dream3d.export.config import SPLAT_FILE_KEYS
+    from renderers.gaussians.splat_files import SPLAT_FILES
+
     if "error" in export:
         print(f"no mesh exported: {export['error']}")
     else:
         for fmt, path in export["files"].items():
-            if fmt == "splat":
-                print(f"{fmt}: {path}  (3D Gaussian Splatting PLY)")
+            if fmt in SPLAT_FILE_KEYS.values():
+                splat_format = next(k for k, v in SPLAT_FILE_KEYS.items() if v == fmt)
+                print(f"{fmt}: {path}  ({SPLAT_FILES[splat_format][1]})")
             elif fmt in ("glb", "obj", "ply"):
                 print(f"{fmt}: {path}  ({export['vertices']} vertices, {export['faces']} faces, "
                       f"{'vertex colours' if fmt == 'ply' else export['colors']}, level {export['level']:.3g})")
@@ -61,7 +65,8 @@ def _cmd_export(args) -> int:
     trainer, _ = load_run(args.run_dir)
     flags = {"formats": args.format, "resolution": args.resolution, "method": args.method, "level": args.level,
              "texture_size": args.texture_size, "max_faces": args.faces, "colors": args.colors,
-             "max_error": args.max_error, "texels_per_cell": args.texels_per_cell}
+             "max_error": args.max_error, "texels_per_cell": args.texels_per_cell, "splat_formats": args.splat_format,
+             "splat_up": args.splat_up}
     if args.level not in (None, "auto"):
         try:
             flags["level"] = float(args.level)
@@ -128,10 +133,22 @@ def _cmd_bench(args) -> int:
 
 
 def _cmd_batch(args) -> int:
-    from dream3d.batch import parse_seeds, run_batch
+    from dream3d.batch import parse_seeds, run_batch, submit_batch
 
+    if args.submit:
+        if args.address or args.backend != "ray":
+            raise ConfigError("--submit runs the batch on the cluster's own Ray; leave out --address and --backend")
+        forwarded = ["--seeds", args.seeds, "--retries", str(args.retries), "--cpus-per-run", str(args.cpus_per_run),
+                     "--out", str(Path(args.out).absolute()), "--name", args.name or Path(args.prompts).stem,
+                     *(["--gpus-per-run", str(args.gpus_per_run)] if args.gpus_per_run is not None else []),
+                     *(["--workers", str(args.workers)] if args.workers else []),
+                     *(["--fresh-prior"] if args.fresh_prior else []), *args.overrides]
+        job_id, status = submit_batch(args.submit, args.prompts, args.config, forwarded)
+        print(f"Ray job {job_id}: {status}")
+        return 0 if status == "SUCCEEDED" else 1
     index = run_batch(args.prompts, args.config, tuple(args.overrides), args.backend, args.address, args.cpus_per_run,
-                      args.gpus_per_run, parse_seeds(args.seeds), args.retries, args.name, args.out)
+                      args.gpus_per_run, parse_seeds(args.seeds), args.retries, args.name, args.out,
+                      workers=args.workers, keep_prior=not args.fresh_prior)
     runs = index["runs"]
     failed = [r for r in runs if r["status"] == "failed"]
     reused = sum(r["reused"] for r in runs)
@@ -148,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     from dream3d.export.config import EXPORT_COLORS, EXPORT_FORMATS, ISOSURFACE_METHODS
     from dream3d.webapp import add_server_arguments
     from renderers import SCENES
+    from renderers.gaussians.splat_files import SPLAT_FORMATS, SPLAT_UP
 
     p = argparse.ArgumentParser(prog="dream3d", description="Text-to-3D by score distillation.")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -175,6 +193,11 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--max-error", type=float, help="decimate while the surface stays within this many grid cells "
                    "of the full mesh; 0 = decimate to --faces exactly (default 1)")
     x.add_argument("--colors", choices=EXPORT_COLORS, help="baked UV texture or vertex colours (default texture)")
+    x.add_argument("--splat-format", action="append", choices=SPLAT_FORMATS,
+                   help="with --format splat: which splat files (default all: ply = model.splat.ply, splat = "
+                        "model.splat for antimatter15, ply_compressed = model.compressed.ply for SuperSplat)")
+    x.add_argument("--splat-up", choices=SPLAT_UP, help="splat files' up axis: -y, what 3DGS viewers expect "
+                   "(default), or +y, dream3d's own frame")
     x.set_defaults(func=_cmd_export)
     e = sub.add_parser("eval", help="score a ToyWorld run against ground truth")
     e.add_argument("run_dir")
@@ -204,10 +227,17 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("overrides", nargs="*", help="key=value overrides for every run")
     bt.add_argument("--backend", choices=("ray", "local"), default="ray",
                     help="ray (default: a local Ray cluster unless --address) or local (one run at a time, no Ray)")
-    bt.add_argument("--address", help="an existing Ray cluster: auto, or ray://HOST:10001")
+    bt.add_argument("--address", help="an existing Ray cluster: auto (this machine is in it), or ray://HEAD:10001 "
+                                      "(Ray Client); the batch folder must be on a file system the cluster shares")
+    bt.add_argument("--submit", metavar="URL", help="run the whole batch as a Ray job on a cluster's job server, "
+                                                    "e.g. http://HEAD:8265 (--out must be writable there)")
+    bt.add_argument("--workers", type=int, help="Ray workers, each keeping its prior between runs (default: as many "
+                                                "as the cluster's CPUs / --cpus-per-run and GPUs / --gpus-per-run hold)")
     bt.add_argument("--cpus-per-run", type=int, default=1, help="CPUs Ray reserves per run (= torch threads)")
     bt.add_argument("--gpus-per-run", type=float, help="GPUs Ray reserves per run (default: 1 for Stable Diffusion, "
                                                        "0 for ToyWorld; fractions share a GPU)")
+    bt.add_argument("--fresh-prior", action="store_true", help="build the prior anew for every run instead of "
+                                                                "keeping it in the worker (frees its memory between runs)")
     bt.add_argument("--seeds", default="0", help="comma-separated seeds per prompt (default 0)")
     bt.add_argument("--retries", type=int, default=2, help="retries of a failed or killed run before it is reported")
     bt.add_argument("--name", help="batch name (default: the prompt file's name)")

@@ -24,6 +24,7 @@ from dream3d.convergence import ConvergenceConfig
 from dream3d.export.config import ExportConfig, validate_export
 from dream3d.kernel.schema import ConfigError, bounded, choice, server_only, validate_fields
 from dream3d.scenes import check_scene_config
+from dream3d.train_log import LOGGERS
 
 MAX_PROMPT_CHARS = 300
 
@@ -57,6 +58,9 @@ class OutputConfig:
     video_format: str = choice("mp4", ("mp4", "gif"))
     export: ExportConfig = field(default_factory=ExportConfig)
     progress: bool = True
+    # per-step logs in logs/: steps.csv always, plus TensorBoard (auto: when installed) or W&B (dream3d/train_log.py)
+    # (server_only: a web visitor does not choose where the server logs to)
+    logger: str = field(default="auto", metadata={"choices": LOGGERS, "server_only": True})
 
 
 @dataclass

@@ -16,8 +16,9 @@ from pathlib import Path
 from dream3d.config import ConfigError, RunConfig, build_config, changed_keys, load_config
 from dream3d.kernel.timing import PhaseTimer
 from dream3d.runs import CheckpointError, RunDir
+from dream3d.train_log import check_logger
 from dream3d.trainer import Evaluation, Trainer
-from guidance.priors import build_prior
+from guidance.priors import DiffusionPrior, build_prior
 
 RESUMABLE_CHANGES = ("train.steps", "train.convergence.", "output.", "eval.")  # keys a resumed run may change
 
@@ -25,14 +26,16 @@ RESUMABLE_CHANGES = ("train.steps", "train.convergence.", "output.", "eval.")  #
 def start_run(cfg: RunConfig, config_name: str = "config", progress: bool | None = None,
               stop: threading.Event | None = None, on_step: Callable[[dict], None] | None = None,
               on_start: Callable[[Path], None] | None = None, evaluation: Evaluation | None = None,
-              folder: RunDir | None = None) -> dict:
+              folder: RunDir | None = None, prior: DiffusionPrior | None = None) -> dict:
     """Train a new run to the end (or until `stop` is set; see Trainer.fit) and return fit's result.
     The prompt is checked against the prior before the folder is made: a new one under
     output.out_dir, or `folder` (made if missing; a caller that gives one has claimed it, e.g. with
-    RunDir.create, or owns it, as complete_run does). `on_start(run_dir)` is called once it exists."""
+    RunDir.create, or owns it, as complete_run does). `on_start(run_dir)` is called once it exists.
+    `prior`: one already built for cfg.prior (a batch worker's), else it is built here."""
+    check_logger(cfg.output.logger)  # a missing TensorBoard / W&B fails before any work
     timer = PhaseTimer()
     with timer("setup"):
-        prior = build_prior(cfg.prior, progress=cfg.output.progress if progress is None else progress)
+        prior = prior or build_prior(cfg.prior, progress=cfg.output.progress if progress is None else progress)
         prior.embed(cfg.prompt)
     if folder is None:
         folder = RunDir.create(cfg.output.out_dir, cfg.prompt, config_name, cfg.seed, cfg.output.name)
@@ -43,7 +46,8 @@ def start_run(cfg: RunConfig, config_name: str = "config", progress: bool | None
     return Trainer(cfg, folder, progress, prior, timer).fit(stop, on_step, evaluation)
 
 
-def load_run(run_dir: str | Path, overrides: tuple[str, ...] = ()) -> tuple[Trainer, dict]:
+def load_run(run_dir: str | Path, overrides: tuple[str, ...] = (), prior: DiffusionPrior | None = None
+             ) -> tuple[Trainer, dict]:
     """A trainer restored from a run folder's last checkpoint (scene, optimiser, RNG, step).
     Overrides (and edits of config.yaml) may change only train.steps, train.convergence.*, output.*
     and eval.*; anything else would not be the run the checkpoint holds."""
@@ -62,17 +66,18 @@ def load_run(run_dir: str | Path, overrides: tuple[str, ...] = ()) -> tuple[Trai
                           f"in {', '.join(changed)}; a resumed run can change only train.steps, train.convergence.*, output.* "
                           "and eval.* "
                           "(restore config.yaml, or start a new run with `dream3d run`)")
-    trainer = Trainer(cfg, folder, progress=False)
+    trainer = Trainer(cfg, folder, progress=False, prior=prior)
     trainer.load_state_dict(state)
     trainer.progress = cfg.output.progress
     return trainer, state
 
 
 def resume_run(run_dir: str | Path, overrides: tuple[str, ...] = (), progress: bool | None = None,
-               stop: threading.Event | None = None, on_step: Callable[[dict], None] | None = None) -> dict:
+               stop: threading.Event | None = None, on_step: Callable[[dict], None] | None = None,
+               prior: DiffusionPrior | None = None) -> dict:
     """Continue a run from its last checkpoint to train.steps (which an override may raise) or
     convergence (a converged run continues only with train.convergence.enabled=false)."""
-    trainer, _ = load_run(run_dir, overrides)
+    trainer, _ = load_run(run_dir, overrides, prior)
     if progress is not None:
         trainer.progress = progress
     return trainer.fit(stop, on_step)
@@ -85,16 +90,17 @@ def is_finished(folder: RunDir, cfg: RunConfig) -> bool:
     return metrics.get("status") == "finished" and (metrics.get("step") == cfg.train.steps or converged)
 
 
-def complete_run(cfg: RunConfig, folder: RunDir, config_name: str = "config", progress: bool | None = None) -> bool:
+def complete_run(cfg: RunConfig, folder: RunDir, config_name: str = "config", progress: bool | None = None,
+                 prior: DiffusionPrior | None = None) -> bool:
     """Make `folder` hold the finished run of `cfg`; True when it already did (reused). A folder
     with a checkpoint is resumed; one without (killed before its first) is started over. The caller
     checks that an existing folder was made with the same settings."""
     if is_finished(folder, cfg):
         return True
     if folder.checkpoint.exists():
-        resume_run(folder.path, progress=progress)
+        resume_run(folder.path, progress=progress, prior=prior)
         return False
     if folder.path.exists():  # nothing to keep
         shutil.rmtree(folder.path)
-    start_run(cfg, config_name, progress, folder=folder)
+    start_run(cfg, config_name, progress, folder=folder, prior=prior)
     return False

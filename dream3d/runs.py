@@ -5,8 +5,10 @@ Layout of a run folder:
   checkpoints/last.pt    scene, optimiser, guidance state, RNG states, step
   previews/step_XXXXXX.png  validation grids
   turntable.mp4|gif      orbit video at the end
-  model.glb, model.obj (+ .mtl, .png), model.ply, model.splat.ply   exported assets
+  model.glb, model.obj (+ .mtl, .png), model.ply       exported meshes
+  model.splat.ply, model.splat, model.compressed.ply  splat files (Gaussian scenes)
   metrics.json, eval.json
+  logs/steps.csv         per-step scalars; logs/events.out.tfevents.* (TensorBoard), logs/wandb (W&B)
   run.zip                the folder as one download (web UI)
 RunDir is the one place these names are spelled.
 """
@@ -117,6 +119,8 @@ class RunDir:
     previews = property(lambda self: self.path / "previews")
     metrics = property(lambda self: self.path / "metrics.json")
     eval = property(lambda self: self.path / "eval.json")
+    logs = property(lambda self: self.path / "logs")  # TensorBoard events, W&B files (dream3d/train_log.py)
+    step_log = property(lambda self: self.logs / "steps.csv")
     archive = property(lambda self: self.path / "run.zip")
 
     def preview(self, step: int) -> Path:
@@ -127,7 +131,8 @@ class RunDir:
 
     @property
     def model(self) -> Path:
-        """The base name exports are written to: model.glb, model.obj (+ .mtl, .png), model.ply, model.splat.ply."""
+        """The base name exports are written to: model.glb, model.obj (+ .mtl, .png), model.ply, model.splat.ply,
+        model.splat, model.compressed.ply."""
         return self.path / "model"
 
     def asset(self, fmt: str) -> Path:

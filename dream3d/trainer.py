@@ -29,10 +29,15 @@ from dream3d.kernel.cameras import CameraSampler
 from dream3d.kernel.timing import PhaseTimer
 from dream3d.runs import CheckpointError, RunDir, to_uint8, write_image, write_video
 from dream3d.scenes import build_run_scene
+from dream3d.toyworld.validation import TruthMasks
+from dream3d.train_log import TrainLog
 from guidance import build_guidance
 from guidance.priors import build_prior
 
 log = logging.getLogger("dream3d")
+
+
+LOG_ONLY = ("lr_", "step_ms")  # per-step log columns not kept in metrics.json's history (config / wall time)
 
 
 class NonFiniteError(RuntimeError):
@@ -87,6 +92,10 @@ class Trainer:
         self.skipped_steps = 0
         self.timings: dict[str, float] = defaultdict(float)
         self.history: list[dict] = []
+        self.train_log: TrainLog | None = None  # open while fit runs
+        self.validation_cameras = self.camera_sampler.orbit(4, 15.0)  # convergence checks and previews
+        self.truth = TruthMasks.for_run(cfg.prompt, cfg.prior.name, self.validation_cameras)
+        self.validation_iou: float | None = None  # of the last validation render, when a truth exists
 
     # -- state -----------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -133,8 +142,9 @@ class Trainer:
         g = self.guidance(out.rgb, cams, self.cond, self.step, gen)
         t2 = time.perf_counter()
         losses = {"guidance": g.loss, **g.aux_losses, **self.scene.regularizers(out, self.step)}
+        total = sum(losses.values())
         self.optimizer.zero_grad(set_to_none=True)
-        sum(losses.values()).backward()
+        total.backward()
         finite = all(torch.isfinite(p.grad).all() for grp in self.optimizer.param_groups
                      for p in grp["params"] if p.grad is not None)
         if finite:
@@ -154,7 +164,10 @@ class Trainer:
             self.timings[k] += v
         self.timings["steps"] += 1
         self.step += 1
-        return {**g.stats, "alpha": float(out.alpha.detach().mean())}
+        return {**g.stats, "alpha": float(out.alpha.detach().mean()), "loss": float(total.detach()),
+                **{f"loss_{k}": float(v.detach()) for k, v in losses.items()}, **self.scene.log_stats(),
+                **{f"lr_{grp.get('name', i)}": grp["lr"] for i, grp in enumerate(self.optimizer.param_groups)},
+                "step_ms": 1000 * (t3 - t0)}
 
     @property
     def converged(self) -> bool:
@@ -167,7 +180,9 @@ class Trainer:
             return self.converged
         with self.timer("convergence"):
             res = self.cfg.train.resolution
-            out = self.scene.render(self.camera_sampler.orbit(4, 15.0), res, res, train=False)
+            out = self.scene.render(self.validation_cameras, res, res, train=False)
+            if self.truth is not None:
+                self.validation_iou = self.truth.iou(out.alpha)
             return self.convergence.observe(self.step, torch.cat([out.rgb, out.alpha], 1))
 
     # -- outputs ---------------------------------------------------------------------------
@@ -175,8 +190,13 @@ class Trainer:
     def save_preview(self) -> Path:
         with self.timer("previews"):
             res = self.cfg.output.val_resolution
-            out = self.scene.render(self.camera_sampler.orbit(4, 15.0), res, res, train=False)
+            out = self.scene.render(self.validation_cameras, res, res, train=False)
             grid = torch.cat([out.rgb, out.alpha.expand_as(out.rgb)], dim=2)  # colour over opacity
+            if self.truth is not None and self.validation_iou is None:  # at train.resolution, as the convergence check's
+                res = self.cfg.train.resolution
+                self.validation_iou = self.truth.iou(self.scene.render(self.validation_cameras, res, res, train=False).alpha)
+            if self.train_log is not None:
+                self.train_log.image(self.step, "validation", to_uint8(grid))
             return write_image(self.run_dir.preview(self.step), grid)
 
     @torch.no_grad()
@@ -250,20 +270,27 @@ class Trainer:
         bar = tqdm(total=cfg.train.steps, initial=self.step, disable=not self.progress, desc="dream3d", unit="step",
                    dynamic_ncols=True)
         status = "finished"
+        pending = None
         try:
             atomic_write_text(self.run_dir.config, to_yaml(cfg))
+            self.train_log = TrainLog(self.run_dir, cfg.output.logger, self.step, to_dict(cfg))
             preview = None
             while self.step < cfg.train.steps and not self.converged:
                 if stop is not None and stop.is_set():
                     status = "stopped"
                     break
                 stats = self.train_step()
+                pending = stats  # logged below; by the Ctrl-C handler if it comes first (the checkpoint holds this step)
                 bar.update(1)
                 bar.set_postfix(grad=f"{stats['grad_norm']:.3g}", alpha=f"{stats['alpha']:.2f}", refresh=False)
+                self.validation_iou = None
                 last = self.check_convergence() or self.step == cfg.train.steps
                 if self.step % cfg.output.val_every == 0 or last:
-                    self.history.append({"step": self.step, **{k: round(v, 5) for k, v in stats.items()}})
+                    self.history.append({"step": self.step, **{k: round(v, 5) for k, v in stats.items()
+                                                               if not k.startswith(LOG_ONLY)}})
                     preview = self.save_preview()
+                self.train_log.scalars(self.step, {**stats, "iou": self.validation_iou})
+                pending = None
                 if on_step is not None:
                     on_step({"step": self.step, "steps": cfg.train.steps, "preview": preview, **stats})
                 if evaluation is not None and (self.step % evaluation.every == 0 or last):
@@ -277,6 +304,8 @@ class Trainer:
             self.save_checkpoint()
         except KeyboardInterrupt:
             status = "interrupted"
+            if pending is not None and self.train_log is not None:
+                self.train_log.scalars(self.step, pending)
             self.save_checkpoint()
         except NonFiniteError:
             self.save_checkpoint()
@@ -289,6 +318,9 @@ class Trainer:
                 "last checkpoint, which is intact") from e
         finally:
             bar.close()
+            if self.train_log is not None:
+                self.train_log.close()
+                self.train_log = None
         # Stop pressed after training ended (during export): end the export early, skip the turntable
         cancel = None if status != "finished" or stop is None else stop.is_set
         export = self.export(cancel)

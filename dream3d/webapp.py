@@ -137,7 +137,8 @@ def result_note(export: dict) -> str:
         return f"no mesh: {export['error']}"
     if "faces" in export:
         return f"{export['faces']} faces"
-    return "no mesh format asked for" + (" (splats written)" if "splat" in export.get("files", {}) else "")
+    splats = any(k.startswith("splat") for k in export.get("files", {}))
+    return "no mesh format asked for" + (" (splats written)" if splats else "")
 
 
 def status_text(stats: dict | None, started: float, run_dir: Path | None) -> str:
@@ -270,12 +271,16 @@ def build_app(runs_dir: str | Path = "runs", concurrency: int = 1, root: Path | 
         if state["error"] is not None:
             raise gr.Error(user_message(state["error"]))
         result, folder = state["result"], RunDir(state["result"]["run_dir"])
-        files = [*folder.assets(), zip_run(folder.path)]
+        logs = [folder.step_log] if folder.step_log.exists() else []
+        files = [*folder.assets(), *logs, zip_run(folder.path)]
         glb, video = folder.asset("glb"), folder.turntable()
         converged = (f" (converged at step {result['step']} of {result['steps']})"
                      if result.get("stop") == "converged" else "")
+        tensorboard = (f"; TensorBoard: `tensorboard --logdir {folder.path.parent}`"
+                       if any(folder.logs.glob("events.out.tfevents.*")) else "")
         done = (f"**{result['status'].capitalize()}**{converged} after {time.time() - started:.0f} s — "
-                f"{result_note(result['export'])}\n\nRun folder: `{folder.path}`")
+                f"{result_note(result['export'])}\n\nRun folder: `{folder.path}` · training log: `steps.csv` in "
+                f"Downloads{tensorboard}")
         yield (done, last_preview, str(video) if video else None, str(glb) if glb.exists() else None,
                [str(f) for f in files])
 

@@ -101,11 +101,17 @@ class Scene(nn.Module):
         """Whether `write_splats` works (Gaussian scenes: renderers.gaussians.scene.GaussianScene)."""
         return False
 
-    def write_splats(self, path: str | Path) -> Path:
-        """Write the scene as a 3D Gaussian Splatting PLY at `path`, checked by reopening it; returns
-        the path written. Only scenes whose `supports_splats()` is true implement it."""
+    def write_splats(self, path: str | Path, fmt: str = "ply", up: str = "-y") -> Path:
+        """Write the scene as a splat file at `path` (fmt: ply | splat | ply_compressed; up: -y, the
+        3DGS viewers' frame, or +y, dream3d's; see renderers/gaussians/splat_files.py), checked by
+        reopening it; returns the path written. Only scenes whose `supports_splats()` is true
+        implement it."""
         raise NotImplementedError(f"{type(self).__name__} has no splats to write; only Gaussian scenes "
                                   "(GaussianScene, scene.name=gaussians) do")
+
+    def log_stats(self) -> dict[str, float]:
+        """Numbers about the scene itself for the training logs (e.g. the Gaussian count); none by default."""
+        return {}
 
     def occupied(self, points: Tensor) -> Tensor | None:
         """Whether each point [P,3] may have density, from the scene's own empty-space skipping (the

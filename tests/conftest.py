@@ -61,13 +61,18 @@ def tiny_overrides(preset: str, tiny_sd: dict | None = None) -> list[str]:
     return out
 
 
-def start_ui(runs_dir, **launch_kwargs):
-    """The web UI on a free localhost port, not blocking: (url, demo); close it with demo.close()."""
+def free_port() -> int:
+    """A localhost TCP port nobody listens on (now)."""
     import socket
-
-    from dream3d.webapp import launch
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+        return s.getsockname()[1]
+
+
+def start_ui(runs_dir, **launch_kwargs):
+    """The web UI on a free localhost port, not blocking: (url, demo); close it with demo.close()."""
+    from dream3d.webapp import launch
+
+    port = free_port()
     return f"http://127.0.0.1:{port}/", launch(port=port, runs_dir=runs_dir, block=False, **launch_kwargs)

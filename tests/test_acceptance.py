@@ -30,7 +30,7 @@ def test_default_preset_reaches_target_quality(tmp_path, prompt):
 def test_gaussian_preset_reaches_target_quality(tmp_path):
     """`dream3d run configs/toy/sds-gaussians.yaml prompt="a red cube"`: IoU >= 0.9, colour <= 0.05,
     a GLB mesh and a 3DGS PLY that reload."""
-    from renderers.gaussians.ply import read_gaussian_ply
+    from renderers.gaussians.splat_files import read_splat_file
 
     cfg = load_config("configs/toy/sds-gaussians.yaml", [f"output.out_dir={tmp_path}", "output.name=acc",
                                                          "output.progress=false", "output.turntable_frames=8",
@@ -44,5 +44,5 @@ def test_gaussian_preset_reaches_target_quality(tmp_path):
     assert_valid_gltf(tmp_path / "acc" / "model.glb")
     lo, hi = mesh.bounds
     assert (abs(lo) < 0.6).all() and (abs(hi) < 0.6).all() and (hi - lo).min() > 0.5
-    ply = read_gaussian_ply(tmp_path / "acc" / "model.splat.ply")
-    assert len(ply["x"]) > 1000 and "f_dc_0" in ply and "rot_3" in ply
+    ply = read_splat_file(tmp_path / "acc" / "model.splat.ply", "ply")
+    assert len(ply["means"]) > 1000 and ply["sh0"].shape == (len(ply["means"]), 1, 3)

@@ -5,11 +5,12 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
-from conftest import TINY_RUN
+from conftest import TINY_RUN, free_port
 
 from dream3d.batch import BatchJob, parse_seeds, read_prompts, run_batch
 from dream3d.cli import main
@@ -92,8 +93,8 @@ def test_a_killed_worker_is_retried_and_resumes(tmp_path):
     assert ckpt.exists(), "the run never checkpointed"
     os.kill(int(attempts.read_text().split()[1]), signal.SIGKILL)
     out, err = proc.communicate(timeout=300)
-    assert proc.returncode == 0, err[-2000:]
     index = json.loads((tmp_path / "ray" / "index.json").read_text())
+    assert proc.returncode == 0, (out[-1000:], [(r["prompt"], r["status"], r["attempts"], r["error"]) for r in index["runs"]])
     by_prompt = {r["prompt"]: r for r in index["runs"]}
     assert [r["status"] for r in index["runs"]] == ["finished", "finished"]
     assert by_prompt["a red cube"]["attempts"] == 2 and by_prompt["a blue sphere"]["attempts"] == 1
@@ -104,27 +105,133 @@ def test_a_killed_worker_is_retried_and_resumes(tmp_path):
 
 
 @pytest.mark.reliability
-def test_a_failing_run_is_retried_then_reported_and_the_others_finish(tmp_path, capsys, monkeypatch):
+def test_only_failures_that_can_pass_are_retried_and_the_others_finish(tmp_path, capsys, monkeypatch):
+    """An OS error (a full disk, a flaky network file system) is retried, then reported; a bug
+    (RuntimeError) fails the same way again, so it is reported after one attempt; the other runs
+    finish."""
     import dream3d.lifecycle
 
     real_run = dream3d.lifecycle.start_run
 
-    def flaky_run(cfg, *args, **kw):  # "a blue cube" fails in the middle of every attempt
+    def failing_run(cfg, *args, **kw):
         if cfg.prompt == "a blue cube":
-            raise RuntimeError("simulated failure in the middle of training")
+            raise OSError(28, "simulated: no space left on device")
+        if cfg.prompt == "a green cube":
+            raise RuntimeError("simulated bug in the middle of training")
         return real_run(cfg, *args, **kw)
 
-    monkeypatch.setattr(dream3d.lifecycle, "start_run", flaky_run)
+    monkeypatch.setattr(dream3d.lifecycle, "start_run", failing_run)
     prompts = prompt_file(tmp_path, "a red cube\na blue cube\na green cube\n", "p.txt")
-    code = main(["batch", str(prompts), "--config", PRESET, "--backend", "local", "--retries", "1",
+    code = main(["batch", str(prompts), "--config", PRESET, "--backend", "local", "--retries", "2",
                  "--out", str(tmp_path), *TINY_RUN])
     assert code == 1
     out = capsys.readouterr().out
-    assert "2 finished" in out and "1 failed" in out and "simulated failure" in out
+    assert "1 finished" in out and "2 failed" in out and "no space left" in out and "simulated bug" in out
     index = json.loads((tmp_path / "p" / "index.json").read_text())
-    assert [r["status"] for r in index["runs"]] == ["finished", "failed", "finished"]
-    bad = index["runs"][1]
-    assert bad["attempts"] == 2 and "simulated failure" in bad["error"] and bad["assets"] == {}
+    assert [r["status"] for r in index["runs"]] == ["finished", "failed", "failed"]
+    disk, bug = index["runs"][1], index["runs"][2]
+    assert disk["attempts"] == 3 and "no space left" in disk["error"] and disk["assets"] == {}
+    assert bug["attempts"] == 1 and "simulated bug" in bug["error"]
+
+
+def test_retryable_judges_the_cause_inside_ray_errors():
+    ray = pytest.importorskip("ray")
+    import torch
+
+    from dream3d.batch import retryable
+    from dream3d.runs import CheckpointError
+    from dream3d.trainer import NonFiniteError, OutputWriteError
+
+    for error in (OSError("disk"), MemoryError(), torch.OutOfMemoryError("cuda"), OutputWriteError("full"),
+                  ray.exceptions.ActorDiedError(), ray.exceptions.WorkerCrashedError()):
+        assert retryable(error), error
+    for error in (ValueError("bad prompt"), RuntimeError("bug"), CheckpointError("corrupt"), NonFiniteError("nan"),
+                  ConfigError("typo")):
+        assert not retryable(error), error
+    assert retryable(ray.exceptions.RayTaskError("run", "traceback", OSError("disk")))
+    assert not retryable(ray.exceptions.RayTaskError("run", "traceback", CheckpointError("corrupt")))
+
+
+def test_workers_fit_the_cluster_or_the_batch_is_refused():
+    from dream3d.batch import BatchSpec, default_workers
+
+    spec = BatchSpec(PRESET, (), "x", cpus_per_run=2, gpus_per_run=1)
+    assert default_workers({"CPU": 16, "GPU": 3}, spec, jobs=10) == 3  # one worker per GPU
+    assert default_workers({"CPU": 16, "GPU": 3}, spec, jobs=2) == 2  # no more workers than runs
+    with pytest.raises(ConfigError, match="has 16 CPUs and 0 GPUs"):
+        default_workers({"CPU": 16}, spec, jobs=2)
+    assert default_workers({"CPU": 5}, BatchSpec(PRESET, (), "x", cpus_per_run=2), jobs=10) == 2
+
+
+def test_a_kept_prior_gives_the_numbers_of_a_fresh_one(tmp_path):
+    """A worker's second job on its kept prior trains exactly as the same job with a prior of its
+    own (the prior carries nothing from one run to the next), and the prior was built once."""
+    from dream3d.batch import BatchSpec, PriorCache, complete_job
+    from dream3d.lifecycle import load_run
+
+    warm_spec = BatchSpec(PRESET, tuple(TINY_RUN), str(tmp_path / "warm"))
+    priors = PriorCache()
+    complete_job(warm_spec, BatchJob("a blue sphere", 1), priors)
+    warm = complete_job(warm_spec, BatchJob("a red cube", 0), priors)
+    assert priors.builds == 1
+    cold = complete_job(BatchSpec(PRESET, tuple(TINY_RUN), str(tmp_path / "cold")), BatchJob("a red cube", 0))
+    a, b = load_run(warm["run_dir"])[0].scene.state_dict(), load_run(cold["run_dir"])[0].scene.state_dict()
+    assert a.keys() == b.keys() and all(torch_equal(a[k], b[k]) for k in a)
+    assert warm["metrics"] == {**cold["metrics"], "wall_time_s": warm["metrics"]["wall_time_s"]}
+    complete_job(warm_spec, BatchJob("a red cube", 0, ("prior.resolution=8",)), priors)  # other prior settings
+    assert priors.builds == 2
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return torch.equal(a, b) if isinstance(a, torch.Tensor) else a == b
+
+
+@pytest.mark.slow
+def test_ray_client_and_ray_jobs_on_a_running_cluster(tmp_path):
+    """`ray start --head` with token authentication, then `dream3d batch --address ray://...` (Ray
+    Client: the packages travel in the runtime_env) and `dream3d batch --submit http://...` (Ray
+    Jobs); the client knows only RAY_AUTH_TOKEN, as a user given the cluster's token does."""
+    pytest.importorskip("ray")
+    import secrets
+    import urllib.request
+
+    token = secrets.token_hex(32)
+    client_port, dashboard_port = free_port(), free_port()
+    head_env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
+    start = [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", f"--port={free_port()}",
+             f"--ray-client-server-port={client_port}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
+             "--num-cpus=2", "--min-worker-port=30000", "--max-worker-port=30999", "--disable-usage-stats",
+             f"--temp-dir={tempfile.mkdtemp(prefix='ray', dir='/tmp')}"]  # short: Ray's socket paths must fit 107 bytes
+    # --block: this cluster lives as long as this process, which the test stops (no `ray stop` of other clusters)
+    head = subprocess.Popen(start, env=head_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{dashboard_port}/", timeout=2)
+            break
+        except urllib.error.HTTPError:  # answering (it wants the token)
+            break
+        except OSError:
+            assert head.poll() is None, "ray start --head failed"
+            time.sleep(1)
+    client_env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")} | {"RAY_AUTH_TOKEN": token}
+    try:
+        prompts = prompt_file(tmp_path, "a red cube\na blue sphere\n")
+        common = ["--config", str(Path(PRESET).absolute()), "--out", str(tmp_path / "out"), *TINY_RUN]
+        for name, where in (("client", ["--address", f"ray://127.0.0.1:{client_port}"]),
+                            ("jobs", ["--submit", f"http://127.0.0.1:{dashboard_port}"])):
+            done = subprocess.run([sys.executable, "-m", "dream3d.cli", "batch", str(prompts), "--name", name, *where,
+                                   *common], env=client_env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+            assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+            index = json.loads((tmp_path / "out" / name / "index.json").read_text())
+            assert [r["status"] for r in index["runs"]] == ["finished", "finished"], index
+            assert all(Path(r["assets"]["glb"]).exists() for r in index["runs"])
+        assert "SUCCEEDED" in done.stdout
+    finally:
+        head.terminate()  # `ray start --block` stops its cluster's processes when terminated
+        head.wait(timeout=120)
 
 
 @pytest.mark.reliability

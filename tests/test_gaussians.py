@@ -12,7 +12,6 @@ from dream3d.kernel.cameras import Cameras, CameraSampler
 from dream3d.kernel.schema import ConfigError
 from renderers import build_scene
 from renderers.gaussians.model import knn_scales
-from renderers.gaussians.ply import attribute_names, read_gaussian_ply
 from renderers.gaussians.rasterize import rasterize, view_colours
 from renderers.gaussians.rasterize_torch import ALPHA_MAX, ALPHA_MIN, T_MIN, Projected, project, rasterize_torch
 from renderers.gaussians.scene import GaussianConfig
@@ -265,22 +264,27 @@ def test_run_resume_is_exact_through_densification(tmp_path):
 
 
 def test_splat_ply_has_the_3dgs_layout(tmp_path):
+    from plyfile import PlyData
+
     from dream3d.config import load_config
     from dream3d.lifecycle import start_run
 
     result = start_run(load_config("configs/toy/sds-gaussians.yaml", GAUSSIAN_RUN + [f"output.out_dir={tmp_path}",
                                                                                     "scene.sh_degree=1"]))
     files = result["export"]["files"]
-    ply = read_gaussian_ply(files["splat"])
-    assert list(ply) == attribute_names(3)
+    names = [p.name for p in PlyData.read(files["splat"])["vertex"].properties]
+    assert names == (["x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2"] + [f"f_rest_{i}" for i in range(9)]
+                     + ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"])
     from dream3d.lifecycle import load_run
+    from renderers.gaussians.splat_files import read_splat_file
 
+    ply = read_splat_file(files["splat"], "ply")
     trainer, _ = load_run(result["run_dir"])
     g = trainer.scene.gaussians
-    assert len(ply["x"]) == len(g)
-    np.testing.assert_allclose(np.stack([ply["x"], ply["y"], ply["z"]], 1), g.means.detach().numpy(), atol=1e-6)
-    np.testing.assert_allclose(ply["opacity"], g.params["opacities"].detach().numpy(), atol=1e-6)
-    np.testing.assert_allclose(ply["rot_0"], g.params["quats"][:, 0].detach().numpy(), atol=1e-6)
+    assert len(ply["means"]) == len(g)
+    np.testing.assert_allclose(ply["means"] * [-1, -1, 1], g.means.detach().numpy(), atol=1e-6)  # viewers' frame
+    np.testing.assert_allclose(ply["opacities"], g.params["opacities"].detach().numpy(), atol=1e-6)
+    np.testing.assert_allclose(ply["scales"], g.params["scales"].detach().numpy(), atol=1e-6)
     from dream3d.export import load_mesh
 
     mesh = load_mesh(files["glb"])

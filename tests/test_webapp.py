@@ -88,7 +88,7 @@ def test_client_gets_previews_a_glb_and_downloads(server):
     assert status.startswith("**Finished**")
     mesh = trimesh.load(glb, force="mesh")
     assert len(mesh.faces) > 100
-    assert {os.path.basename(f) for f in files} >= {"model.glb", "model.obj", "run.zip"}
+    assert {os.path.basename(f) for f in files} >= {"model.glb", "model.obj", "steps.csv", "run.zip"}  # the run's logs too
     assert video.endswith((".mp4", ".gif"))
     assert len(list(runs.glob("*/checkpoints/last.pt"))) >= 1
 

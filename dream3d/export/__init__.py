@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dream3d.export.config import ISOSURFACE_METHODS, ExportConfig, asset_path
+from dream3d.export.config import ISOSURFACE_METHODS, SPLAT_FILE_KEYS, ExportConfig, asset_path, splat_path
 from dream3d.export.decimate import decimate, decimate_to_error
 from dream3d.export.isosurface import (
     EmptySceneError,
@@ -41,8 +41,8 @@ def surface_cameras(elevation_range=(-10.0, 45.0), n: int = 32) -> Cameras:
 
 
 class ExportCancelled(ExportError):
-    """The export was stopped between phases (the web UI's Stop); no mesh file was written (a
-    splat PLY, written first, may be there)."""
+    """The export was stopped between phases (the web UI's Stop); no mesh file was written (splat
+    files, written first, may be there)."""
 
 
 def _check(cancel) -> None:
@@ -103,7 +103,8 @@ def scene_mesh(scene: Scene, cfg: ExportConfig, elevation_range=(-10.0, 45.0), c
 
 def export_scene(scene: Scene, out_base: str | Path, cfg: ExportConfig | None = None, elevation_range=(-10.0, 45.0),
                  cancel=None) -> dict:
-    """Write asset_path(out_base, fmt) for each of cfg.formats; returns {"method", "files", "seconds"
+    """Write asset_path(out_base, fmt) for each of cfg.formats (for "splat": splat_path(out_base, f)
+    for each of cfg.splat_formats, in the cfg.splat_up frame); returns {"method", "files", "seconds"
     (per phase)} and, when a mesh format was asked for, "level", "vertices", "faces", "colors",
     "grid_step", "surface_error_cells" (when decimated by error) and "texture_size" (when baked).
     Raises EmptySceneError (and writes nothing) when there is no surface, ExportError when a written file does not reopen as
@@ -119,7 +120,8 @@ def export_scene(scene: Scene, out_base: str | Path, cfg: ExportConfig | None = 
         if not scene.supports_splats():
             raise ValueError(f"format 'splat' needs a Gaussian scene, not {type(scene).__name__}")
         with timer("splat"):
-            files["splat"] = str(scene.write_splats(asset_path(out_base, "splat")))
+            for fmt in cfg.splat_formats:
+                files[SPLAT_FILE_KEYS[fmt]] = str(scene.write_splats(splat_path(out_base, fmt), fmt, cfg.splat_up))
         formats.remove("splat")
     if not formats:
         return {**info, "seconds": timer.seconds()}

@@ -7,16 +7,24 @@ from pathlib import Path
 from typing import Any
 
 from dream3d.kernel.schema import ConfigError, bounded, choice, validate_fields
+from renderers.gaussians.splat_files import SPLAT_FORMATS, SPLAT_UP, splat_suffix
 
-EXPORT_FORMATS = ("glb", "obj", "ply", "splat")  # splat: 3DGS PLY of a Gaussian scene (model.splat.ply)
+EXPORT_FORMATS = ("glb", "obj", "ply", "splat")  # splat: a Gaussian scene's splat files (output.export.splat_formats)
+SPLAT_FILE_KEYS = {"ply": "splat", "splat": "splat_antimatter", "ply_compressed": "splat_compressed"}  # export info "files"
 EXPORT_COLORS = ("texture", "vertex")
 ISOSURFACE_METHODS = ("visibility", "density")  # solid behind the rendered surface | density level set
 
 
 def asset_path(base: str | Path, fmt: str) -> Path:
     """The file an export format is written to: base.glb, base.obj (its .mtl and .png beside it),
-    base.ply, and base.splat.ply for splats (a PLY that 3DGS viewers open, not a mesh)."""
+    base.ply, and base.splat.ply for splats (a PLY that 3DGS viewers open, not a mesh; the other
+    splat files are at splat_path)."""
     return Path(f"{base}.splat.ply" if fmt == "splat" else f"{base}.{fmt}")
+
+
+def splat_path(base: str | Path, splat_format: str) -> Path:
+    """base.splat.ply (3DGS PLY), base.splat (antimatter15) or base.compressed.ply (SuperSplat)."""
+    return Path(f"{base}{splat_suffix(splat_format)}")
 
 
 @dataclass
@@ -36,6 +44,11 @@ class ExportConfig:
     # texels per grid cell along the surface: the texture is the smallest power of two (>= 64) that holds
     # the surface at this density, at most texture_size; 0 = always texture_size
     texels_per_cell: float = bounded(1.0, 0.0, 64.0)
+    # the files format "splat" writes: ply (3DGS PLY), splat (antimatter15's .splat), ply_compressed (SuperSplat)
+    splat_formats: list[str] = field(default_factory=lambda: list(SPLAT_FORMATS))
+    # splat files' up axis: -y, the frame 3DGS viewers expect (INRIA / COLMAP; SuperSplat, antimatter15), or +y,
+    # dream3d's own world frame
+    splat_up: str = choice("-y", SPLAT_UP)
 
 
 def validate_export(e: ExportConfig, scene: str) -> None:
@@ -47,5 +60,8 @@ def validate_export(e: ExportConfig, scene: str) -> None:
         if fmt == "splat" and scene != "gaussians":
             raise ConfigError(f"output.export.formats: 'splat' needs scene.name=gaussians (this run's scene is "
                               f"{scene!r}); use glb, obj or ply")
+    if not e.splat_formats or any(f not in SPLAT_FORMATS for f in e.splat_formats):
+        raise ConfigError(f"output.export.splat_formats = {e.splat_formats!r}; valid: a non-empty list of "
+                          f"{', '.join(SPLAT_FORMATS)}")
     if e.level != "auto" and not (isinstance(e.level, (int, float)) and e.level > 0):
         raise ConfigError(f"output.export.level = {e.level!r}; valid: 'auto' or a positive density value")

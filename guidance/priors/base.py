@@ -83,6 +83,11 @@ class DiffusionPrior(ABC):
         """x_t = a_t x + s_t noise [B,...] (`q_sample` with this prior's schedule)."""
         return q_sample(self.alphas_cumprod, x, t, noise)
 
+    def clear_run_cache(self) -> None:
+        """Forget what earlier runs left in memory (their prompts' embeddings, warnings already
+        given) before the prior serves another run; a batch worker keeps one prior for many runs.
+        Nothing by default."""
+
     # -- optional capabilities -----------------------------------------------------------
     def supports(self, method: str) -> bool:
         """Whether this prior implements the optional `method` (one of OPTIONAL)."""

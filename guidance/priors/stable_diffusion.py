@@ -204,6 +204,10 @@ class StableDiffusionPrior(DiffusionPrior):
         return ((img.float() + 1) / 2).clamp(0, 1).to(x.device)
 
     # -- text ------------------------------------------------------------------------------
+    def clear_run_cache(self) -> None:
+        self._embeddings.clear()  # the disk cache (prior.cache_embeddings) keeps them for the next run
+        self._warned_truncation = False
+
     def embed(self, prompt: str) -> TextEmbedding:
         """Prompt -> TextEmbedding, cached in memory and (optionally) on disk. Prompts longer than
         the tokenizer's limit are truncated with a warning naming the dropped words."""

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -17,9 +16,9 @@ from renderers.background import BACKGROUNDS, Background
 from renderers.base import RenderOutput, Scene, SceneInit
 from renderers.gaussians.densify import Densifier, DensifyConfig
 from renderers.gaussians.model import GaussianModel, ball_points, load_points
-from renderers.gaussians.ply import read_gaussian_ply, write_gaussian_ply
 from renderers.gaussians.rasterize import rasterize, view_colours
 from renderers.gaussians.rasterize_torch import project, rasterize_torch
+from renderers.gaussians.splat_files import write_splat_file
 
 INITS = ("ball", "shape", "points")
 
@@ -143,14 +142,12 @@ class GaussianScene(Scene):
     def supports_splats(self) -> bool:
         return True
 
-    def write_splats(self, path: str | Path) -> Path:
-        """The Gaussians as a 3DGS PLY (renderers/gaussians/ply.py), checked by reopening it."""
-        out = write_gaussian_ply(self.gaussians, path)
-        back = read_gaussian_ply(out)
-        if len(back["x"]) != len(self.gaussians) or not all(np.isfinite(v).all() for v in back.values()):
-            out.unlink()
-            raise RuntimeError(f"{out} did not reopen as the {len(self.gaussians)} Gaussians written; removed it")
-        return out
+    def log_stats(self) -> dict[str, float]:
+        return {"gaussians": len(self.gaussians)}
+
+    def write_splats(self, path: str | Path, fmt: str = "ply", up: str = "-y") -> Path:
+        """The Gaussians as a splat file (renderers/gaussians/splat_files.py), checked by reopening it."""
+        return write_splat_file(dict(self.gaussians.params), path, fmt, up)
 
     @torch.no_grad()
     def surface_maps(self, cameras: Cameras, resolution: int, surface_opacity: float = 0.05, chunk: int = 8
