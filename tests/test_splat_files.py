@@ -2,6 +2,7 @@
 against the conventions read from their source (SuperSplat turns PLY / .splat 180 degrees about Z
 on load; antimatter15's camera is OpenCV's, y down), and every format reloading as written."""
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -152,6 +153,14 @@ def test_gaussian_preset_run_leaves_every_splat_file(tmp_path):
     np.testing.assert_allclose(ply["means"] * [-1, -1, 1], g.means.detach().numpy(), atol=1e-6)
     assert ply["shN"].shape == (len(g), 3, 3)
     assert math.isclose(len(read_splat_file(files["splat_antimatter"], "splat")["means"]), len(g))
+    # `dream3d export RUN --format splat --splat-format splat --splat-up +y` rewrites one file in dream3d's frame
+    from dream3d.cli import main
+
+    Path(files["splat_antimatter"]).unlink()
+    assert main(["export", result["run_dir"], "--format", "splat", "--splat-format", "splat", "--splat-up", "+y"]) == 0
+    plus_y = read_splat_file(files["splat_antimatter"], "splat")["means"]
+    ours = g.means.detach().numpy()
+    assert np.abs(plus_y[:, None] - ours[None]).sum(-1).min(1).max() < 1e-6  # same points, unturned (file order differs)
 
 
 def test_no_splats_to_write_is_a_clear_error(tmp_path):
