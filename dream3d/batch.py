@@ -437,15 +437,20 @@ def submit_batch(address: str, prompts: str | Path, config: str, args: list[str]
         job_id = client.submit_job(entrypoint=" ".join(shlex.quote(a) for a in entry), runtime_env=env)
     echo(f"submitted Ray job {job_id} to {address}")
     shown = 0
-    while True:
-        status = client.get_job_status(job_id)
-        logs = client.get_job_logs(job_id)
-        if len(logs) > shown:
-            echo(logs[shown:].rstrip("\n"))
-            shown = len(logs)
-        if status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
-            return job_id, str(status.value)
-        time.sleep(poll_s)
+    try:
+        while True:
+            status = client.get_job_status(job_id)
+            logs = client.get_job_logs(job_id)
+            if len(logs) > shown:
+                echo(logs[shown:].rstrip("\n"))
+                shown = len(logs)
+            if status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
+                return job_id, str(status.value)
+            time.sleep(poll_s)
+    except KeyboardInterrupt:
+        echo(f"stopped following Ray job {job_id}; it goes on on the cluster (`ray job logs {job_id}` to follow it, "
+             f"`ray job stop {job_id}` to stop it)")
+        raise
 
 
 # -- the batch -----------------------------------------------------------------------------

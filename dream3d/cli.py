@@ -148,7 +148,8 @@ def _cmd_batch(args) -> int:
         return 0 if status == "SUCCEEDED" else 1
     index = run_batch(args.prompts, args.config, tuple(args.overrides), args.backend, args.address, args.cpus_per_run,
                       args.gpus_per_run, parse_seeds(args.seeds), args.retries, args.name, args.out,
-                      workers=args.workers, keep_prior=not args.fresh_prior)
+                      workers=args.workers, keep_prior=not args.fresh_prior,
+                      progress=sys.stderr.isatty())  # a bar in a terminal; none in a log file or a Ray job's log
     runs = index["runs"]
     failed = [r for r in runs if r["status"] == "failed"]
     reused = sum(r["reused"] for r in runs)

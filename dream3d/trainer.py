@@ -1,10 +1,11 @@
 """The optimisation loop: sample cameras -> scene.render -> guidance -> backward -> step.
 
 The trainer only wires a prior, a guidance and a scene together; it owns the run folder,
-the random generator, checkpoints, previews, the turntable and the export. Randomness: the loop's
-own draws (cameras, timesteps, noise, ray jitter) go through `generator`; initial values come from
-the seed (NeRF weights from torch's global generator, Gaussian points from dream3d.scenes); what a
-library draws from the global generator (gsplat's split) follows the seed too. Both generators are
+the random generator, checkpoints, previews, the step logs (dream3d/train_log.py), the turntable
+and the export. Randomness: the loop's own draws (cameras, timesteps, noise, ray jitter) go through
+`generator`; initial values come from the seed (NeRF weights from torch's global generator,
+Gaussian points from dream3d.scenes); what a library draws from the global generator (gsplat's
+split) follows the seed too. Both generators are
 checkpointed, so runs are reproducible and a resumed run continues exactly. Starting, resuming and
 reusing runs is dream3d.lifecycle.
 """
