@@ -136,7 +136,10 @@ def test_any_override_is_accepted_or_named_in_a_config_error(key, value):
     except ConfigError as e:
         assert key.split(".")[-1] in str(e) or "prompt" in str(e) or "override" in str(e), (key, text, str(e))
     else:
-        assert cfg.train.steps >= 1 and 0 <= cfg.guidance.guidance_scale  # accepted values are in range
+        from dream3d.kernel.schedules import Schedule
+
+        scale = Schedule.parse(cfg.guidance.guidance_scale, "guidance_scale")  # a number or a schedule [s0, v0, v1, s1]
+        assert cfg.train.steps >= 1 and 0 <= scale.start and 0 <= scale.end  # accepted values are in range
 
 
 @settings(max_examples=200, deadline=None)
