@@ -389,14 +389,20 @@ def _ray(spec: BatchSpec, jobs: list[BatchJob], address: str | None, workers: in
                     starting[worker.ready.remote()] = worker
                 continue
             job, worker = running.pop(done[0])
-            idle.append(worker)
             try:
-                yield job, ray.get(done[0])
+                result = ray.get(done[0])
             except Exception as e:  # the job raised, or its worker died (Ray restarts the actor)
+                if isinstance(e, ray.exceptions.RayActorError):
+                    starting[worker.ready.remote()] = worker  # takes runs again once restarted, not before
+                else:
+                    idle.append(worker)
                 if retryable(e) and tries[job] <= spec.retries:
                     queue.append(job)
                 else:
                     yield job, e
+            else:
+                idle.append(worker)
+                yield job, result
     finally:
         if started_here:
             ray.shutdown()

@@ -7,11 +7,13 @@ TensorBoard event files or Weights & Biases as `output.logger` says.
 Scalars per step (CSV columns, TensorBoard tags train/<name>): loss (their sum) and loss_<term>
 for each loss term, grad_norm (|G| of the guidance), t (mean timestep), lr_<group> for each
 optimiser group, alpha (mean render opacity), gaussians (count, Gaussian scenes), step_ms, and
-iou (silhouette IoU of the validation views against the ToyWorld truth, on the steps that render
-them; blank on the others). Validation renders go to TensorBoard / W&B as images.
+iou (silhouette IoU of the validation views against the ToyWorld truth at train.resolution, on
+the steps that render them; blank on the others). Validation renders go to TensorBoard / W&B as
+images.
 
 `tensorboard --logdir runs` shows every run under runs/. A resumed run first drops the rows (and
-TensorBoard events) written after its checkpoint, so every step appears once.
+TensorBoard events) written after its checkpoint, so every step appears once (W&B cannot drop
+logged steps: there the pre-crash values of those steps stay).
 """
 from __future__ import annotations
 
