@@ -198,12 +198,15 @@ def test_ray_client_and_ray_jobs_on_a_running_cluster(tmp_path):
     import urllib.request
 
     token = secrets.token_hex(32)
+    temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
     client_port, dashboard_port = free_port(), free_port()
-    head_env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
+    # the job's entrypoint runs `python` from the PATH, as on a cluster: this test's Python
+    head_env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token,
+                "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
     start = [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", f"--port={free_port()}",
              f"--ray-client-server-port={client_port}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
              "--num-cpus=2", "--min-worker-port=30000", "--max-worker-port=30999", "--disable-usage-stats",
-             f"--temp-dir={tempfile.mkdtemp(prefix='ray', dir='/tmp')}"]  # short: Ray's socket paths must fit 107 bytes
+             f"--temp-dir={temp_dir}"]
     # --block: this cluster lives as long as this process, which the test stops (no `ray stop` of other clusters)
     head = subprocess.Popen(start, env=head_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
@@ -224,7 +227,9 @@ def test_ray_client_and_ray_jobs_on_a_running_cluster(tmp_path):
                             ("jobs", ["--submit", f"http://127.0.0.1:{dashboard_port}"])):
             done = subprocess.run([sys.executable, "-m", "dream3d.cli", "batch", str(prompts), "--name", name, *where,
                                    *common], env=client_env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
-            assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+            server_logs = "".join(f"\n--- {log.name}\n{log.read_text()[-3000:]}"
+                                  for log in Path(temp_dir).glob("session_latest/logs/ray_client_server*.err"))
+            assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:] + server_logs
             index = json.loads((tmp_path / "out" / name / "index.json").read_text())
             assert [r["status"] for r in index["runs"]] == ["finished", "finished"], index
             assert all(Path(r["assets"]["glb"]).exists() for r in index["runs"])
