@@ -22,6 +22,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from dream3d.convergence import ConvergenceConfig
 from dream3d.export.config import ExportConfig, validate_export
+from dream3d.kernel.device import check_device_name
 from dream3d.kernel.schema import ConfigError, bounded, choice, server_only, validate_fields
 from dream3d.scenes import check_scene_config
 from dream3d.train_log import LOGGERS
@@ -43,6 +44,9 @@ class TrainConfig:
     batch_size: int = bounded(4, 1, 64)  # views per step
     resolution: int = bounded(32, 8, 1024)  # render resolution during training
     max_bad_steps: int = bounded(20, 1, None)  # consecutive non-finite steps before the run stops
+    # where every tensor of a step lives (dream3d/kernel/device.py); auto = CUDA when available.
+    # server_only: a web visitor does not choose the server's hardware
+    device: str = server_only("auto")  # auto | cpu | cuda | cuda:N | mps
     convergence: ConvergenceConfig = field(default_factory=ConvergenceConfig)  # stop early once converged
 
 
@@ -168,6 +172,7 @@ def validate(cfg: RunConfig) -> None:
             raise ConfigError(f"camera.{key} must be [min, max], two finite numbers with min <= max, got {value}")
     if not (-90 <= cfg.camera.elevation_range[0] and cfg.camera.elevation_range[1] <= 90):
         raise ConfigError(f"camera.elevation_range must lie within [-90, 90], got {cfg.camera.elevation_range}")
+    check_device_name(cfg.train.device, "train.device")
     validate_export(cfg.output.export, cfg.scene.name)
     for section in (cfg.guidance, cfg.scene, cfg.prior):
         section.validate()

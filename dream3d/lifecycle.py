@@ -20,7 +20,7 @@ from dream3d.train_log import check_logger
 from dream3d.trainer import Evaluation, Trainer
 from guidance.priors import DiffusionPrior, build_prior
 
-RESUMABLE_CHANGES = ("train.steps", "train.convergence.", "output.", "eval.")  # keys a resumed run may change
+RESUMABLE_CHANGES = ("train.steps", "train.convergence.", "train.device", "output.", "eval.")  # keys a resumed run may change
 
 
 def start_run(cfg: RunConfig, config_name: str = "config", progress: bool | None = None,
@@ -49,7 +49,7 @@ def start_run(cfg: RunConfig, config_name: str = "config", progress: bool | None
 def load_run(run_dir: str | Path, overrides: tuple[str, ...] = (), prior: DiffusionPrior | None = None
              ) -> tuple[Trainer, dict]:
     """A trainer restored from a run folder's last checkpoint (scene, optimiser, RNG, step).
-    Overrides (and edits of config.yaml) may change only train.steps, train.convergence.*, output.*
+    Overrides (and edits of config.yaml) may change only train.steps, train.convergence.*, train.device, output.*
     and eval.*; anything else would not be the run the checkpoint holds."""
     folder = RunDir(run_dir)
     if not folder.config.exists():
@@ -63,7 +63,7 @@ def load_run(run_dir: str | Path, overrides: tuple[str, ...] = (), prior: Diffus
     changed = [k for k in changed_keys(trained, cfg) if not k.startswith(RESUMABLE_CHANGES)]
     if changed:
         raise ConfigError(f"{folder.config} and the overrides differ from the config the checkpoint was trained with "
-                          f"in {', '.join(changed)}; a resumed run can change only train.steps, train.convergence.*, output.* "
+                          f"in {', '.join(changed)}; a resumed run can change only train.steps, train.convergence.*, train.device, output.* "
                           "and eval.* "
                           "(restore config.yaml, or start a new run with `dream3d run`)")
     trainer = Trainer(cfg, folder, progress=False, prior=prior)
