@@ -35,6 +35,7 @@ from tqdm import tqdm
 from dream3d.config import RunConfig, changed_keys, load_config
 from dream3d.export.config import EXPORT_FORMATS
 from dream3d.kernel.atomic_io import atomic_write_text, write_json
+from dream3d.kernel.device import resolve_device
 from dream3d.kernel.schema import ConfigError
 from dream3d.runs import RunDir, slugify
 
@@ -172,10 +173,10 @@ class PriorCache:
     def get(self, cfg: RunConfig):
         from guidance.priors import build_prior
 
-        key = json.dumps(dataclasses.asdict(cfg.prior), sort_keys=True, default=str)
+        key = json.dumps({**dataclasses.asdict(cfg.prior), "train.device": cfg.train.device}, sort_keys=True, default=str)
         if key != self.key:
             self.prior, self.key = None, None  # freed before the next one loads; nothing kept if that fails
-            self.prior = build_prior(cfg.prior, progress=False)
+            self.prior = build_prior(cfg.prior, progress=False, device=resolve_device(cfg.train.device))
             self.key = key
             self.builds += 1
         else:

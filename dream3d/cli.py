@@ -1,4 +1,4 @@
-"""The `dream3d` command line: run | resume | export | eval | batch | bench | models | app | config show."""
+"""The `dream3d` command line: run | resume | export | eval | batch | bench | models | doctor | app | config show."""
 from __future__ import annotations
 
 import argparse
@@ -113,6 +113,14 @@ def _cmd_models(args) -> int:
         print("".join(c.ljust(w) for c, w in zip(r, widths)) + r[3])
     print(f"\nHugging Face cache: {constants.HF_HUB_CACHE}. Any diffusers-layout folder also works: "
           "prior.model=/path/to/folder")
+    return 0
+
+
+def _cmd_doctor(args) -> int:
+    from dream3d.doctor import diagnose, format_report
+
+    report = diagnose()
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0
 
 
@@ -246,6 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
     bt.set_defaults(func=_cmd_batch)
     m = sub.add_parser("models", help="list the supported priors and whether each is available locally")
     m.set_defaults(func=_cmd_models)
+    d = sub.add_parser("doctor", help="what this machine can run: GPU, CUDA kernels, prior weights, presets (no network)")
+    d.add_argument("--json", action="store_true", help="print the report as JSON")
+    d.set_defaults(func=_cmd_doctor)
     c = sub.add_parser("config", help="config tools")
     csub = c.add_subparsers(dest="config_command", required=True)
     cs = csub.add_parser("show", help="print the merged, validated config")

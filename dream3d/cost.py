@@ -100,7 +100,8 @@ def prior_cost(cfg) -> tuple[float, float, float]:
     if p.name != "toyworld":  # Stable Diffusion, on the device it will run on
         import torch
 
-        device = "cuda" if p.device.startswith("cuda") or (p.device == "auto" and torch.cuda.is_available()) else "cpu"
+        name = cfg.train.device if p.device == "auto" else p.device  # prior.device=auto follows train.device
+        device = "cuda" if name.startswith("cuda") or (name == "auto" and torch.cuda.is_available()) else "cpu"
         return SD_SECONDS_PER_PREDICTION[device] * (p.resolution / 512) ** 2, 0.0, SD_HOST_BYTES[device]
     from dream3d.toyworld.catalogue import COLOURS, SHAPES
 

@@ -14,35 +14,44 @@ from dream3d.toyworld import parse_prompt, render_gt
 from dream3d.toyworld.metrics import colour_error, mean_saturation, silhouette_iou, volumetric_iou
 
 
-@torch.no_grad()
 def evaluate_run(run_dir: str | Path) -> dict:
     """Silhouette IoU, colour error and saturation of renders over held-out cameras, and the
     volumetric IoU of the exported mesh; written to eval.json and returned."""
     from dream3d.lifecycle import load_run
 
     trainer, _ = load_run(run_dir)
-    cfg, scene, folder = trainer.cfg, trainer.scene, RunDir(run_dir)
+    folder = RunDir(run_dir)
+    mesh_path = next((folder.asset(f) for f in ("glb", "obj", "ply") if folder.asset(f).exists()), None)
+    results = {"step": trainer.step, **evaluate_scene(trainer.scene, trainer.cfg, mesh_path, run_dir)}
+    write_json(folder.eval, results)
+    return results
+
+
+@torch.no_grad()
+def evaluate_scene(scene, cfg, mesh_path: Path | None = None, run_dir: str | Path = "RUN_DIR") -> dict:
+    """The metrics of evaluate_run for a scene (on any device; its renders are moved to the CPU
+    once, where the truth is rendered) and its exported mesh, if any."""
     item = parse_prompt(cfg.prompt)
     cams = CameraSampler(tuple(cfg.camera.elevation_range), (-180.0, 180.0), cfg.camera.distance,
                          cfg.camera.fovy).held_out(cfg.eval.num_cameras)
     res = cfg.eval.resolution
     out = scene.render(cams, res, res, train=False)
-    results = {"prompt": cfg.prompt, "step": trainer.step, "cameras": cfg.eval.num_cameras, "resolution": res}
+    rgb, alpha = out.rgb.cpu(), out.alpha.cpu()
+    results = {"prompt": cfg.prompt, "cameras": cfg.eval.num_cameras, "resolution": res}
     best = None
     for colour in item.colours:  # colour-free prompts are scored against the closest catalogue colour
         gt, mask = render_gt(item, cams, res, colour)
-        err = colour_error(out.rgb, gt, out.alpha, mask)
+        err = colour_error(rgb, gt, alpha, mask)
         if best is None or err < best[0]:
             best = (err, colour, gt, mask)
     err, colour, gt, mask = best
     results.update({
-        "silhouette_iou": silhouette_iou(out.alpha, mask),
+        "silhouette_iou": silhouette_iou(alpha, mask),
         "colour_error": err,
         "matched_colour": colour,
-        "saturation": mean_saturation(out.rgb, out.alpha),
+        "saturation": mean_saturation(rgb, alpha),
         "saturation_gt": mean_saturation(gt, mask),
     })
-    mesh_path = next((folder.asset(f) for f in ("glb", "obj", "ply") if folder.asset(f).exists()), None)
     if mesh_path is not None:
         try:
             mesh = load_mesh(mesh_path)
@@ -56,5 +65,4 @@ def evaluate_run(run_dir: str | Path) -> dict:
                                                    scene.bound)
     else:
         results["volumetric_iou"] = None
-    write_json(folder.eval, results)
     return results

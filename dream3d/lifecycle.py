@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from dream3d.config import ConfigError, RunConfig, build_config, changed_keys, load_config
+from dream3d.kernel.device import resolve_device
 from dream3d.kernel.timing import PhaseTimer
 from dream3d.runs import CheckpointError, RunDir
 from dream3d.train_log import check_logger
@@ -32,10 +33,12 @@ def start_run(cfg: RunConfig, config_name: str = "config", progress: bool | None
     output.out_dir, or `folder` (made if missing; a caller that gives one has claimed it, e.g. with
     RunDir.create, or owns it, as complete_run does). `on_start(run_dir)` is called once it exists.
     `prior`: one already built for cfg.prior (a batch worker's), else it is built here."""
+    device = resolve_device(cfg.train.device)  # no such device here: one clear line before any work
     check_logger(cfg.output.logger)  # a missing TensorBoard / W&B fails before any work
     timer = PhaseTimer()
     with timer("setup"):
-        prior = prior or build_prior(cfg.prior, progress=cfg.output.progress if progress is None else progress)
+        prior = prior or build_prior(cfg.prior, progress=cfg.output.progress if progress is None else progress,
+                                     device=device)
         prior.embed(cfg.prompt)
     if folder is None:
         folder = RunDir.create(cfg.output.out_dir, cfg.prompt, config_name, cfg.seed, cfg.output.name)
@@ -63,8 +66,8 @@ def load_run(run_dir: str | Path, overrides: tuple[str, ...] = (), prior: Diffus
     changed = [k for k in changed_keys(trained, cfg) if not k.startswith(RESUMABLE_CHANGES)]
     if changed:
         raise ConfigError(f"{folder.config} and the overrides differ from the config the checkpoint was trained with "
-                          f"in {', '.join(changed)}; a resumed run can change only train.steps, train.convergence.*, train.device, output.* "
-                          "and eval.* "
+                          f"in {', '.join(changed)}; a resumed run can change only train.steps, train.convergence.*, "
+                          "train.device, output.* and eval.* "
                           "(restore config.yaml, or start a new run with `dream3d run`)")
     trainer = Trainer(cfg, folder, progress=False, prior=prior)
     trainer.load_state_dict(state)

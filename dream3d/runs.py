@@ -37,7 +37,7 @@ def to_uint8(img: torch.Tensor) -> np.ndarray:
     """[3,H,W] or [B,3,H,W] float in [0,1] -> uint8 HWC (batches side by side)."""
     if img.ndim == 4:
         img = torch.cat(list(img), dim=-1)
-    return (img.detach().clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    return (img.detach().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
 
 
 def write_image(path, img: torch.Tensor) -> Path:

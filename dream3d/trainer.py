@@ -1,13 +1,17 @@
 """The optimisation loop: sample cameras -> scene.render -> guidance -> backward -> step.
 
 The trainer only wires a prior, a guidance and a scene together; it owns the run folder,
-the random generator, checkpoints, previews, the step logs (dream3d/train_log.py), the turntable
-and the export. Randomness: the loop's own draws (cameras, timesteps, noise, ray jitter) go through
-`generator`; initial values come from the seed (NeRF weights from torch's global generator,
-Gaussian points from dream3d.scenes); what a library draws from the global generator (gsplat's
-split) follows the seed too. Both generators are
-checkpointed, so runs are reproducible and a resumed run continues exactly. Starting, resuming and
-reusing runs is dream3d.lifecycle.
+the device, the random generator, checkpoints, previews, the step logs (dream3d/train_log.py), the
+turntable and the export. Device: everything a step touches (scene and optimiser state, cameras,
+rays, noise, timesteps, guidance buffers, the prior) lives on `train.device` (dream3d/kernel/device.py).
+Randomness: the loop's own draws (cameras, timesteps, noise, ray jitter) go through `generator`, a
+CPU generator whose draws are moved to the device (dream3d/kernel/draws.py), so a seed draws the same
+numbers on every device; initial values come from the seed on the CPU before the scene moves (NeRF
+weights from torch's global generator, Gaussian points from dream3d.scenes); what a library draws
+from the global generators (gsplat's split, on the CPU or the GPU) follows the seed too. All of them
+are checkpointed, so runs are reproducible and a resumed run continues exactly (on a GPU up to the
+kernels' own nondeterminism: gsplat's backward sums with atomics). Starting, resuming and reusing
+runs is dream3d.lifecycle.
 """
 from __future__ import annotations
 
@@ -27,6 +31,8 @@ from dream3d.convergence import ConvergenceMonitor
 from dream3d.export import EmptySceneError, ExportError, export_scene
 from dream3d.kernel.atomic_io import atomic_write_text, write_json
 from dream3d.kernel.cameras import CameraSampler
+from dream3d.kernel.device import resolve_device
+from dream3d.kernel.schema import ConfigError
 from dream3d.kernel.timing import PhaseTimer
 from dream3d.runs import CheckpointError, RunDir, to_uint8, write_image, write_video
 from dream3d.scenes import build_run_scene
@@ -78,14 +84,18 @@ class Trainer:
     def _setup(self, cfg: RunConfig, run_dir: RunDir, progress: bool | None, prior) -> None:
         self.cfg, self.run_dir = cfg, run_dir
         self.progress = cfg.output.progress if progress is None else progress
-        torch.manual_seed(cfg.seed)  # parameter initialisation and library draws (gsplat's split)
-        self.generator = torch.Generator().manual_seed(cfg.seed)  # the loop's own random draws
+        self.device = resolve_device(cfg.train.device)
+        torch.manual_seed(cfg.seed)  # parameter initialisation and library draws (gsplat's split; CUDA's too)
+        self.generator = torch.Generator().manual_seed(cfg.seed)  # the loop's own random draws (CPU, moved over)
         self.camera_sampler = CameraSampler(tuple(cfg.camera.elevation_range), tuple(cfg.camera.azimuth_range),
                                             cfg.camera.distance, cfg.camera.fovy)
-        self.prior = prior or build_prior(cfg.prior, progress=self.progress)
-        self.guidance = build_guidance(cfg.guidance, self.prior)
+        self.prior = prior or build_prior(cfg.prior, progress=self.progress, device=self.device)
+        if self.prior.device.type != self.device.type:
+            raise ConfigError(f"the prior was built on {self.prior.device}, the run trains on {self.device} "
+                              "(train.device); build it with build_prior(..., device=)")
+        self.guidance = build_guidance(cfg.guidance, self.prior).to(self.device)
         self.cond = self.guidance.embed(cfg.prompt, cfg.negative_prompt)
-        self.scene = build_run_scene(cfg.scene, cfg.seed)
+        self.scene = build_run_scene(cfg.scene, cfg.seed).to(self.device)
         self.optimizer = make_optimizer(self.scene, self.guidance)
         self.convergence = ConvergenceMonitor(cfg.train.convergence)
         self.step = 0
@@ -94,7 +104,7 @@ class Trainer:
         self.timings: dict[str, float] = defaultdict(float)
         self.history: list[dict] = []
         self.train_log: TrainLog | None = None  # open while fit runs
-        self.validation_cameras = self.camera_sampler.orbit(4, 15.0)  # convergence checks and previews
+        self.validation_cameras = self.camera_sampler.orbit(4, 15.0).to(self.device)  # convergence checks, previews
         self.truth = TruthMasks.for_run(cfg.prompt, cfg.prior.name, self.validation_cameras)
         self.validation_iou: float | None = None  # of the last validation render, when a truth exists
 
@@ -103,12 +113,14 @@ class Trainer:
         return {"step": self.step, "config": to_dict(self.cfg), "scene": self.scene.state_dict(),
                 "guidance": self.guidance.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "generator": self.generator.get_state(), "torch_rng": torch.get_rng_state(),
+                **({"cuda_rng": torch.cuda.get_rng_state(self.device)} if self.device.type == "cuda" else {}),
                 "skipped_steps": self.skipped_steps, "timings": dict(self.timings), "history": self.history,
                 "convergence": self.convergence.state_dict(), "phases": self.timer.seconds(6)}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore everything, or raise before changing anything."""
-        scene, guidance = build_run_scene(self.cfg.scene, self.cfg.seed), build_guidance(self.cfg.guidance, self.prior)
+        scene = build_run_scene(self.cfg.scene, self.cfg.seed).to(self.device)
+        guidance = build_guidance(self.cfg.guidance, self.prior).to(self.device)
         try:
             scene.load_state_dict(state["scene"])
             guidance.load_state_dict(state["guidance"])
@@ -121,6 +133,8 @@ class Trainer:
         self.scene.begin_step(self.step)
         self.generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
+        if self.device.type == "cuda" and "cuda_rng" in state:  # absent when the run moved here from the CPU
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
         self.timings = defaultdict(float, state.get("timings", {}))
         self.history = state.get("history", [])
         if "convergence" in state:  # checkpoints from before convergence stops have none
@@ -136,7 +150,7 @@ class Trainer:
     def train_step(self) -> dict:
         cfg, gen = self.cfg, self.generator
         t0 = time.perf_counter()
-        cams = self.camera_sampler.sample(cfg.train.batch_size, gen)
+        cams = self.camera_sampler.sample(cfg.train.batch_size, gen).to(self.device)
         self.scene.begin_step(self.step)
         out = self.scene.render(cams, cfg.train.resolution, cfg.train.resolution, gen)
         t1 = time.perf_counter()
@@ -206,7 +220,7 @@ class Trainer:
         if n == 0:
             return None
         with self.timer("turntable"):
-            cams = self.camera_sampler.orbit(n, 15.0)
+            cams = self.camera_sampler.orbit(n, 15.0).to(self.device)
             frames = [to_uint8(self.scene.render(cams[i:i + 1], res, res, train=False).rgb[0]) for i in range(n)]
             return write_video(self.run_dir.video(self.cfg.output.video_format), frames)
 

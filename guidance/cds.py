@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from dream3d.kernel import draws
 from dream3d.kernel.schema import bounded
 from guidance.core import GuidanceConfig, ScoreDistillation, batch_stats, cfg_predict
 from guidance.ddim import ddim_step
@@ -39,10 +40,10 @@ class CDS(ScoreDistillation):
 
     def gradient(self, x, cameras, cond, step, generator):
         if self.fixed_noise.shape != x.shape:
-            self.fixed_noise = torch.randn(x.shape, generator=generator)
+            self.fixed_noise = draws.randn(x.shape, generator, x.device)
         T = self.prior.num_timesteps
-        tp = torch.full((x.shape[0],), self.t_prime(step))
-        t = (tp + torch.randint(self.cfg.gap_min, self.cfg.gap_max + 1, tp.shape, generator=generator)).clamp(max=T - 1)
+        tp = torch.full((x.shape[0],), self.t_prime(step), device=x.device)
+        t = (tp + draws.randint(self.cfg.gap_min, self.cfg.gap_max + 1, tp.shape, generator, x.device)).clamp(max=T - 1)
         scale = self.guidance_scale(step)
         x_t = self.prior.add_noise(x, t, self.fixed_noise)
         eps_t, _, _ = cfg_predict(self.prior, x_t, t, cond, cameras, scale)

@@ -57,7 +57,7 @@ class CSMConfig(GuidanceConfig):
 
 class CSM(ScoreDistillation):
     def gradient(self, x, cameras, cond, step, generator):
-        t = self.timesteps.sample(x.shape[0], step, generator)
+        t = self.timesteps.sample(x.shape[0], step, generator, x.device)
         x_t, _ = ddim_invert(self.prior, x, t, cond.empty(cameras), cameras, self.cfg.inversion_stride,
                              self.cfg.inversion_max_steps)
         eps_y, eps_u = predict_cond_uncond(self.prior, x_t, t, cond, cameras)

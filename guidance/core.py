@@ -12,6 +12,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
+from dream3d.kernel import draws
 from dream3d.kernel.cameras import Cameras, view_bucket
 from dream3d.kernel.schedules import Schedule
 from dream3d.kernel.schema import ConfigError, SectionConfig, bounded, choice
@@ -86,9 +87,11 @@ class TimestepSampler:
         lo, hi = max(0, min(lo, self.T - 1)), max(0, min(hi, self.T - 1))
         return lo, max(lo, hi)
 
-    def sample(self, batch: int, step: int, generator: torch.Generator | None = None) -> Tensor:
+    def sample(self, batch: int, step: int, generator: torch.Generator | None = None,
+               device: torch.device | str | None = None) -> Tensor:
+        """Integer timesteps [B] on `device` (drawn on the CPU: dream3d/kernel/draws.py)."""
         lo, hi = self.range(step)
-        return torch.randint(lo, hi + 1, (batch,), generator=generator)
+        return draws.randint(lo, hi + 1, (batch,), generator, device)
 
 
 class Conditioning:
@@ -193,8 +196,8 @@ class ScoreDistillation(nn.Module):
 
     def noised(self, x: Tensor, step: int, generator: torch.Generator | None) -> tuple[Tensor, Tensor, Tensor]:
         """(t [B], noise [B,...], x_t [B,...]) with t from the timestep sampler and fresh Gaussian noise."""
-        t = self.timesteps.sample(x.shape[0], step, generator)
-        noise = torch.randn(x.shape, generator=generator)
+        t = self.timesteps.sample(x.shape[0], step, generator, x.device)
+        noise = draws.randn(x.shape, generator, x.device)
         return t, noise, self.prior.add_noise(x, t, noise)
 
     def gradient(self, x: Tensor, cameras: Cameras, cond: Conditioning, step: int,
@@ -225,7 +228,7 @@ class ScoreDistillation(nn.Module):
         fixed noise, f-div's teacher bank): adopt the checkpoint's tensor for them first."""
         for name, buf in self.named_buffers(recurse=False):
             if buf.numel() == 0 and name in state_dict:
-                setattr(self, name, state_dict[name].clone())
+                setattr(self, name, state_dict[name].to(buf.device, copy=True))
         return super().load_state_dict(state_dict, strict, assign)
 
     def aux_losses(self, x: Tensor, cameras: Cameras, cond: Conditioning, step: int,

@@ -12,6 +12,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor
 
+from dream3d.kernel import draws
 from dream3d.kernel.cameras import Cameras
 from guidance.core import predict_batched
 from guidance.priors.base import DiffusionPrior
@@ -42,13 +43,14 @@ def ddim_invert(prior: DiffusionPrior, x: Tensor, target: Tensor, texts: list, c
 @torch.no_grad()
 def ddim_sample(prior: DiffusionPrior, shape: tuple[int, ...], text: Sequence[Any] | None, cameras: Cameras | None = None,
                 steps: int = 50, generator: torch.Generator | None = None,
-                eps_fn: Callable[[Tensor, Tensor], Tensor] | None = None) -> Tensor:
-    """x_0 [shape] by DDIM from pure noise at t = T-1 down to t = 0 in `steps` prior calls.
-    `eps_fn(x_t, t)` overrides the plain conditional prediction (e.g. for CFG)."""
+                eps_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
+                device: torch.device | str | None = None) -> Tensor:
+    """x_0 [shape] on `device` by DDIM from pure noise at t = T-1 down to t = 0 in `steps` prior
+    calls. `eps_fn(x_t, t)` overrides the plain conditional prediction (e.g. for CFG)."""
     eps_fn = eps_fn or (lambda x, t: prior.predict_eps(x, t, text, cameras))
     n = shape[0]
-    ts = torch.linspace(prior.num_timesteps - 1, 0, steps).round().long()
-    x = torch.randn(shape, generator=generator)
+    ts = torch.linspace(prior.num_timesteps - 1, 0, steps, device=device).round().long()
+    x = draws.randn(shape, generator, device)
     for u, v in zip(ts[:-1], ts[1:]):
         ub = u.repeat(n)
         x = ddim_step(prior, x, ub, v.repeat(n), eps_fn(x, ub))

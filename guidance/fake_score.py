@@ -19,6 +19,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
+from dream3d.kernel import draws
 from dream3d.kernel.cameras import Cameras
 from guidance.priors.base import q_sample
 
@@ -26,15 +27,16 @@ from guidance.priors.base import q_sample
 def timestep_embedding(t: Tensor, dim: int, T: int = 1000) -> Tensor:
     """Sinusoidal embedding [B,dim] of integer timesteps [B]."""
     half = dim // 2
-    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32) / half)
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
     args = t.float()[:, None] / T * 1000.0 * freqs[None]
     return torch.cat([torch.cos(args), torch.sin(args)], -1)
 
 
-def camera_features(cameras: Cameras | None, batch: int, drop: Tensor | None = None) -> Tensor:
-    """Flattened camera-to-world matrices [B,16]; zero rows where dropped (or with no cameras)."""
+def camera_features(cameras: Cameras | None, batch: int, drop: Tensor | None = None,
+                    device: torch.device | str | None = None) -> Tensor:
+    """Flattened camera-to-world matrices [B,16]; zero rows where dropped (or with no cameras, on `device`)."""
     if cameras is None:
-        return torch.zeros(batch, 16)
+        return torch.zeros(batch, 16, device=device)
     feats = cameras.c2w().reshape(batch, 16)
     return feats if drop is None else feats * (~drop)[:, None].float()
 
@@ -56,7 +58,7 @@ class FakeScore(nn.Module):
     def forward(self, x_t: Tensor, t: Tensor, cameras: Cameras | None, drop_camera: bool = False,
                 text: Sequence[Any] | None = None) -> Tensor:
         """eps_phi [B,...] for x_t [B,...], t [B]; the zero (dropped) camera when drop_camera."""
-        feats = camera_features(None if drop_camera else cameras, x_t.shape[0])
+        feats = camera_features(None if drop_camera else cameras, x_t.shape[0], device=x_t.device)
         return self.net(x_t, t, self.camera_mlp(feats), text)
 
     def camera_cfg(self, x_t: Tensor, t: Tensor, cameras: Cameras, scale: float,
@@ -68,7 +70,7 @@ class FakeScore(nn.Module):
             return self(x_t, t, cameras, text=text)
         if scale == 0.0:
             return self(x_t, t, cameras, drop_camera=True, text=text)
-        feats = camera_features(cameras, x_t.shape[0])
+        feats = camera_features(cameras, x_t.shape[0], device=x_t.device)
         cam_emb = self.camera_mlp(torch.cat([feats, torch.zeros_like(feats)]))
         text2 = None if text is None else [*text, *text]
         eps_c, eps_0 = self.net(torch.cat([x_t, x_t]), torch.cat([t, t]), cam_emb, text2).chunk(2)
@@ -80,11 +82,11 @@ class FakeScore(nn.Module):
         camera dropped with probability camera_dropout."""
         x = x.detach()
         b = x.shape[0]
-        tau = torch.randint(0, alphas_cumprod.shape[0], (b,), generator=generator)
-        noise = torch.randn(x.shape, generator=generator)
+        tau = draws.randint(0, alphas_cumprod.shape[0], (b,), generator, x.device)
+        noise = draws.randn(x.shape, generator, x.device)
         x_tau = q_sample(alphas_cumprod, x, tau, noise)
-        drop = torch.rand(b, generator=generator) < self.camera_dropout
-        pred = self.net(x_tau, tau, self.camera_mlp(camera_features(cameras, b, drop)), text)
+        drop = draws.rand((b,), generator, x.device) < self.camera_dropout
+        pred = self.net(x_tau, tau, self.camera_mlp(camera_features(cameras, b, drop, x.device)), text)
         return ((pred - noise) ** 2).mean()
 
 

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dream3d.kernel import draws
 from dream3d.kernel.schema import bounded, choice
 from guidance.core import batch_stats, cfg_predict, per_sample
 from guidance.ddim import ddim_sample
@@ -91,10 +92,11 @@ class FDiv(ESD):
         drawn from the batch), drawn on the first call and kept (part of the checkpoint)."""
         if self.bank.numel() == 0:
             n = self.cfg.bank_size
-            cams = cameras[torch.randint(0, len(cameras), (n,), generator=generator)]
+            cams = cameras[draws.randint(0, len(cameras), (n,), generator, cameras.device)]
             scale = self.guidance_scale(step)
             self.bank = ddim_sample(self.prior, (n, *self.prior.sample_shape), None, cams, self.cfg.bank_sampler_steps,
-                                    generator, lambda x, t: cfg_predict(self.prior, x, t, cond, cams, scale)[0])
+                                    generator, device=cameras.device,
+                                    eps_fn=lambda x, t: cfg_predict(self.prior, x, t, cond, cams, scale)[0])
         return self.bank
 
     def optimizer_groups(self) -> list[dict]:
@@ -129,8 +131,8 @@ class FDiv(ESD):
     def discriminator_loss(self, fake: Tensor, real: Tensor, generator=None) -> Tensor:
         """softplus(l_fake) + softplus(-l_real) (a scalar) for renders `fake` and teacher samples
         `real` [B,...], both noised to the same fresh t per pair."""
-        t = self.timesteps.sample(fake.shape[0], 0, generator)
-        noise = torch.randn((2, *fake.shape), generator=generator)
+        t = self.timesteps.sample(fake.shape[0], 0, generator, fake.device)
+        noise = draws.randn((2, *fake.shape), generator, fake.device)
         l_fake = self.discriminator(self.prior.add_noise(fake, t, noise[0]), t)
         l_real = self.discriminator(self.prior.add_noise(real, t, noise[1]), t)
         return (F.softplus(l_fake) + F.softplus(-l_real)).mean()
@@ -139,6 +141,6 @@ class FDiv(ESD):
         losses = super().aux_losses(x, cameras, cond, step, generator)
         if self.cfg.ratio == "discriminator":
             bank = self.teacher_bank(cond, cameras, step, generator)
-            real = bank[torch.randint(0, bank.shape[0], (x.shape[0],), generator=generator)]
+            real = bank[draws.randint(0, bank.shape[0], (x.shape[0],), generator, bank.device)]
             losses["discriminator"] = self.discriminator_loss(x, real, generator)
         return losses

@@ -61,7 +61,14 @@ class SceneInit:
 
 
 class Scene(nn.Module):
-    """What the trainer and exporters may ask of any scene."""
+    """What the trainer and exporters may ask of any scene. A scene lives on one device (`to`,
+    `device`): its renders come back there whatever device the cameras were made on, and its CUDA
+    fast paths (gsplat, nerfacc) are chosen when that device is CUDA."""
+
+    @property
+    def device(self) -> torch.device:
+        """Where the scene's parameters live (the device its renders are made on)."""
+        return next(self.parameters()).device
 
     def render(self, cameras: Cameras, height: int, width: int, generator: torch.Generator | None = None,
                train: bool = True) -> RenderOutput:
@@ -84,11 +91,12 @@ class Scene(nn.Module):
         edits the optimiser's parameter groups in place."""
 
     def density(self, points: Tensor) -> Tensor:
-        """Volume density [N] at world points [N,3]."""
+        """Volume density [N] at world points [N,3], returned on the points' device (the exporter's
+        grids live on the CPU; the scene computes on its own device)."""
         raise NotImplementedError
 
     def color(self, points: Tensor) -> Tensor:
-        """Albedo [N,3] in [0,1] at world points [N,3]."""
+        """Albedo [N,3] in [0,1] at world points [N,3], on the points' device."""
         raise NotImplementedError
 
     @property

@@ -456,3 +456,13 @@ def test_marching_stops_early_and_skips_unoccupied_space_without_changing_the_ma
     depth = full[1].reshape(-1)[hit][reached]
     lo, hi = starts.gather(1, first[:, None])[reached, 0], ends.gather(1, first[:, None])[reached, 0]
     assert bool(((depth >= lo - 1e-5) & (depth <= hi + 1e-5)).all())
+
+
+def test_a_mesh_the_collapse_cannot_bring_under_budget_is_an_export_error(monkeypatch):
+    """An export error (the run keeps its checkpoint and says how to export again), not a crash."""
+    from dream3d.export.decimate import decimate
+
+    mesh = trimesh.creation.icosphere(subdivisions=3)
+    monkeypatch.setattr(trimesh.Trimesh, "simplify_quadric_decimation", lambda self, face_count: self)  # stuck
+    with pytest.raises(ExportError, match="could not decimate .* output.export.max_faces"):
+        decimate(mesh, 100)

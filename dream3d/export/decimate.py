@@ -6,6 +6,7 @@ import numpy as np
 import trimesh
 
 from dream3d.export.isosurface import drop_degenerate
+from dream3d.export.writers import ExportError
 
 MIN_FACES = 500  # the collapse does not reliably reach much lower targets on marching-cubes meshes
 ERROR_SAMPLES = 2000  # points per side of the two-sided surface distance
@@ -24,7 +25,9 @@ def decimate(mesh: trimesh.Trimesh, max_faces: int) -> trimesh.Trimesh:
             break
         target = int(target * 0.97)
     else:
-        raise RuntimeError(f"could not decimate {len(mesh.faces)} faces to {max_faces}; raise output.export.max_faces")
+        # an ExportError: the run keeps its checkpoint and says how to export again (Trainer.export)
+        raise ExportError(f"could not decimate {len(mesh.faces)} faces to {max_faces} (a noisy surface: train longer); "
+                          "raise output.export.max_faces, or set it to 0 for no budget, then `dream3d export RUN_DIR`")
     out = drop_degenerate(trimesh.Trimesh(out.vertices, out.faces, process=True))  # collapses leave slivers
     if out.volume < 0:
         out.invert()

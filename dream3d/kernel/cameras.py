@@ -25,6 +25,14 @@ class Cameras:
     def __len__(self) -> int:
         return self.elevation.shape[0]
 
+    @property
+    def device(self) -> torch.device:
+        return self.elevation.device
+
+    def to(self, device: torch.device | str) -> "Cameras":
+        """The same cameras on `device` (matrices, rays and intrinsics are then made there)."""
+        return Cameras(*(f.to(device) for f in (self.elevation, self.azimuth, self.distance, self.fovy)))
+
     @staticmethod
     def make(elevation, azimuth, distance=2.5, fovy=40.0) -> "Cameras":
         el = torch.as_tensor(elevation, dtype=torch.float32).reshape(-1)
@@ -56,23 +64,23 @@ class Cameras:
         """Camera-to-world matrices [B,4,4] (OpenGL axes: columns right, up, back, centre)."""
         pos = self.positions
         forward = torch.nn.functional.normalize(-pos, dim=-1)
-        up_world = torch.tensor([0.0, 1.0, 0.0]).expand_as(forward)
+        up_world = forward.new_tensor([0.0, 1.0, 0.0]).expand_as(forward)
         right = torch.nn.functional.normalize(torch.linalg.cross(forward, up_world), dim=-1)
         up = torch.linalg.cross(right, forward)
-        m = torch.eye(4).repeat(len(self), 1, 1)
+        m = torch.eye(4, device=pos.device).repeat(len(self), 1, 1)
         m[:, :3, 0], m[:, :3, 1], m[:, :3, 2], m[:, :3, 3] = right, up, -forward, pos
         return m
 
     def viewmats(self) -> Tensor:
         """World-to-camera matrices [B,4,4] in OpenCV axes (x right, y down, z forward), as gsplat expects."""
-        flip = torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0]))
+        flip = torch.diag(self.elevation.new_tensor([1.0, -1.0, -1.0, 1.0]))
         return flip @ torch.linalg.inv(self.c2w())
 
     def intrinsics(self, height: int, width: int) -> Tensor:
         """Pinhole matrices K [B,3,3] in pixels, consistent with `rays` (vertical fov, centred principal
         point, pixel (i, j) centred at (j + 0.5, i + 0.5))."""
         f = 0.5 * height / torch.tan(torch.deg2rad(self.fovy) / 2)
-        K = torch.zeros(len(self), 3, 3)
+        K = torch.zeros(len(self), 3, 3, device=self.device)
         K[:, 0, 0], K[:, 1, 1], K[:, 0, 2], K[:, 1, 2], K[:, 2, 2] = f, f, width / 2, height / 2, 1.0
         return K
 
@@ -82,8 +90,8 @@ class Cameras:
         c2w = self.c2w()
         tan = torch.tan(torch.deg2rad(self.fovy) / 2)[:, None, None]
         aspect = width / height
-        ys = 1 - (torch.arange(h, dtype=torch.float32) + 0.5) / h * 2
-        xs = (torch.arange(w, dtype=torch.float32) + 0.5) / w * 2 - 1
+        ys = 1 - (torch.arange(h, dtype=torch.float32, device=self.device) + 0.5) / h * 2
+        xs = (torch.arange(w, dtype=torch.float32, device=self.device) + 0.5) / w * 2 - 1
         yy, xx = torch.meshgrid(ys, xs, indexing="ij")
         d_cam = torch.stack(
             [xx[None] * tan * aspect, yy[None] * tan, -torch.ones_like(xx)[None].expand(len(self), -1, -1)], -1

@@ -7,6 +7,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from dream3d.kernel import draws
+
 
 def ray_aabb(origins: Tensor, dirs: Tensor, bound: float) -> tuple[Tensor, Tensor, Tensor]:
     """Entry/exit distances [R] of rays with the box [-bound, bound]^3 and a hit mask [R]."""
@@ -26,7 +28,7 @@ def ray_box(origins: Tensor, dirs: Tensor, lo: Tensor | float, hi: Tensor | floa
 def stratified_samples(near: Tensor, far: Tensor, n: int, perturb: bool,
                        generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
     """Interval starts and ends [R,n] splitting [near, far] evenly, jittered when perturb."""
-    u = torch.rand(near.shape[0], n, generator=generator).to(near.device) if perturb else near.new_full((near.shape[0], n), 0.5)
+    u = draws.rand((near.shape[0], n), generator, near.device) if perturb else near.new_full((near.shape[0], n), 0.5)
     edges = torch.linspace(0, 1, n + 1, device=near.device)
     t0 = near[:, None] + (far - near)[:, None] * edges[None, :-1]
     dt = (far - near)[:, None] / n

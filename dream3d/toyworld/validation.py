@@ -12,10 +12,11 @@ from dream3d.toyworld.metrics import silhouette_iou
 
 class TruthMasks:
     """Coverage masks of the prompt's catalogue object from `cameras`, rendered once per
-    resolution; `iou(alpha)` scores renders [B,1,r,r] from those cameras against them."""
+    resolution; `iou(alpha)` scores renders [B,1,r,r] from those cameras (on any device) against
+    them. The truth is rendered and compared on the CPU."""
 
     def __init__(self, prompt: str, cameras: Cameras):
-        self.item, self.cameras = parse_prompt(prompt), cameras
+        self.item, self.cameras = parse_prompt(prompt), cameras.to("cpu")
         self._masks: dict[int, Tensor] = {}
 
     @staticmethod
@@ -32,4 +33,4 @@ class TruthMasks:
         res = alpha.shape[-1]
         if res not in self._masks:
             self._masks[res] = render_gt(self.item, self.cameras, res)[1]
-        return silhouette_iou(alpha, self._masks[res])
+        return silhouette_iou(alpha.cpu(), self._masks[res])

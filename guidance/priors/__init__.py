@@ -1,4 +1,6 @@
 """Diffusion priors behind one interface; `build_prior` picks one by config name."""
+import torch
+
 from dream3d.kernel.schema import registry
 from guidance.priors.base import DiffusionPrior, scaled_linear_alphas_cumprod
 from guidance.priors.stable_diffusion import StableDiffusionPrior, StableDiffusionPriorConfig
@@ -7,9 +9,11 @@ from guidance.priors.toyworld import ToyWorldPrior, ToyWorldPriorConfig
 PRIORS = registry((ToyWorldPrior, ToyWorldPriorConfig), (StableDiffusionPrior, StableDiffusionPriorConfig))
 
 
-def build_prior(cfg, progress: bool = False) -> DiffusionPrior:
+def build_prior(cfg, progress: bool = False, device: torch.device | None = None) -> DiffusionPrior:
+    """The prior of a config section on `device` (the run's train.device; None: the prior's own
+    default, the CPU for ToyWorld and prior.device for Stable Diffusion)."""
     cls, _ = PRIORS[cfg.name]
-    return cls(cfg, progress=progress)
+    return cls(cfg, progress=progress, device=device)
 
 
 __all__ = ["DiffusionPrior", "StableDiffusionPrior", "StableDiffusionPriorConfig", "ToyWorldPrior", "ToyWorldPriorConfig",

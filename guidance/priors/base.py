@@ -43,6 +43,7 @@ class DiffusionPrior(ABC):
     """
 
     alphas_cumprod: Tensor
+    device: torch.device  # where predict_eps computes; predictions come back on x_t's device
     OPTIONAL = ("log_prob", "trainable_copy")
 
     @property

@@ -23,6 +23,7 @@ class GaussianMixturePrior(DiffusionPrior):
             raise ValueError("a GaussianMixturePrior needs an unconditional mixture under the prompt ''")
         self.mixtures = {k: tuple(torch.as_tensor(v, dtype=torch.float64) for v in m) for k, m in mixtures.items()}
         self.alphas_cumprod = scaled_linear_alphas_cumprod()
+        self.device = torch.device("cpu")
 
     @property
     def sample_shape(self) -> tuple[int, ...]:
@@ -64,6 +65,6 @@ class GaussianMixturePrior(DiffusionPrior):
         eps = torch.empty_like(x_t)
         s = (1 - self.alphas_cumprod.double()[t]).sqrt()[:, None]
         for key in dict.fromkeys(text):
-            idx = torch.tensor([i for i, k in enumerate(text) if k == key])
+            idx = torch.tensor([i for i, k in enumerate(text) if k == key], device=x_t.device)
             eps[idx] = (-s[idx] * self.score(x_t[idx], t[idx], key)).to(x_t.dtype)
         return eps

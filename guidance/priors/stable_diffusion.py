@@ -16,7 +16,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from torch import Tensor
 from dream3d.kernel.atomic_io import atomic_torch_save
 from dream3d.kernel.cache import cache_root, prune
 from dream3d.kernel.cameras import Cameras
+from dream3d.kernel.device import check_device_name, prior_device, resolve_device
 from dream3d.kernel.schema import ConfigError, SectionConfig, bounded, choice, server_only
 from guidance.priors.base import DiffusionPrior
 
@@ -50,7 +50,7 @@ class StableDiffusionPriorConfig(SectionConfig):
     revision: str | None = server_only(None)  # hub branch, tag or commit
     variant: str | None = server_only(None)  # weight-file variant on the hub, e.g. "fp16"
     dtype: str = choice("auto", ("auto", *DTYPES))  # auto = fp16 on CUDA, fp32 on CPU
-    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    device: str = "auto"  # auto = follow train.device; or another CUDA device (cuda:N) to hold the model on a second GPU
     resolution: int = bounded(512, 16, 2048)  # renders are resized to this before the VAE (latents are /8)
     vae_fp32: bool = False  # keep the VAE in fp32 (SDXL's VAE overflows in fp16)
     attention: str = choice("sdpa", ATTENTION)  # sdpa = torch scaled-dot-product; slicing = least memory
@@ -61,8 +61,7 @@ class StableDiffusionPriorConfig(SectionConfig):
     cache_embeddings: bool = True  # keep text embeddings on disk under the dream3d cache
 
     def validate(self) -> None:
-        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
-            raise ConfigError(f"prior.device = {self.device!r} is not valid; valid: auto, cpu, cuda, cuda:N, mps")
+        check_device_name(self.device, "prior.device")
         if not self.model.strip():
             raise ConfigError("prior.model is empty; give a hub id (stabilityai/stable-diffusion-2-1-base) or a folder")
 
@@ -74,12 +73,6 @@ class TextEmbedding:
     text: str
     hidden: Tensor
     pooled: Tensor | None = None
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
@@ -129,13 +122,17 @@ def load_component(cls, cfg: StableDiffusionPriorConfig, subfolder: str, **kwarg
 class StableDiffusionPrior(DiffusionPrior):
     """A latent diffusers UNet as eps(x_t, t, y); x = VAE latents [B,4,r/8,r/8]."""
 
-    def __init__(self, cfg: StableDiffusionPriorConfig | None = None, progress: bool = False):
+    def __init__(self, cfg: StableDiffusionPriorConfig | None = None, progress: bool = False,
+                 device: torch.device | None = None):
+        """`device`: the run's train.device; the models go there unless prior.device names another
+        CUDA device (kernel/device.py prior_device). Latents and predictions come back on the device
+        of the renders they were made from."""
         from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
         from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
         self.cfg = cfg = cfg or StableDiffusionPriorConfig()
         cfg.validate()
-        self.device = resolve_device(cfg.device)
+        self.device = resolve_device(cfg.device, "prior.device") if device is None else prior_device(device, cfg.device)
         self.dtype = resolve_dtype(cfg.dtype, self.device)
         vae_dtype = torch.float32 if cfg.vae_fp32 else self.dtype
 
@@ -144,7 +141,7 @@ class StableDiffusionPrior(DiffusionPrior):
         if self.prediction_type not in ("epsilon", "v_prediction", "sample"):
             raise ModelUnavailableError(f"'{cfg.model}' predicts {self.prediction_type!r}; supported: epsilon, "
                                         "v_prediction, sample")
-        self.alphas_cumprod = scheduler.alphas_cumprod.float().clone()
+        self.alphas_cumprod = scheduler.alphas_cumprod.float().to(device or self.device)  # where t lives
         self.unet = load_component(UNet2DConditionModel, cfg, "unet", torch_dtype=self.dtype)
         self.vae = load_component(AutoencoderKL, cfg, "vae", torch_dtype=vae_dtype)
         self.is_xl = self.unet.config.addition_embed_type == "text_time"

@@ -62,11 +62,14 @@ class _ViewSet:
 class ToyWorldPrior(DiffusionPrior):
     """Exact noise prediction for ToyWorld prompts, in pixel space x = img*2-1 [B,3,r,r]."""
 
-    def __init__(self, cfg: ToyWorldPriorConfig | None = None, progress: bool = False):
+    def __init__(self, cfg: ToyWorldPriorConfig | None = None, progress: bool = False,
+                 device: torch.device | None = None):
+        """`device`: where the view sets live and the closed form is computed (default the CPU)."""
         self.cfg = cfg or ToyWorldPriorConfig()
+        self.device = torch.device(device or "cpu")
         if self.cfg.view_conditioning not in VIEW_CONDITIONING:
             raise ValueError(f"view_conditioning {self.cfg.view_conditioning!r}; valid: {', '.join(VIEW_CONDITIONING)}")
-        self.alphas_cumprod = scaled_linear_alphas_cumprod()
+        self.alphas_cumprod = scaled_linear_alphas_cumprod().to(self.device)
         self.progress = progress
         self._sets: dict[str, _ViewSet] = {}
         self._shapes: dict[str, ShapeViews] = {}
@@ -115,8 +118,9 @@ class ToyWorldPrior(DiffusionPrior):
             sv = self._shape(emb.item.shape)
             for colour in emb.item.colours:
                 parts.append((sv.images(colour, emb.item.marker, r), sv.elevation, sv.azimuth))
-        x = torch.cat([p[0] for p in parts]).reshape(sum(len(p[0]) for p in parts), -1) * 2 - 1
-        vs = _ViewSet(x, (x * x).sum(-1), torch.cat([p[1] for p in parts]), torch.cat([p[2] for p in parts]))
+        x = torch.cat([p[0] for p in parts]).reshape(sum(len(p[0]) for p in parts), -1).to(self.device) * 2 - 1
+        vs = _ViewSet(x, (x * x).sum(-1), torch.cat([p[1] for p in parts]).to(self.device),
+                      torch.cat([p[2] for p in parts]).to(self.device))
         self._sets[emb.key] = vs
         return vs
 
@@ -125,14 +129,15 @@ class ToyWorldPrior(DiffusionPrior):
         n = vs.x.shape[0]
         mode = self.cfg.view_conditioning
         if mode == "none" or cameras is None:
-            return torch.zeros(batch, n)
+            return torch.zeros(batch, n, device=self.device)
         if mode == "text":
             buckets = [view_bucket(float(e), float(a)) for e, a in zip(cameras.elevation, cameras.azimuth)]
             data_b = [view_bucket(float(e), float(a)) for e, a in zip(vs.elevation, vs.azimuth)]
-            keep = torch.tensor([[b == d for d in data_b] for b in buckets])
+            keep = torch.tensor([[b == d for d in data_b] for b in buckets], device=self.device)
             # a bucket with no dataset views (overhead) falls back to all views
             keep[~keep.any(-1)] = True
             return torch.where(keep, 0.0, -math.inf)
+        cameras = cameras.to(self.device)
         d_az = wrap_degrees(vs.azimuth[None] - cameras.azimuth[:, None]).abs()
         d_el = (vs.elevation[None] - cameras.elevation[:, None]).abs()
         keep = (d_az < self.cfg.window_azimuth) & (d_el < self.cfg.window_elevation)
@@ -167,12 +172,14 @@ class ToyWorldPrior(DiffusionPrior):
 
     @torch.no_grad()
     def predict_eps(self, x_t: Tensor, t: Tensor, text: Sequence[ToyWorldEmbedding], cameras: Cameras | None = None) -> Tensor:
-        eps = torch.empty_like(x_t)
-        a, s = self.coefficients(t, x_t.ndim)
+        x, t = x_t.to(self.device), t.to(self.device)
+        cameras = cameras.to(self.device) if cameras is not None else None
+        eps = torch.empty_like(x)
+        a, s = self.coefficients(t, x.ndim)
         for key in dict.fromkeys(e.key for e in text):
-            idx = torch.tensor([i for i, e in enumerate(text) if e.key == key])
+            idx = torch.tensor([i for i, e in enumerate(text) if e.key == key], device=self.device)
             emb = next(e for e in text if e.key == key)
             cams = cameras[idx] if cameras is not None else None
-            d = self.denoise(x_t[idx], t[idx], emb, cams)
-            eps[idx] = (x_t[idx] - a[idx] * d) / s[idx]
-        return eps
+            d = self.denoise(x[idx], t[idx], emb, cams)
+            eps[idx] = (x[idx] - a[idx] * d) / s[idx]
+        return eps.to(x_t.device)

@@ -89,7 +89,7 @@ class Densifier:
         n = params["means"].shape[0]
         if n > c.max_gaussians:  # keep the most opaque
             order = torch.argsort(params["opacities"].flatten(), descending=True)
-            drop = torch.ones(n, dtype=torch.bool)
+            drop = torch.ones(n, dtype=torch.bool, device=order.device)
             drop[order[:c.max_gaussians]] = False
             remove(params, views, self.state, drop)
         if c.reset_every > 0 and 0 < step < c.stop and step % c.reset_every == 0:

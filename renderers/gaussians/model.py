@@ -18,7 +18,7 @@ def knn_scales(points: Tensor, k: int = 3, chunk: int = 2048) -> Tensor:
     out = []
     for i in range(0, points.shape[0], chunk):
         d = torch.cdist(points[i:i + chunk], points)
-        d[torch.arange(d.shape[0]), torch.arange(i, i + d.shape[0])] = math.inf
+        d[torch.arange(d.shape[0], device=d.device), torch.arange(i, i + d.shape[0], device=d.device)] = math.inf
         out.append(d.topk(min(k, points.shape[0] - 1), largest=False).values.mean(1))
     return torch.cat(out)
 
@@ -100,4 +100,4 @@ class GaussianModel(nn.Module):
         for name, p in self.params.items():
             saved = state.get(f"{prefix}params.{name}")
             if saved is not None and saved.shape != p.shape:
-                self.params[name] = nn.Parameter(torch.zeros(saved.shape, dtype=p.dtype))
+                self.params[name] = nn.Parameter(torch.zeros(saved.shape, dtype=p.dtype, device=p.device))

@@ -61,14 +61,15 @@ def _tile_lists(p: Projected, c: int, width: int, height: int, tile: int) -> tup
     ids = ids[torch.argsort(p.depths[c, ids], stable=True)]
     m, r = p.means2d[c, ids].detach(), p.radii[c, ids].float()
     tw, th = (width + tile - 1) // tile, (height + tile - 1) // tile
-    ty, tx = torch.meshgrid(torch.arange(th), torch.arange(tw), indexing="ij")
+    dev = m.device
+    ty, tx = torch.meshgrid(torch.arange(th, device=dev), torch.arange(tw, device=dev), indexing="ij")
     origin = torch.stack([tx.reshape(-1), ty.reshape(-1)], -1).float() * tile  # [T,2] (x, y)
     lo, hi = m - r, m + r  # the Gaussian's screen box, as gsplat's tile intersection
     touches = ((hi[None, :, 0] > origin[:, None, 0]) & (lo[None, :, 0] < origin[:, None, 0] + tile)
                & (hi[None, :, 1] > origin[:, None, 1]) & (lo[None, :, 1] < origin[:, None, 1] + tile))  # [T,M]
     counts = touches.sum(1)
     k = int(counts.max()) if counts.numel() else 0
-    lists = torch.full((touches.shape[0], max(k, 1)), -1, dtype=torch.long)
+    lists = torch.full((touches.shape[0], max(k, 1)), -1, dtype=torch.long, device=dev)
     slot = torch.cumsum(touches.long(), 1) - 1
     t_idx, m_idx = torch.nonzero(touches, as_tuple=True)
     lists[t_idx, slot[t_idx, m_idx]] = ids[m_idx]
@@ -87,7 +88,8 @@ def rasterize_torch(p: Projected, colors: Tensor, opacities: Tensor, width: int,
     if colors.dim() == 2:
         colors = colors[None].expand(C, -1, -1)
     D = colors.shape[-1]
-    iy, ix = torch.meshgrid(torch.arange(tile), torch.arange(tile), indexing="ij")
+    dev = colors.device
+    iy, ix = torch.meshgrid(torch.arange(tile, device=dev), torch.arange(tile, device=dev), indexing="ij")
     x, y = ix.reshape(-1).to(colors.dtype) + 0.5, iy.reshape(-1).to(colors.dtype) + 0.5  # pixel centres in a tile
     monomials = torch.stack([x * x, x * y, y * y, x, y, torch.ones_like(x)], -1)  # [P,6]
     per_camera = [_tile_lists(p, c, width, height, tile) for c in range(C)]
@@ -102,8 +104,8 @@ def rasterize_torch(p: Projected, colors: Tensor, opacities: Tensor, width: int,
     feats = torch.cat([colors.reshape(C * N, D), depths[:, None]], -1)  # colour and depth composite together
     n_tiles, P = lists.shape[0], monomials.shape[0]
     extra = 0 if surface_opacity is None else 1
-    acc = torch.zeros(n_tiles, P, D + 2 + extra, dtype=colors.dtype)  # colour, depth, alpha[, surface depth]
-    trans = torch.ones(n_tiles, P, dtype=colors.dtype)
+    acc = torch.zeros(n_tiles, P, D + 2 + extra, dtype=colors.dtype, device=dev)  # colour, depth, alpha[, surface depth]
+    trans = torch.ones(n_tiles, P, dtype=colors.dtype, device=dev)
     for k0 in range(0, k_max, chunk):
         active = torch.nonzero((counts > k0) & (trans > T_MIN).any(1)).squeeze(1)
         if active.numel() == 0:

@@ -102,11 +102,12 @@ class GaussianScene(Scene):
     def render(self, cameras: Cameras, height: int, width: int, generator: torch.Generator | None = None,
                train: bool = True) -> RenderOutput:
         """Images (see RenderOutput) and the DensifyInfo that post_backward hands to densification."""
+        cameras = cameras.to(self.device)
         rgb, alpha, depth, info = rasterize(self.gaussians, cameras, height, width, self.cfg.tile_size)
         if train and torch.is_grad_enabled():
             self.densifier.pre_backward(self.gaussians.params, 0, info)
         _, dirs = cameras.rays(height, width)
-        rgb = rgb + (1 - alpha) * self.background(dirs.to(rgb.device))
+        rgb = rgb + (1 - alpha) * self.background(dirs)
         to_img = lambda v: v.permute(0, 3, 1, 2)  # noqa: E731
         return RenderOutput(to_img(rgb), to_img(alpha), to_img(depth), densify=info)
 
@@ -158,15 +159,15 @@ class GaussianScene(Scene):
         g = self.gaussians
         opaque, dist = [], []
         for i in range(0, len(cameras), chunk):
-            cams = cameras[i:i + chunk]
-            viewmats, Ks = cams.viewmats().to(g.means.device), cams.intrinsics(resolution, resolution).to(g.means.device)
+            cams = cameras[i:i + chunk].to(g.means.device)
+            viewmats, Ks = cams.viewmats(), cams.intrinsics(resolution, resolution)
             p = project(g.means, g.quats, g.scales, viewmats, Ks, resolution, resolution)
             _, alpha, _, z = rasterize_torch(p, view_colours(g, viewmats), g.opacities, resolution, resolution,
                                              self.cfg.tile_size, surface_opacity=surface_opacity)
             _, dirs = cams.rays(resolution, resolution)
             cos = (dirs * -cams.c2w()[:, None, None, :3, 2]).sum(-1)[..., None]  # z-depth -> distance along the ray
             opaque.append((alpha > 0.5).float().permute(0, 3, 1, 2).cpu())
-            dist.append((z.cpu() / cos.clamp(min=1e-6)).permute(0, 3, 1, 2))
+            dist.append((z / cos.clamp(min=1e-6)).permute(0, 3, 1, 2).cpu())
         return torch.cat(opaque), torch.cat(dist)
 
     # -- fields for export ---------------------------------------------------------------------
@@ -195,22 +196,25 @@ class GaussianScene(Scene):
 
     @torch.no_grad()
     def density(self, points: Tensor) -> Tensor:
-        """Summed Gaussian opacity sum_g o_g exp(-q_g(x)/2) [N] (a density-like field for isosurfaces)."""
-        out = torch.zeros(points.shape[0])
-        for sl, _, w in self._weights(points):
+        """Summed Gaussian opacity sum_g o_g exp(-q_g(x)/2) [N] (a density-like field for isosurfaces),
+        computed on the scene's device and returned on the points' device."""
+        x = points.to(self.device)
+        out = torch.zeros(x.shape[0], device=x.device)
+        for sl, _, w in self._weights(x):
             out[sl] = w.sum(1)
-        return out
+        return out.to(points.device)
 
     @torch.no_grad()
     def color(self, points: Tensor) -> Tensor:
         """Albedo [N,3]: the Gaussians' DC colours weighted by their contribution at each point
         (the nearest Gaussian's where none reaches)."""
         albedo, means = self.gaussians.albedo.detach(), self.gaussians.means.detach()
-        out = torch.empty(points.shape[0], 3)
-        for sl, ids, w in self._weights(points):
+        x = points.to(self.device)
+        out = torch.empty(x.shape[0], 3, device=x.device)
+        for sl, ids, w in self._weights(x):
             total = w.sum(1, keepdim=True)
             out[sl] = (w @ albedo[ids]) / total.clamp(min=1e-12)
             far = total[:, 0] < 1e-6
             if far.any():
-                out[sl][far] = albedo[torch.cdist(points[sl][far], means).argmin(1)]
-        return out
+                out[sl][far] = albedo[torch.cdist(x[sl][far], means).argmin(1)]
+        return out.to(points.device)

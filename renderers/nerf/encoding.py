@@ -6,13 +6,19 @@ Levels whose dense grid fits in the table size are stored densely and read with 
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 PRIMES = (1, 2654435761, 805459861)
-CORNERS = torch.tensor([[(i >> 2) & 1, (i >> 1) & 1, i & 1] for i in range(8)])  # [8,3]
+
+
+@lru_cache(maxsize=None)
+def cell_corners(device: torch.device) -> Tensor:
+    """The 8 corner offsets of a grid cell [8,3] (int64), made once per device."""
+    return torch.tensor([[(i >> 2) & 1, (i >> 1) & 1, i & 1] for i in range(8)], device=device)
 
 
 def level_resolutions(num_levels: int, base: int, finest: int) -> list[int]:
@@ -35,8 +41,9 @@ def hashed_lookup(table: Tensor, x: Tensor, resolution: int) -> Tensor:
     pos = x * (resolution - 1)
     base = pos.floor().clamp(0, resolution - 2)
     frac = pos - base
-    corners = base.long()[:, None, :] + CORNERS[None]  # [N,8,3]
-    w = torch.where(CORNERS[None].bool(), frac[:, None, :], 1 - frac[:, None, :]).prod(-1)  # [N,8]
+    offsets = cell_corners(x.device)
+    corners = base.long()[:, None, :] + offsets[None]  # [N,8,3]
+    w = torch.where(offsets[None].bool(), frac[:, None, :], 1 - frac[:, None, :]).prod(-1)  # [N,8]
     feats = table[hash_index(corners, table.shape[0])]  # [N,8,F]
     return (w[..., None] * feats).sum(1)
 

@@ -33,7 +33,7 @@ def with_normals(field: Callable[[Tensor], tuple[Tensor, Tensor]], method: str =
                 sigma, albedo = sigma.detach(), albedo.detach()
         else:
             sigma, albedo = field(points)
-            offsets = torch.eye(3, dtype=points.dtype) * eps  # [3,3]
+            offsets = torch.eye(3, dtype=points.dtype, device=points.device) * eps  # [3,3]
             probe = torch.cat([points[:, None] + offsets, points[:, None] - offsets], 1)  # [P,6,3]
             d = field(probe.reshape(-1, 3))[0].reshape(-1, 2, 3)
             grad = (d[:, 0] - d[:, 1]) / (2 * eps)

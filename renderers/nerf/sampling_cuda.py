@@ -14,6 +14,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from dream3d.kernel import draws
 from renderers.nerf.occupancy import OccupancyGrid
 from renderers.nerf.volume_rendering import RayOutput, composite
 
@@ -34,9 +35,12 @@ class NerfaccMarcher:
         self.estimator.to(grid.occupied.device)
 
     def render(self, field: Callable[[Tensor], tuple[Tensor, ...]], origins: Tensor, dirs: Tensor,
-               num_samples: int, perturb: bool, min_transmittance: float) -> RayOutput:
+               num_samples: int, perturb: bool, min_transmittance: float,
+               generator: torch.Generator | None = None) -> RayOutput:
         """Rays [R,3] on the GPU -> RayOutput, like `render_rays` with the same sample spacing
-        (the box diagonal over `num_samples`)."""
+        (the box diagonal over `num_samples`). Stratified jitter (perturb) is one uniform offset of
+        the first sample per ray, as nerfacc's `stratified=True` draws it, but from the run's
+        `generator` (nerfacc would use the global CUDA generator, which the run does not control)."""
         from nerfacc import accumulate_along_rays, render_weight_from_density
 
         n = origins.shape[0]
@@ -48,8 +52,9 @@ class NerfaccMarcher:
             return field(origins[ray_indices] + dirs[ray_indices] * t)[0]
 
         with torch.no_grad():
+            t_min = draws.rand((n,), generator, origins.device) * step if perturb else None
             ray_indices, t_starts, t_ends = self.estimator.sampling(
-                origins, dirs, sigma_fn=sigma_fn, render_step_size=step, stratified=perturb,
+                origins, dirs, sigma_fn=sigma_fn, render_step_size=step, t_min=t_min, stratified=False,
                 early_stop_eps=min_transmittance)
         mids = (t_starts + t_ends)[:, None] / 2
         sigma, *rest = field(origins[ray_indices] + dirs[ray_indices] * mids)

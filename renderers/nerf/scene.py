@@ -12,7 +12,7 @@ from dream3d.kernel.schedules import Schedule
 from dream3d.kernel.schema import SectionConfig, bounded, choice
 from renderers.background import BACKGROUNDS, Background
 from renderers.base import RenderOutput, Scene, SceneInit
-from renderers.nerf.field import RadianceField
+from renderers.nerf.field import MLP_PRECISIONS, RadianceField
 from renderers.nerf.normals import NORMAL_METHODS, with_normals
 from renderers.nerf.occupancy import OccupancyGrid
 from renderers.nerf.sampling_cuda import NerfaccMarcher, use_cuda
@@ -32,6 +32,8 @@ class NeRFConfig(SectionConfig):
     features_per_level: int = bounded(2, 1, 8)
     log2_hashmap_size: int = bounded(18, 10, 24)  # levels with res^3 <= 2^this are dense, finer ones hashed
     hidden_dim: int = bounded(32, 4, 512)
+    # bf16: the MLP under bfloat16 autocast (GPUs from Ampere on); off by default until measured on a GPU
+    mlp_precision: str = choice("fp32", MLP_PRECISIONS)
     blob_density: float = bounded(10.0, 0.0, 30.0)
     blob_radius: float = bounded(0.5, 0.01, 10.0)
     samples_per_ray: int = bounded(64, 4, 1024)
@@ -68,7 +70,7 @@ class NeRFScene(Scene):
         self.cfg = cfg
         self.field = RadianceField(cfg.bound, cfg.num_levels, cfg.base_resolution, cfg.max_resolution,
                                    cfg.features_per_level, cfg.log2_hashmap_size, cfg.hidden_dim,
-                                   cfg.blob_density, cfg.blob_radius)
+                                   cfg.blob_density, cfg.blob_radius, cfg.mlp_precision)
         self.background = Background(cfg.background)
         self.sparsity = Schedule.parse(cfg.sparsity_weight, "sparsity_weight")
         self.opacity_entropy = Schedule.parse(cfg.opacity_entropy_weight, "opacity_entropy_weight")
@@ -96,7 +98,7 @@ class NeRFScene(Scene):
         orientation loss needs them; evaluation renders are albedo, in chunks of `chunk_rays` rays
         without gradients."""
         cfg = self.cfg
-        origins, dirs = cameras.rays(height, width)
+        origins, dirs = cameras.to(self.device).rays(height, width)
         o, d = origins.reshape(-1, 3), dirs.reshape(-1, 3)
         samples = cfg.samples_per_ray if train else cfg.eval_samples_per_ray
         lighting = None
@@ -106,13 +108,11 @@ class NeRFScene(Scene):
         normals = train and (lighting is not None or self.orientation(self.step) > 0)
         field = with_normals(self.field, cfg.normal_method) if normals else self.field
         chunk = o.shape[0] if torch.is_grad_enabled() else cfg.chunk_rays
-        if use_cuda(self.field):
-            o, d = o.cuda(), d.cuda()
         if use_cuda(self.field) and self.occupancy is not None:
             if self._marcher is None:
                 self._marcher = NerfaccMarcher(self.occupancy)
-            parts = [self._marcher.render(field, o[i:i + chunk], d[i:i + chunk], samples, train, cfg.min_transmittance)
-                     for i in range(0, o.shape[0], chunk)]
+            parts = [self._marcher.render(field, o[i:i + chunk], d[i:i + chunk], samples, train, cfg.min_transmittance,
+                                          generator) for i in range(0, o.shape[0], chunk)]
         else:
             parts = [render_rays(field, o[i:i + chunk], d[i:i + chunk], cfg.bound, samples, train, generator,
                                  self.occupancy, min_transmittance=cfg.min_transmittance)
@@ -158,11 +158,12 @@ class NeRFScene(Scene):
             self.occupancy.update(self.density, torch.Generator().manual_seed(step))
 
     def density(self, points: Tensor) -> Tensor:
-        return self.field(points)[0]
+        """[N] on the points' device (computed on the scene's: export queries from CPU grids)."""
+        return self.field(points.to(self.device))[0].to(points.device)
 
     def occupied(self, points: Tensor) -> Tensor | None:
         """The occupancy grid's verdict (scene.sampler=occupancy), as renders use it; None when dense."""
-        return None if self.occupancy is None else self.occupancy(points)
+        return None if self.occupancy is None else self.occupancy(points.to(self.device)).to(points.device)
 
     def color(self, points: Tensor) -> Tensor:
-        return self.field(points)[1]
+        return self.field(points.to(self.device))[1].to(points.device)

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from dream3d.kernel import draws
+
 SHADING_MODES = ("albedo", "diffuse")
 ALBEDO, LAMBERTIAN, TEXTURELESS = 0, 1, 2
 
@@ -36,10 +38,10 @@ def sample_lighting(camera_positions: Tensor, generator: torch.Generator | None,
     `textureless_ratio`, else lit albedo; the light comes from the camera's side of the scene,
     its direction jittered by N(0, light_jitter^2) per axis. camera_positions [B,3]."""
     b = camera_positions.shape[0]
-    u = torch.rand(b, 2, generator=generator)
+    u = draws.rand((b, 2), generator, camera_positions.device)
     mode = torch.where(u[:, 0] < albedo_ratio, ALBEDO, torch.where(u[:, 1] < textureless_ratio, TEXTURELESS, LAMBERTIAN))
     toward_camera = torch.nn.functional.normalize(camera_positions, dim=-1)
-    jitter = torch.randn(b, 3, generator=generator) * light_jitter
+    jitter = draws.randn((b, 3), generator, camera_positions.device) * light_jitter
     return Lighting(mode, torch.nn.functional.normalize(toward_camera + jitter, dim=-1))
 
 
