@@ -77,6 +77,7 @@ COLOUR_ERROR_RISE_MAX = 0.05  # check 3: CUDA's colour error may be at most this
 PSNR_MIN_DB = {"gaussians": 35.0,  # check 4: gsplat vs the torch rasterizer (same algorithm)
                "nerf": 30.0}  # nerfacc vs torch marching: sample positions differ, as in tests/test_nerf_cuda.py
 RENDER_CAMERAS = 4  # check 4: held-out cameras rendered by both paths, at the run's eval.resolution
+NERF_RENDER_SAMPLES = 256  # check 4: samples per ray of both NeRF renders (the threshold's calibration in the test)
 SDS_STEPS, SDS_STEPS_DRY = 5, 2  # check 5
 SDS_RENDER = (2, 3, 64, 64)  # check 5: the render the SDS gradient lands on
 STEPS, STEPS_DRY = 300, 5  # check 3: default training steps
@@ -423,11 +424,14 @@ def check_render(ctx: Context) -> tuple[str, str]:
     from renderers.gaussians.rasterize import use_cuda as gsplat_used
     from renderers.nerf.sampling_cuda import use_cuda as nerfacc_used
 
-    fast_path = {"gaussians": lambda s: gsplat_used(s.gaussians), "nerf": lambda s: nerfacc_used(s.field)}
+    fast_path = {"gaussians": lambda s: gsplat_used(s.gaussians),  # nerfacc marches only with the occupancy sampler
+                 "nerf": lambda s: nerfacc_used(s.field) and s.occupancy is not None}
 
     def both_paths(name: str) -> float:
         trainer, _ = load_run(gpu_run(ctx, name).run_dir)
         cfg, scene = trainer.cfg, trainer.scene
+        if name == "nerf":  # dense sampling, as tests/test_nerf_cuda.py: the two paths place samples differently
+            scene.cfg.eval_samples_per_ray = NERF_RENDER_SAMPLES
         cams = CameraSampler(tuple(cfg.camera.elevation_range), (-180.0, 180.0), cfg.camera.distance,
                              cfg.camera.fovy).held_out(RENDER_CAMERAS)
         res = cfg.eval.resolution

@@ -71,11 +71,13 @@ def preset(method: str, scene: str) -> tuple[str, list[str]]:
 # -- measurements -------------------------------------------------------------------------------
 @torch.no_grad()
 def silhouette_quality(scene, cams: Cameras, gt, mask) -> tuple[float, float]:
-    """(silhouette IoU, colour error) of a scene's renders against ground truth [B,3,r,r]."""
+    """(silhouette IoU, colour error) of a scene's renders (on any device; scored on the CPU, where
+    the truth is) against ground truth [B,3,r,r]."""
     from dream3d.toyworld.metrics import colour_error, silhouette_iou
 
     out = scene.render(cams, gt.shape[-1], gt.shape[-1], train=False)
-    return silhouette_iou(out.alpha, mask), colour_error(out.rgb, gt, out.alpha, mask)
+    rgb, alpha = out.rgb.cpu(), out.alpha.cpu()
+    return silhouette_iou(alpha, mask), colour_error(rgb, gt, alpha, mask)
 
 
 def held_out(cfg, n: int = 8) -> Cameras:
@@ -108,7 +110,7 @@ def train_with_curve(cfg, out_dir: Path, name: str, eval_every: int, target: flo
             found["reached"] = {"step": trainer.step, "seconds": train_s}
         found.update(trainer=trainer, iou=iou, colour_error=err)
         if trainer.step == cfg.train.steps or trainer.converged:
-            found["sharpness"] = sharpness(trainer.scene.render(cams, gt.shape[-1], gt.shape[-1], train=False).rgb, gt)
+            found["sharpness"] = sharpness(trainer.scene.render(cams, gt.shape[-1], gt.shape[-1], train=False).rgb.cpu(), gt)
             found["trained_at"] = time.perf_counter()  # the rest of fit: final checkpoint, export, metrics
 
     folder = RunDir.create(str(out_dir), cfg.prompt, name, cfg.seed, name)
@@ -141,7 +143,7 @@ def janus_rate(scene, cfg, n: int = 16, marker_share: float = 0.05) -> float:
         fg = fg > 0.5
         return ((is_marker & fg).flatten(1).sum(1) / fg.flatten(1).sum(1).clamp(min=1)).float()
 
-    run_share, gt_share = share(out.rgb, out.alpha), share(gt, mask)
+    run_share, gt_share = share(out.rgb.cpu(), out.alpha.cpu()), share(gt, mask)
     return float(((run_share >= marker_share) & (gt_share < 0.01)).float().mean())
 
 

@@ -62,7 +62,7 @@ def _cmd_export(args) -> int:
     from dream3d.export.config import validate_export
     from dream3d.lifecycle import load_run
 
-    trainer, _ = load_run(args.run_dir)
+    trainer, _ = load_run(args.run_dir, (f"train.device={args.device}",))
     flags = {"formats": args.format, "resolution": args.resolution, "method": args.method, "level": args.level,
              "texture_size": args.texture_size, "max_faces": args.faces, "colors": args.colors,
              "max_error": args.max_error, "texels_per_cell": args.texels_per_cell, "splat_formats": args.splat_format,
@@ -82,7 +82,7 @@ def _cmd_eval(args) -> int:
     from dream3d.evaluate import evaluate_run
     from dream3d.runs import RunDir
 
-    r = evaluate_run(args.run_dir)
+    r = evaluate_run(args.run_dir, args.device)
     print(f"{'metric':<18}value")
     for k in ("silhouette_iou", "colour_error", "saturation", "saturation_gt", "volumetric_iou"):
         v = r.get(k)
@@ -169,6 +169,10 @@ def _cmd_batch(args) -> int:
     return 1 if failed else 0
 
 
+DEVICE_HELP = ("where the checkpoint's scene is loaded: auto (a GPU when there is one, else the CPU; a run trained "
+               "on CUDA exports on a CPU-only machine too), cpu, cuda, cuda:N, mps")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from dream3d.bench import ALL_METHODS, SUITES
     from dream3d.export.config import EXPORT_COLORS, EXPORT_FORMATS, ISOSURFACE_METHODS
@@ -186,11 +190,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=_cmd_run)
     s = sub.add_parser("resume", help="continue a run from its last checkpoint")
     s.add_argument("run_dir")
-    s.add_argument("overrides", nargs="*", help="only train.steps=N, train.convergence.*, output.* and eval.* may change")
+    s.add_argument("overrides", nargs="*",
+                   help="only train.steps=N, train.convergence.*, train.device, output.* and eval.* may change")
     s.set_defaults(func=_cmd_resume)
     x = sub.add_parser("export", help="re-export a run's assets from its checkpoint (no retraining)",
                        description="Example: dream3d export runs/a-red-cube --format glb --texture-size 2048 --faces 50000")
     x.add_argument("run_dir")
+    x.add_argument("--device", default="auto", help=DEVICE_HELP)
     x.add_argument("--format", action="append", choices=EXPORT_FORMATS)
     x.add_argument("--resolution", type=int)
     x.add_argument("--method", choices=ISOSURFACE_METHODS, help="isosurface method")
@@ -210,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.set_defaults(func=_cmd_export)
     e = sub.add_parser("eval", help="score a ToyWorld run against ground truth")
     e.add_argument("run_dir")
+    e.add_argument("--device", default="auto", help=DEVICE_HELP)
     e.add_argument("--json", action="store_true", help="also print the full results as JSON")
     e.set_defaults(func=_cmd_eval)
     a = sub.add_parser("app", help="start the web UI (Gradio) on localhost")

@@ -171,6 +171,10 @@ def kernel_status(package: str, toolkit: dict[str, Any], cuda: bool) -> dict[str
         return {**entry, "status": f"not usable here (no CUDA device): the torch paths are used{done}"}
     if entry["compiled"]:
         return {**entry, "usable": True, "status": f"ready: {where}"}
+    if toolkit["matches_torch"] and package == "nerfacc" and not shutil.which("nvcc"):
+        # nerfacc 0.5 decides by running `nvcc` from the PATH, not CUDA_HOME, and turns itself off otherwise
+        return {**entry, "status": f"cannot build: nerfacc runs `nvcc` from the PATH only and {toolkit['nvcc']} is not on "
+                                   f"it; add {os.path.dirname(toolkit['nvcc'])} to PATH ({used_by} need it)"}
     if toolkit["matches_torch"]:
         return {**entry, "buildable": True, "usable": True,
                 "status": f"not built yet: compiles on first CUDA use (a few minutes) with nvcc {toolkit['version']}"}

@@ -14,12 +14,13 @@ from dream3d.toyworld import parse_prompt, render_gt
 from dream3d.toyworld.metrics import colour_error, mean_saturation, silhouette_iou, volumetric_iou
 
 
-def evaluate_run(run_dir: str | Path) -> dict:
+def evaluate_run(run_dir: str | Path, device: str = "auto") -> dict:
     """Silhouette IoU, colour error and saturation of renders over held-out cameras, and the
-    volumetric IoU of the exported mesh; written to eval.json and returned."""
+    volumetric IoU of the exported mesh; written to eval.json and returned. `device`: where the
+    checkpoint's scene is loaded (auto: any run evaluates on this machine, whatever it trained on)."""
     from dream3d.lifecycle import load_run
 
-    trainer, _ = load_run(run_dir)
+    trainer, _ = load_run(run_dir, (f"train.device={device}",))
     folder = RunDir(run_dir)
     mesh_path = next((folder.asset(f) for f in ("glb", "obj", "ply") if folder.asset(f).exists()), None)
     results = {"step": trainer.step, **evaluate_scene(trainer.scene, trainer.cfg, mesh_path, run_dir)}

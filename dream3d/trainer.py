@@ -5,9 +5,9 @@ the device, the random generator, checkpoints, previews, the step logs (dream3d/
 turntable and the export. Device: everything a step touches (scene and optimiser state, cameras,
 rays, noise, timesteps, guidance buffers, the prior) lives on `train.device` (dream3d/kernel/device.py).
 Randomness: the loop's own draws (cameras, timesteps, noise, ray jitter) go through `generator`, a
-CPU generator whose draws are moved to the device (dream3d/kernel/draws.py), so a seed draws the same
-numbers on every device; initial values come from the seed on the CPU before the scene moves (NeRF
-weights from torch's global generator, Gaussian points from dream3d.scenes); what a library draws
+CPU generator whose draws are moved to the device (dream3d/kernel/draws.py); initial values come
+from the seed on the CPU before the scene moves (NeRF weights from torch's global generator,
+Gaussian points from dream3d.scenes); what a library draws
 from the global generators (gsplat's split, on the CPU or the GPU) follows the seed too. All of them
 are checkpointed, so runs are reproducible and a resumed run continues exactly (on a GPU up to the
 kernels' own nondeterminism: gsplat's backward sums with atomics). Starting, resuming and reusing

@@ -146,6 +146,16 @@ class LoRAFakeScore(FakeScore):
         self.__dict__["unet"] = unet  # frozen base weights stay out of state_dict and the optimiser
         self.lora = nn.ParameterDict({n.replace(".", "__"): p for n, p in trainable.items()})
 
+    def _apply(self, fn, recurse: bool = True):
+        """Module.to: the camera MLP follows the run's device; the LoRA weights stay inside their UNet,
+        on the prior's device (which may be a second GPU: prior.device=cuda:1)."""
+        lora = self._modules.pop("lora")
+        try:
+            super()._apply(fn, recurse)
+        finally:
+            self._modules["lora"] = lora
+        return self
+
     def net(self, x_t, t, cam_emb, text=None):
         if text is None:
             raise ValueError("the LoRA fake score is text-conditioned: pass the prompt's embeddings")

@@ -3,8 +3,7 @@ with one clear error when it is not on this machine, and the rule for `prior.dev
 
 Everything a training step touches lives on that one device (scene, optimiser state, cameras,
 rays, noise, timesteps, guidance buffers, the prior). Random draws are made on the CPU with the
-run's generator and moved over (dream3d/kernel/draws.py), so the same seed gives the same numbers
-on every device and a checkpoint holds one generator state.
+run's generator and moved over (dream3d/kernel/draws.py), so a checkpoint holds one generator state.
 """
 from __future__ import annotations
 

@@ -1,10 +1,11 @@
 """Random draws for a training step: made on the CPU with the run's generator, then moved to the
 device the tensors they meet live on.
 
-Why on the CPU: one `torch.Generator` (CPU) serves every device, so a seed gives the same
-cameras, timesteps, noise and ray jitter on a CPU and on a GPU, a checkpoint holds one generator
-state, and a run moved between devices resumes exactly. The copy costs little next to a step
-(the largest draw, NeRF ray jitter at 64x64 rays x 64 samples, is 1 MB).
+Why on the CPU: one `torch.Generator` (CPU) serves every device, so a checkpoint holds one
+generator state, a run moved between devices resumes with the same stream, and the numbers drawn
+do not depend on the device (a stream diverges only where the code draws different amounts, as
+the NeRF's nerfacc marcher draws one jitter per ray and the torch marcher one per sample). The copy
+costs little next to a step (the largest draw, NeRF ray jitter at 64x64 rays x 64 samples, is 1 MB).
 """
 from __future__ import annotations
 

@@ -101,3 +101,7 @@ class Densifier:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.state = dict(state)
+
+    def to(self, device: torch.device) -> None:
+        """Move the running state (gsplat's grad2d, count, radii) to the Gaussians' device."""
+        self.state = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in self.state.items()}

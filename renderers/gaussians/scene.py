@@ -135,6 +135,13 @@ class GaussianScene(Scene):
 
     def set_extra_state(self, state: dict) -> None:
         self.densifier.load_state_dict(state["densifier"])
+        self.densifier.to(self.device)  # a checkpoint loads on the CPU
+
+    def _apply(self, fn, recurse: bool = True):
+        """Module.to / cuda / cpu: the densifier's running state goes along with the Gaussians."""
+        super()._apply(fn, recurse)
+        self.densifier.to(self.device)
+        return self
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         self.gaussians.resize_like(state_dict, prefix="gaussians.")

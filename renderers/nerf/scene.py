@@ -91,6 +91,11 @@ class NeRFScene(Scene):
         levels = self.cfg.num_levels if self.cfg.levels_start == 0 else self.cfg.levels_start + step // self.cfg.levels_every
         self.field.encoding.active_levels = min(levels, self.cfg.num_levels)
 
+    def _apply(self, fn, recurse: bool = True):
+        """Module.to / cuda / cpu: nerfacc's estimator is made again on the new device at the next render."""
+        self._marcher = None
+        return super()._apply(fn, recurse)
+
     def render(self, cameras: Cameras, height: int, width: int, generator: torch.Generator | None = None,
                train: bool = True) -> RenderOutput:
         """Training renders (train=True) may be shaded and carry normals [B,3,H,W] and the
