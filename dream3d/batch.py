@@ -499,7 +499,8 @@ def run_batch(prompts: str | Path, config: str, overrides: tuple[str, ...] = (),
     folder = (Path(out) / slugify(name or Path(prompts).stem)).absolute()  # workers may run elsewhere (a cluster)
     first = load_config(config, list(overrides))
     if gpus_per_run is None:
-        gpus_per_run = 1.0 if first.prior.name == "stable_diffusion" else 0.0
+        device = first.train.device  # a GPU for runs that train on one (auto: a diffusion model's runs)
+        gpus_per_run = 1.0 if device.startswith("cuda") or (device == "auto" and first.prior.name != "toyworld") else 0.0
     spec = BatchSpec(str(Path(config).absolute()), tuple(overrides), str(folder), cpus_per_run, gpus_per_run, retries,
                      keep_prior)
     for job in jobs:  # bad overrides or prompts fail here, before any work

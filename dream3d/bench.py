@@ -49,7 +49,8 @@ class Suite:
 
 
 # Method variants: a name in --methods -> (preset method, overrides).
-VARIANTS = {"fdiv-fkl": ("fdiv", ["guidance.divergence=forward_kl"])}
+VARIANTS = {"fdiv-fkl": ("fdiv", ["guidance.divergence=forward_kl"]),
+            "sds-perpneg": ("sds", ["guidance.perp_neg=true"])}  # Perp-Neg needs prior.view_conditioning=text on ToyWorld
 ALL_METHODS = [*GUIDANCES, *VARIANTS]  # every registered objective, then the variants
 
 SUITES = {
@@ -122,19 +123,17 @@ def train_with_curve(cfg, out_dir: Path, name: str, eval_every: int, target: flo
             "colour_error": found["colour_error"], "sharpness": round(found["sharpness"], 4), "trainer": trainer}
 
 
-def janus_rate(scene, cfg, n: int = 16, marker_share: float = 0.05) -> float:
-    """Fraction of back views (|azimuth| > 120) where the run shows the marker colour on >= 5% of
-    its foreground while the truth shows it on < 1%."""
+def marker_shares(scene, cfg, azimuths: torch.Tensor, elevation: float = 15.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(run, truth) [n]: the share of the foreground painted in the marker colour (nearer to it than to
+    the body colour) in 64x64 renders from the given azimuths, for a marked item's prompt."""
     from dream3d.toyworld import parse_prompt, render_gt
     from dream3d.toyworld.catalogue import COLOURS
 
     item = parse_prompt(cfg.prompt)
-    az = torch.linspace(-180, 180, n + 1)[:-1]
-    cams = Cameras.make(torch.full((n,), 15.0), az, cfg.camera.distance, cfg.camera.fovy)
-    back = az.abs() > 120
+    cams = Cameras.make(torch.full((len(azimuths),), elevation), azimuths, cfg.camera.distance, cfg.camera.fovy)
     with torch.no_grad():
-        out = scene.render(cams[back], 64, 64, train=False)
-    gt, mask = render_gt(item, cams[back], 64)
+        out = scene.render(cams, 64, 64, train=False)
+    gt, mask = render_gt(item, cams, 64)
     marker = torch.tensor(COLOURS[item.marker])[None, :, None, None]
     body = torch.tensor(COLOURS[item.colours[0]])[None, :, None, None]
 
@@ -143,7 +142,14 @@ def janus_rate(scene, cfg, n: int = 16, marker_share: float = 0.05) -> float:
         fg = fg > 0.5
         return ((is_marker & fg).flatten(1).sum(1) / fg.flatten(1).sum(1).clamp(min=1)).float()
 
-    run_share, gt_share = share(out.rgb.cpu(), out.alpha.cpu()), share(gt, mask)
+    return share(out.rgb.cpu(), out.alpha.cpu()), share(gt, mask)
+
+
+def janus_rate(scene, cfg, n: int = 16, marker_share: float = 0.05) -> float:
+    """Fraction of back views (|azimuth| > 120) where the run shows the marker colour on >= 5% of
+    its foreground while the truth shows it on < 1%."""
+    az = torch.linspace(-180, 180, n + 1)[:-1]
+    run_share, gt_share = marker_shares(scene, cfg, az[az.abs() > 120])
     return float(((run_share >= marker_share) & (gt_share < 0.01)).float().mean())
 
 

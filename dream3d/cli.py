@@ -103,10 +103,13 @@ def _cmd_config(args) -> int:
 def _cmd_models(args) -> int:
     from huggingface_hub import constants
 
+    from guidance.priors import deepfloyd_if
     from guidance.priors.stable_diffusion import KNOWN_MODELS, cached_locally
 
     rows = [("toyworld", "(embedded)", "yes", "closed-form ToyWorld prior: CPU, no download")]
     rows += [("stable_diffusion", m, "cached" if cached_locally(m) else "no", what) for m, what in KNOWN_MODELS.items()]
+    rows += [("deepfloyd_if", m, "cached" if cached_locally(m) else "no", what)
+             for m, what in deepfloyd_if.KNOWN_MODELS.items()]
     rows.insert(0, ("prior.name", "prior.model", "local", "what"))
     widths = [max(len(r[i]) for r in rows) + 2 for i in range(3)]
     for r in rows:
@@ -250,8 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--workers", type=int, help="Ray workers, each keeping its prior between runs (default: as many "
                                                 "as the cluster's CPUs / --cpus-per-run and GPUs / --gpus-per-run hold)")
     bt.add_argument("--cpus-per-run", type=int, default=1, help="CPUs Ray reserves per run (= torch threads)")
-    bt.add_argument("--gpus-per-run", type=float, help="GPUs Ray reserves per run (default: 1 for Stable Diffusion, "
-                                                       "0 for ToyWorld; fractions share a GPU)")
+    bt.add_argument("--gpus-per-run", type=float, help="GPUs Ray reserves per run (default: 1 when train.device is "
+                                                       "cuda, or auto with a diffusion model; 0 for ToyWorld on auto; "
+                                                       "fractions share a GPU)")
     bt.add_argument("--fresh-prior", action="store_true", help="build the prior anew for every run instead of "
                                                                 "keeping it in the worker (frees its memory between runs)")
     bt.add_argument("--seeds", default="0", help="comma-separated seeds per prompt (default 0)")

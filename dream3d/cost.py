@@ -37,6 +37,9 @@ FACES_PER_GRID_CELL2 = 8.0  # marching cubes: faces ~ this x resolution^2 for an
 # Stable Diffusion: rough figures for one UNet prediction of a 512 px image (64x64 latent), not measured here
 SD_SECONDS_PER_PREDICTION = {"cuda": 0.05, "cpu": 3.0}  # fp16 on a current GPU; fp32 on 2 CPU cores
 SD_HOST_BYTES = {"cuda": 2.5e9, "cpu": 6e9}  # host memory: loading and moving to the GPU; fp32 weights + activations
+# DeepFloyd IF stage I XL (4.3B UNet) with T5-XXL (4.8B): rough guesses from the parameter counts, not measured
+IF_SECONDS_PER_PREDICTION = {"cuda": 0.15, "cpu": 30.0}
+IF_HOST_BYTES = {"cuda": 10e9, "cpu": 40e9}
 VIEW_COLOURS = 6  # ToyWorld: a colour-free prompt's view set holds every colour
 
 
@@ -97,12 +100,15 @@ def render_cost(scene, views: int, resolution: int, train: bool) -> tuple[float,
 def prior_cost(cfg) -> tuple[float, float, float]:
     """ToyWorld: (seconds per prediction per image, dataset build seconds, resident bytes)."""
     p = cfg.prior
-    if p.name != "toyworld":  # Stable Diffusion, on the device it will run on
+    if p.name != "toyworld":  # a diffusers model, on the device it will run on
         import torch
 
         name = cfg.train.device if p.device == "auto" else p.device  # prior.device=auto follows train.device
         device = "cuda" if name.startswith("cuda") or (name == "auto" and torch.cuda.is_available()) else "cpu"
-        return SD_SECONDS_PER_PREDICTION[device] * (p.resolution / 512) ** 2, 0.0, SD_HOST_BYTES[device]
+        if p.name == "deepfloyd_if":  # a pixel-space 64 px UNet of billions of parameters and a T5-XXL: no resizing
+            return IF_SECONDS_PER_PREDICTION[device], 0.0, IF_HOST_BYTES[device]
+        res = p.resolution or (1024 if "xl" in p.model.lower() else 512)  # unset: the model's own (SDXL 1024)
+        return SD_SECONDS_PER_PREDICTION[device] * (res / 512) ** 2, 0.0, SD_HOST_BYTES[device]
     from dream3d.toyworld.catalogue import COLOURS, SHAPES
 
     dim = 3 * p.resolution**2
@@ -145,7 +151,7 @@ def estimate_cost(cfg) -> Cost:
     g = cfg.guidance
     bank = g.prior_calls_at_start()  # f-divergence's teacher samples
     step_s, step_b = render_cost(scene, t.batch_size, t.resolution, train=True)
-    guidance_s = t.batch_size * per_image * g.prior_calls_per_image()
+    guidance_s = t.batch_size * per_image * (g.prior_calls_per_image() + g.perp_neg_calls())
     cost.add("training", t.steps * (step_s + guidance_s) + bank * per_image, resident + step_b)
     checkpoints = t.steps // max(1, o.checkpoint_every) + 1
     state = scene_parameter_bytes(scene)  # parameters + Adam moments, written every checkpoint

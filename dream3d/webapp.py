@@ -9,12 +9,15 @@ a queue holds the rest. Stop bypasses the queue. Every request is priced before 
 """
 import argparse
 import itertools
+import logging
 import os
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger("dream3d")
 
 PRESET_ROOTS = (Path("configs"), Path(__file__).resolve().parent.parent / "configs")
 # simple caps on what a shared UI lets a visitor ask for (the CLI has no such caps); the
@@ -52,6 +55,28 @@ def list_presets(root: Path | None = None) -> list[str]:
     root = root or preset_root()
     names = sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml"))
     return sorted(names, key=lambda n: (not n.startswith("toy/"), n))
+
+
+def offered_presets(runs_dir: str | Path, root: Path | None = None, budget: RequestBudget | None = None
+                    ) -> tuple[list[str], dict[str, str]]:
+    """(presets this UI accepts as they are, {preset: why not} for the others): a preset is offered only
+    when its own settings, with its own prompt, pass the UI's limits and the request budget on this
+    server (make_config's checks), so a visitor never picks one that is then refused."""
+    from dream3d.config import load_config
+    from dream3d.kernel.schema import ConfigError
+
+    root = root or preset_root()
+    offered, hidden = [], {}
+    for name in list_presets(root):
+        try:
+            own = load_config(root / f"{name}.yaml", [])
+            steps = min(own.train.steps, UI_LIMITS["train.steps"])  # the visitor picks the steps
+            make_config(name, own.prompt, own.negative_prompt, steps, own.seed, None, "", runs_dir, root, budget)
+        except (UserInputError, ConfigError) as e:
+            hidden[name] = str(e)
+            continue
+        offered.append(name)
+    return offered, hidden
 
 
 def _get(cfg: Any, dotted: str) -> Any:
@@ -218,7 +243,12 @@ def build_app(runs_dir: str | Path = "runs", concurrency: int = 1, root: Path | 
 
     runs_dir = Path(runs_dir).resolve()
     root = root or preset_root()
-    presets = list_presets(root)
+    presets, hidden = offered_presets(runs_dir, root, budget)
+    for name, why in hidden.items():  # for whoever runs the server: why a preset is not in the list
+        log.info("web UI: preset %s not offered: %s", name, why)
+    if not presets:
+        raise RuntimeError(f"no preset under {root} fits this UI's limits and budget ({budget or RequestBudget()}); "
+                           "raise the budget")
     jobs = Jobs(concurrency)
 
     def generate(preset, prompt, negative, steps, seed, guidance_scale, advanced, request: gr.Request,

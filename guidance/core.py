@@ -1,11 +1,13 @@
 """Shared score-distillation machinery (shared/docs/guidance.md): timestep sampling, weightings
 w(t), classifier-free guidance in one batched prior call, view-dependent prompt embeddings, the
-stats a guidance logs, gradient clean-up and injection. Each guidance subclasses
-`ScoreDistillation` and overrides `gradient` (the few lines that differ); those with trainables
-of their own (VSD, ESD, f-div's fake score and discriminator) also `aux_losses` and
+stats a guidance logs, gradient clean-up and injection, and Perp-Neg (`guidance.perp_neg`) inside the
+shared CFG path, so every objective that asks `cfg_predict` / `predict_cond_uncond` gets it. Each
+guidance subclasses `ScoreDistillation` and overrides `gradient` (the few lines that differ); those
+with trainables of their own (VSD, ESD, f-div's fake score and discriminator) also `aux_losses` and
 `optimizer_groups`."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -13,12 +15,28 @@ import torch
 from torch import Tensor, nn
 
 from dream3d.kernel import draws
-from dream3d.kernel.cameras import Cameras, view_bucket
+from dream3d.kernel.cameras import DEFAULT_VIEW_THRESHOLDS, Cameras, ViewThresholds, view_bucket, wrap_degrees
 from dream3d.kernel.schedules import Schedule
 from dream3d.kernel.schema import ConfigError, SectionConfig, bounded, choice
 from guidance.priors.base import DiffusionPrior, per_sample
 
 WEIGHTINGS = ("sds", "uniform", "fantasia3d", "ism")
+
+
+PERP_NEG_WEIGHTS = ("sb", "fsb", "fs", "sf")
+PERP_NEG_VIEWS = ("front", "side", "back")  # the view prompts Perp-Neg predicts for every camera
+
+
+@dataclass(frozen=True)
+class PerpNegWeights:
+    """Perp-Neg's negative weights f(r) = a exp(-b r) + c as (a, b, c), named as in threestudio: the
+    side (sb) and front (fsb) negatives between side and back, the front (fs) and side (sf) negatives
+    between front and side."""
+
+    sb: tuple[float, float, float] = (1.0, 0.5, -0.606)
+    fsb: tuple[float, float, float] = (1.0, 0.5, 0.967)
+    fs: tuple[float, float, float] = (4.0, 0.5, -2.426)
+    sf: tuple[float, float, float] = (4.0, 0.5, -2.426)
 
 
 @dataclass
@@ -34,17 +52,57 @@ class GuidanceConfig(SectionConfig):
     loss_weight: float = bounded(1.0, 0.0, None)  # multiplies G (lambda_g in ISM/TSM/BSD)
     pixel_grad_clip: Any = bounded(None, 0.0, None, nullable=True)  # per-pixel clip of the render's gradient (TSM)
     view_dependent_prompt: bool = True
+    # view buckets of the view-dependent prompts (degrees; DreamFusion's defaults, dream3d.kernel.cameras.view_bucket)
+    view_overhead_elevation: float = bounded(60.0, -90.0, 90.0)  # "overhead view" above this elevation
+    view_front_azimuth: float = bounded(45.0, 0.0, 180.0)  # "front view" below this |azimuth|
+    view_back_azimuth: float = bounded(135.0, 0.0, 180.0)  # "back view" above this |azimuth|; "side view" between
+    # Perp-Neg (Armandpour et al. 2023): the positive interpolated between view prompts by azimuth, the other
+    # views as negatives perpendicular to it; each weight is f(r) = a exp(-b r) + c, [a, b, c] (threestudio's defaults)
+    perp_neg: bool = False
+    perp_neg_f_sb: list[float] = field(default_factory=lambda: list(PerpNegWeights.sb))  # side negative, side-back
+    perp_neg_f_fsb: list[float] = field(default_factory=lambda: list(PerpNegWeights.fsb))  # front negative, side-back
+    perp_neg_f_fs: list[float] = field(default_factory=lambda: list(PerpNegWeights.fs))  # front negative, front-side
+    perp_neg_f_sf: list[float] = field(default_factory=lambda: list(PerpNegWeights.sf))  # side negative, front-side
 
     def validate(self) -> None:
         lo, hi = Schedule.parse(self.t_min), Schedule.parse(self.t_max)
         for step in {0, lo.start_step, lo.end_step, hi.start_step, hi.end_step}:
             if lo(step) >= hi(step):
                 raise ConfigError(f"guidance.t_min ({lo(step)}) must be < guidance.t_max ({hi(step)}) at step {step}")
+        if self.view_front_azimuth > self.view_back_azimuth:
+            raise ConfigError(f"guidance.view_front_azimuth ({self.view_front_azimuth}) must be <= "
+                              f"guidance.view_back_azimuth ({self.view_back_azimuth})")
+        for name in PERP_NEG_WEIGHTS:
+            f = getattr(self, f"perp_neg_f_{name}")
+            if len(f) != 3 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in f):
+                raise ConfigError(f"guidance.perp_neg_f_{name} must be [a, b, c] (f(r) = a exp(-b r) + c), got {f}")
+        if self.perp_neg and not self.view_dependent_prompt:
+            raise ConfigError("guidance.perp_neg=true needs guidance.view_dependent_prompt=true (its negatives are the "
+                              "view prompts)")
+
+    def view_thresholds(self) -> ViewThresholds:
+        return ViewThresholds(self.view_overhead_elevation, self.view_front_azimuth, self.view_back_azimuth)
+
+    def perp_neg_weights(self) -> PerpNegWeights | None:
+        """The Perp-Neg weight functions, or None when Perp-Neg is off."""
+        if not self.perp_neg:
+            return None
+        return PerpNegWeights(**{name: tuple(float(v) for v in getattr(self, f"perp_neg_f_{name}")) for name in PERP_NEG_WEIGHTS})
+
+    def trains_prior_copy(self) -> bool:
+        """Whether the objective trains a copy of the prior's network (VSD's LoRA fake score): a prior
+        that offloads its weights (prior.cpu_offload) has no copy to give."""
+        return False
 
     def prior_calls_per_image(self) -> float:
         """Prior predictions per rendered image and step, for the cost estimate (dream3d/cost.py):
-        conditional, unconditional and one more for objectives with a second branch."""
+        conditional, unconditional and one more for objectives with a second branch (Perp-Neg's two
+        more view predictions are added by `perp_neg_calls`)."""
         return 3.0
+
+    def perp_neg_calls(self) -> float:
+        """Extra prior predictions per image and CFG query with Perp-Neg: three view prompts instead of one."""
+        return 2.0 if self.perp_neg else 0.0
 
     def prior_calls_at_start(self) -> int:
         """Prior predictions made once before training (for the cost estimate)."""
@@ -94,11 +152,63 @@ class TimestepSampler:
         return draws.randint(lo, hi + 1, (batch,), generator, device)
 
 
-class Conditioning:
-    """A prompt and its negative, embedded once per distinct (view-dependent) text and cached."""
+def _decay(f: tuple[float, float, float], r: Tensor) -> Tensor:
+    a, b, c = f
+    return a * torch.exp(-b * r) + c
 
-    def __init__(self, prior: DiffusionPrior, prompt: str, negative: str = "", view_dependent: bool = True):
+
+def perp_neg_mix(elevation: Tensor, azimuth: Tensor, weights: PerpNegWeights,
+                 thresholds: ViewThresholds = DEFAULT_VIEW_THRESHOLDS) -> tuple[Tensor, Tensor, Tensor]:
+    """Perp-Neg's per-camera mix over the view predictions (front, side, back), for cameras [B]
+    (degrees): (overhead [B] bool, p [B,3], w [B,3]); the positive is sum_k p_k eps_k, the negative
+    directions are the eps_k with weights w_k.
+    |azimuth| < 90: r = 1 - |az|/90 (1 = front), p = (r, 1-r, 0), w = (f_fs(r), f_sf(1-r), 0);
+    else r = 2 - |az|/90 (1 = side, 0 = back), p = (0, r, 1-r), w = (f_fsb(r), f_sb(r), 0);
+    overhead cameras (elevation > thresholds.overhead): the overhead prompt alone, p = (1,0,0), w = 0.
+    The azimuth thresholds do not enter: the interpolation is continuous in azimuth (as threestudio)."""
+    az = wrap_degrees(azimuth.float()).abs()
+    r = torch.where(az < 90, 1 - az / 90, 2 - az / 90)
+    zero = torch.zeros_like(r)
+    front_side = az < 90
+    p = torch.where(front_side[:, None], torch.stack([r, 1 - r, zero], -1), torch.stack([zero, r, 1 - r], -1))
+    w = torch.where(front_side[:, None], torch.stack([_decay(weights.fs, r), _decay(weights.sf, 1 - r), zero], -1),
+                    torch.stack([_decay(weights.fsb, r), _decay(weights.sb, r), zero], -1))
+    overhead = elevation.float() > thresholds.overhead
+    p = torch.where(overhead[:, None], torch.tensor([1.0, 0.0, 0.0], device=p.device), p)
+    w = torch.where(overhead[:, None], zero[:, None], w)
+    return overhead, p, w
+
+
+def perpendicular(a: Tensor, b: Tensor) -> Tensor:
+    """The component of a perpendicular to b, per sample: a - (<a,b> / |b|^2) b, for a, b [B,...]
+    (a itself where b = 0)."""
+    dims = tuple(range(1, a.ndim))
+    coef = (a * b).sum(dims, keepdim=True) / (b * b).sum(dims, keepdim=True).clamp(min=1e-30)
+    return a - coef * b
+
+
+def perp_neg_direction(eps_views: Sequence[Tensor], eps_u: Tensor, p: Tensor, w: Tensor) -> Tensor:
+    """Perp-Neg's guidance direction [B,...] (Armandpour et al. 2023, arXiv 2304.04968, with the
+    azimuth interpolation of its 2D-to-3D part): delta_pos - sum_k w_k perp(eps_k - eps_u, delta_pos),
+    delta_pos = sum_k p_k eps_k - eps_u; eps_views: the K view predictions [B,...], p, w [B,K].
+    The positive is interpolated between view prompts in prediction space (works for any prior, whose
+    embeddings are opaque); threestudio interpolates the text embeddings and predicts once."""
+    shape = (-1,) + (1,) * (eps_u.ndim - 1)
+    p, w = p.to(eps_u), w.to(eps_u)
+    delta_pos = sum(p[:, k].reshape(shape) * e for k, e in enumerate(eps_views)) - eps_u
+    return delta_pos - sum(w[:, k].reshape(shape) * perpendicular(e - eps_u, delta_pos) for k, e in enumerate(eps_views))
+
+
+class Conditioning:
+    """A prompt and its negative, embedded once per distinct (view-dependent) text and cached; the
+    view buckets' thresholds, and Perp-Neg's weights when it is on."""
+
+    def __init__(self, prior: DiffusionPrior, prompt: str, negative: str = "", view_dependent: bool = True,
+                 thresholds: ViewThresholds = DEFAULT_VIEW_THRESHOLDS, perp_neg: PerpNegWeights | None = None):
+        if perp_neg is not None and not view_dependent:
+            raise ValueError("Perp-Neg needs view-dependent prompts: its negatives are the view prompts")
         self.prior, self.prompt, self.negative, self.view_dependent = prior, prompt, negative, view_dependent
+        self.thresholds, self.perp_neg = thresholds, perp_neg
         self._cache: dict[str, Any] = {}
         self.embedding(prompt)  # validate early: a bad prompt fails before any work
 
@@ -107,11 +217,18 @@ class Conditioning:
             self._cache[text] = self.prior.embed(text)
         return self._cache[text]
 
+    def view_text(self, bucket: str) -> str:
+        return f"{self.prompt}, {bucket} view"
+
     def view_prompt(self, elevation: float, azimuth: float) -> str:
-        return f"{self.prompt}, {view_bucket(elevation, azimuth)} view" if self.view_dependent else self.prompt
+        return self.view_text(view_bucket(elevation, azimuth, self.thresholds)) if self.view_dependent else self.prompt
 
     def cond(self, cameras: Cameras) -> list[Any]:
         return [self.embedding(self.view_prompt(float(e), float(a))) for e, a in zip(cameras.elevation, cameras.azimuth)]
+
+    def plain(self, cameras: Cameras) -> list[Any]:
+        """The prompt without view suffixes, one per camera (a fake score conditions on the camera itself)."""
+        return [self.embedding(self.prompt)] * len(cameras)
 
     def uncond(self, cameras: Cameras) -> list[Any]:
         """The CFG branch: the negative prompt when one is given, else the empty prompt."""
@@ -120,6 +237,13 @@ class Conditioning:
     def empty(self, cameras: Cameras) -> list[Any]:
         """The empty prompt (DDIM inversion always uses it)."""
         return [self.embedding("")] * len(cameras)
+
+    def perp_neg_views(self, cameras: Cameras) -> tuple[list[list[Any]], Tensor, Tensor]:
+        """Perp-Neg's queries: the embeddings of the front, side and back view prompts (3 lists of B;
+        the overhead prompt for overhead cameras) and the mix p, w [B,3] of `perp_neg_mix`."""
+        overhead, p, w = perp_neg_mix(cameras.elevation, cameras.azimuth, self.perp_neg, self.thresholds)
+        views = [[self.embedding(self.view_text("overhead" if up else v)) for up in overhead.tolist()] for v in PERP_NEG_VIEWS]
+        return views, p, w
 
 
 Query = tuple[Tensor, Tensor, list]  # (x_t [B,...], t [B], one embedding per element)
@@ -137,10 +261,25 @@ def predict_batched(prior: DiffusionPrior, queries: list[Query], cameras: Camera
         return list(eps.chunk(len(queries)))
 
 
+def _perp_neg_predict(prior: DiffusionPrior, x_t: Tensor, t: Tensor, cond: Conditioning, cameras: Cameras,
+                      extra: Sequence[Query]) -> tuple[Tensor, Tensor, list[Tensor]]:
+    """(eps_u, Perp-Neg's direction, extra_eps) from ONE prior call on [front; side; back; uncond;
+    extra queries] (4B + extra)."""
+    views, p, w = cond.perp_neg_views(cameras)
+    eps = predict_batched(prior, [*((x_t, t, v) for v in views), (x_t, t, cond.uncond(cameras)), *extra], cameras)
+    eps_u = eps[len(views)]
+    return eps_u, perp_neg_direction(eps[:len(views)], eps_u, p.to(eps_u.device), w.to(eps_u.device)), eps[len(views) + 1:]
+
+
 def predict_cond_uncond(prior: DiffusionPrior, x_t: Tensor, t: Tensor, cond: Conditioning, cameras: Cameras,
                         extra: Sequence[Query] = ()) -> list[Tensor]:
     """[eps_y, eps_u, *extra_eps], each [B,...], from ONE prior call on [cond; uncond; extra
-    queries] (u: the negative prompt when one is given, else the empty prompt)."""
+    queries] (u: the negative prompt when one is given, else the empty prompt). With Perp-Neg
+    (cond.perp_neg) eps_y is the effective conditional eps_u + Perp-Neg's direction, so every
+    objective built on eps_y - eps_u (CFG, CSD, BSD, NFSD) uses it."""
+    if cond.perp_neg is not None:
+        eps_u, direction, rest = _perp_neg_predict(prior, x_t, t, cond, cameras, extra)
+        return [eps_u + direction, eps_u, *rest]
     return predict_batched(prior, [(x_t, t, cond.cond(cameras)), (x_t, t, cond.uncond(cameras)), *extra], cameras)
 
 
@@ -148,7 +287,11 @@ def cfg_predict(prior: DiffusionPrior, x_t: Tensor, t: Tensor, cond: Conditionin
                 scale: float, extra: Sequence[Query] = ()) -> tuple[Tensor, ...]:
     """(eps_w, eps_y, eps_u, *extra_eps) with eps_w = eps_u + scale (eps_y - eps_u), from ONE
     prior call on [cond; uncond; extra queries]. At scale 1 eps_w = eps_y exactly, the
-    unconditional half is skipped and eps_u is None."""
+    unconditional half is skipped and eps_u is None. With Perp-Neg (cond.perp_neg; at any scale):
+    eps_w = eps_u + scale * perp_neg_direction, eps_y = eps_u + perp_neg_direction."""
+    if cond.perp_neg is not None:
+        eps_u, direction, rest = _perp_neg_predict(prior, x_t, t, cond, cameras, extra)
+        return (eps_u + scale * direction, eps_u + direction, eps_u, *rest)
     if scale == 1.0:
         eps = predict_batched(prior, [(x_t, t, cond.cond(cameras)), *extra], cameras)
         return (eps[0], eps[0], None, *eps[1:])
@@ -188,7 +331,8 @@ class ScoreDistillation(nn.Module):
         self.grad_clip = None if cfg.grad_clip is None else Schedule.parse(cfg.grad_clip, "grad_clip")
 
     def embed(self, prompt: str, negative: str = "") -> Conditioning:
-        return Conditioning(self.prior, prompt, negative, self.cfg.view_dependent_prompt)
+        return Conditioning(self.prior, prompt, negative, self.cfg.view_dependent_prompt, self.cfg.view_thresholds(),
+                            self.cfg.perp_neg_weights())
 
     def weight(self, t: Tensor, ndim: int) -> Tensor:
         """w(t) of the configured weighting, shaped [B,1,...] to broadcast over x."""

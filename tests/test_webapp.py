@@ -26,6 +26,21 @@ def test_presets_are_discovered_toyworld_first():
     assert any(n.startswith("sd/") for n in names)
 
 
+def test_the_ui_offers_only_presets_it_accepts(tmp_path):
+    """A preset the UI would refuse as it is (sd/*-gaussians render at 256 > the UI's 128; on a CPU
+    server every Stable Diffusion preset is over the time budget) is not in the list, with the reason."""
+    from dream3d.webapp import RequestBudget, offered_presets
+
+    offered, hidden = offered_presets(tmp_path)
+    assert "toy/sds-nerf" in offered and "toy/sds-gaussians" in offered
+    assert set(offered) | set(hidden) == set(list_presets()) and not set(offered) & set(hidden)
+    assert "train.resolution = 256 is above" in hidden["sd/sds-gaussians"]
+    for name in offered:  # what is offered, the UI accepts
+        make_config(name, "a red cube" if name.startswith("toy/") else "a hamburger", "", 100, 0, None, "", tmp_path)
+    tight, why = offered_presets(tmp_path, budget=RequestBudget(seconds=1.0))
+    assert not tight and all("this server allows 1 s" in w or "above this UI's limit" in w for w in why.values())
+
+
 def test_make_config_applies_fields_and_caps(tmp_path):
     cfg = make_config("toy/sds-nerf", "a blue sphere", "", 120, 3, 2.0, "train.resolution=16", tmp_path)
     assert (cfg.prompt, cfg.seed, cfg.train.steps, cfg.guidance.guidance_scale, cfg.train.resolution) == (

@@ -1,4 +1,4 @@
-"""Tiny randomly initialised Stable Diffusion pipelines, built from configs and saved in the
+"""Tiny randomly initialised Stable Diffusion and DeepFloyd IF pipelines, built from configs and saved in the
 diffusers folder layout, so the production `from_pretrained` path runs with no download."""
 from __future__ import annotations
 
@@ -65,4 +65,81 @@ def build_tiny_pipeline(path: Path, *, xl: bool = False, prediction_type: str = 
                   prediction_type=prediction_type).save_pretrained(path / "scheduler")
     (path / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionXLPipeline" if xl
                                                       else "StableDiffusionPipeline"}))
+    return path
+
+
+def t5_unigram_vocab() -> list[tuple[str, float]]:
+    """A tiny T5 (SentencePiece Unigram) vocabulary: T5's <pad> </s> <unk> at ids 0-2, a few whole words,
+    then every printable ASCII character alone and word-initial ("▁" marks a word start), so any
+    lower-case English prompt tokenizes without <unk>."""
+    import string
+
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
+    for word in ("a", "an", "the", "of", "photo", "red", "blue", "green", "cube", "sphere", "view", "front", "side",
+                 "back", "overhead"):
+        vocab.append(("▁" + word, -1.0))
+    for c in string.ascii_letters + string.digits + string.punctuation:
+        vocab += [(c, -5.0), ("▁" + c, -4.5)]
+    return vocab
+
+
+def write_spiece_model(path: Path, vocab: list[tuple[str, float]]) -> None:
+    """`vocab` as a SentencePiece model file (spiece.model, the only tokenizer file DeepFloyd's repositories
+    ship), written with the protobuf schema transformers itself reads it with: no sentencepiece needed."""
+    from transformers.convert_slow_tokenizer import import_protobuf
+
+    pb = import_protobuf()
+    m = pb.ModelProto()
+    for i, (piece, score) in enumerate(vocab):
+        p = m.pieces.add()
+        p.piece, p.score = piece, score
+        p.type = {0: 3, 1: 3, 2: 2}.get(i, 1)  # CONTROL, CONTROL, UNKNOWN, then NORMAL
+    m.trainer_spec.model_type = 1  # UNIGRAM
+    m.trainer_spec.pad_id, m.trainer_spec.eos_id, m.trainer_spec.unk_id, m.trainer_spec.bos_id = 0, 1, 2, -1
+    m.normalizer_spec.add_dummy_prefix = True
+    path.write_bytes(m.SerializeToString())
+
+
+def build_tiny_if_pipeline(path: Path, *, spiece_only: bool = False, resolution: int = 32, seed: int = 0) -> Path:
+    """A tiny random DeepFloyd IF stage I pipeline in the diffusers layout: unet/ (pixel space, 3 -> 6 channels:
+    eps and a learned variance, IF's block types), text_encoder/ (a 2-layer T5 encoder, d_model 32), tokenizer/
+    (a T5 Unigram tokenizer built from `t5_unigram_vocab`, saved as tokenizer.json; `spiece_only`: as the hub's
+    spiece.model alone, which needs sentencepiece to read), scheduler/ (IF's DDPMScheduler settings) and
+    model_index.json. Everything is built offline from configs."""
+    from diffusers import DDPMScheduler, UNet2DConditionModel
+    from transformers import T5Config, T5EncoderModel, T5TokenizerFast
+
+    torch.manual_seed(seed)
+    path = Path(path)
+    vocab = t5_unigram_vocab()
+    (path / "tokenizer").mkdir(parents=True, exist_ok=True)
+    if spiece_only:
+        write_spiece_model(path / "tokenizer" / "spiece.model", vocab)
+        (path / "tokenizer" / "tokenizer_config.json").write_text(json.dumps(
+            {"tokenizer_class": "T5Tokenizer", "model_max_length": 77, "extra_ids": 0, "eos_token": "</s>",
+             "unk_token": "<unk>", "pad_token": "<pad>"}))
+    else:
+        T5TokenizerFast(vocab=vocab, extra_ids=0, model_max_length=77).save_pretrained(path / "tokenizer")
+    d_model = 32
+    T5EncoderModel(T5Config(vocab_size=len(vocab), d_model=d_model, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+                            relative_attention_num_buckets=8, feed_forward_proj="gated-gelu", pad_token_id=0,
+                            eos_token_id=1, decoder_start_token_id=0)).save_pretrained(path / "text_encoder")
+    # the block types of IF-I-*: ResNet down/up blocks, added-KV cross attention, text time embedding
+    UNet2DConditionModel(sample_size=resolution, in_channels=3, out_channels=6, layers_per_block=1,
+                         block_out_channels=(16, 32), norm_num_groups=8,
+                         down_block_types=("ResnetDownsampleBlock2D", "SimpleCrossAttnDownBlock2D"),
+                         mid_block_type="UNetMidBlock2DSimpleCrossAttn",
+                         up_block_types=("SimpleCrossAttnUpBlock2D", "ResnetUpsampleBlock2D"),
+                         cross_attention_dim=32, encoder_hid_dim=d_model, encoder_hid_dim_type="text_proj",
+                         attention_head_dim=8, addition_embed_type="text", addition_embed_type_num_heads=2,
+                         cross_attention_norm="group_norm", resnet_time_scale_shift="scale_shift",
+                         act_fn="gelu").save_pretrained(path / "unet")
+    DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", variance_type="learned_range",
+                  thresholding=True, dynamic_thresholding_ratio=0.95, sample_max_value=1.5,
+                  prediction_type="epsilon").save_pretrained(path / "scheduler")
+    (path / "model_index.json").write_text(json.dumps({
+        "_class_name": "IFPipeline", "text_encoder": ["transformers", "T5EncoderModel"],
+        "tokenizer": ["transformers", "T5Tokenizer"], "unet": ["diffusers", "UNet2DConditionModel"],
+        "scheduler": ["diffusers", "DDPMScheduler"], "safety_checker": [None, None], "feature_extractor": [None, None],
+        "watermarker": [None, None], "requires_safety_checker": False}))
     return path

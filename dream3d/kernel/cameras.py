@@ -105,15 +105,28 @@ class Cameras:
 VIEW_BUCKETS = ("front", "side", "back", "overhead")
 
 
-def view_bucket(elevation: float, azimuth: float) -> str:
-    """DreamFusion's view buckets: overhead (elevation > 60), front (|azimuth| < 45),
+@dataclass(frozen=True)
+class ViewThresholds:
+    """Where the view buckets split, in degrees: overhead above `overhead` elevation, else front
+    below |azimuth| `front`, back above |azimuth| `back`, side between. The defaults are DreamFusion's."""
+
+    overhead: float = 60.0
+    front: float = 45.0
+    back: float = 135.0
+
+
+DEFAULT_VIEW_THRESHOLDS = ViewThresholds()
+
+
+def view_bucket(elevation: float, azimuth: float, thresholds: ViewThresholds = DEFAULT_VIEW_THRESHOLDS) -> str:
+    """DreamFusion's view buckets (default thresholds): overhead (elevation > 60), front (|azimuth| < 45),
     back (|azimuth| > 135), side otherwise."""
-    if elevation > 60:
+    if elevation > thresholds.overhead:
         return "overhead"
     a = abs(wrap_degrees(azimuth))
-    if a < 45:
+    if a < thresholds.front:
         return "front"
-    if a > 135:
+    if a > thresholds.back:
         return "back"
     return "side"
 

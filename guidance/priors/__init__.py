@@ -3,10 +3,12 @@ import torch
 
 from dream3d.kernel.schema import registry
 from guidance.priors.base import DiffusionPrior, scaled_linear_alphas_cumprod
+from guidance.priors.deepfloyd_if import DeepFloydIFPrior, DeepFloydIFPriorConfig
 from guidance.priors.stable_diffusion import StableDiffusionPrior, StableDiffusionPriorConfig
 from guidance.priors.toyworld import ToyWorldPrior, ToyWorldPriorConfig
 
-PRIORS = registry((ToyWorldPrior, ToyWorldPriorConfig), (StableDiffusionPrior, StableDiffusionPriorConfig))
+PRIORS = registry((ToyWorldPrior, ToyWorldPriorConfig), (StableDiffusionPrior, StableDiffusionPriorConfig),
+                   (DeepFloydIFPrior, DeepFloydIFPriorConfig))
 
 
 def build_prior(cfg, progress: bool = False, device: torch.device | None = None) -> DiffusionPrior:

