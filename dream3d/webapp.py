@@ -25,6 +25,7 @@ PRESET_ROOTS = (Path("configs"), Path(__file__).resolve().parent.parent / "confi
 UI_LIMITS = {"train.steps": 5000, "train.batch_size": 8, "train.resolution": 128, "output.export.resolution": 256,
              "output.turntable_frames": 120, "output.turntable_resolution": 512, "output.val_resolution": 256}
 SET_BY_UI = ("prompt", "negative_prompt", "seed")
+DEFAULT_UI_STEPS = 400  # the steps field's starting value
 CHOSEN_BY_PRESET = ("prior.name",)  # the preset's prior (a switch to Stable Diffusion would download weights)
 MAX_ADVANCED_CHARS = 4000
 PREVIEWS_PER_RUN = 20
@@ -70,10 +71,13 @@ def offered_presets(runs_dir: str | Path, root: Path | None = None, budget: Requ
     for name in list_presets(root):
         try:
             own = load_config(root / f"{name}.yaml", [])
-            steps = min(own.train.steps, UI_LIMITS["train.steps"])  # the visitor picks the steps
+            steps = min(own.train.steps, DEFAULT_UI_STEPS)  # the visitor picks the steps: priced at the form's default
             make_config(name, own.prompt, own.negative_prompt, steps, own.seed, None, "", runs_dir, root, budget)
         except (UserInputError, ConfigError) as e:
             hidden[name] = str(e)
+            continue
+        except Exception as e:  # noqa: BLE001 - one broken YAML must not stop the server: it is not offered
+            hidden[name] = f"{type(e).__name__}: {e}"
             continue
         offered.append(name)
     return offered, hidden
@@ -329,7 +333,7 @@ def build_app(runs_dir: str | Path = "runs", concurrency: int = 1, root: Path | 
                 default = "toy/sds-nerf" if "toy/sds-nerf" in presets else presets[0]
                 preset = gr.Dropdown(presets, value=default, label="Preset (guidance and scene)")
                 with gr.Row():
-                    steps = gr.Slider(10, UI_LIMITS["train.steps"], value=400, step=10, label="Steps")
+                    steps = gr.Slider(10, UI_LIMITS["train.steps"], value=DEFAULT_UI_STEPS, step=10, label="Steps")
                     seed = gr.Number(value=0, precision=0, label="Seed")
                 scale = gr.Number(value=0, label="Guidance scale (0 = the preset's)")
                 with gr.Accordion("Advanced overrides", open=False):

@@ -70,6 +70,12 @@ class NFSDConfig(GuidanceConfig):
     guidance_scale: Any = bounded(7.5, 0.0, 1000.0, schedule=True)
     small_t: int = bounded(200, 0, 1000)  # below it delta_D = eps_empty
 
+    def validate(self) -> None:
+        super().validate()
+        if self.perp_neg:  # its queries (cond, negative, empty) are its own, outside the shared CFG path
+            raise ConfigError("guidance.perp_neg=true does not apply to nfsd (its negative-prompt term replaces CFG); "
+                              "use it with sds, vsd, ism, csd, ... or set guidance.perp_neg=false")
+
 
 class NFSD(ScoreDistillation):
     def gradient(self, x, cameras, cond, step, generator):

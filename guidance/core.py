@@ -276,7 +276,7 @@ def predict_cond_uncond(prior: DiffusionPrior, x_t: Tensor, t: Tensor, cond: Con
     """[eps_y, eps_u, *extra_eps], each [B,...], from ONE prior call on [cond; uncond; extra
     queries] (u: the negative prompt when one is given, else the empty prompt). With Perp-Neg
     (cond.perp_neg) eps_y is the effective conditional eps_u + Perp-Neg's direction, so every
-    objective built on eps_y - eps_u (CFG, CSD, BSD, NFSD) uses it."""
+    objective built on eps_y - eps_u (CFG, CSD, BSD) uses it; NFSD builds its own queries and refuses it)."""
     if cond.perp_neg is not None:
         eps_u, direction, rest = _perp_neg_predict(prior, x_t, t, cond, cameras, extra)
         return [eps_u + direction, eps_u, *rest]

@@ -164,3 +164,11 @@ def test_bench_has_a_perp_neg_variant():
 
     assert "sds-perpneg" in ALL_METHODS and preset("sds-perpneg", "gaussians")[1] == ["guidance.perp_neg=true"]
 
+
+
+def test_nfsd_refuses_perp_neg_it_would_ignore():
+    from dream3d.config import load_config
+    from dream3d.kernel.schema import ConfigError
+
+    with pytest.raises(ConfigError, match="perp_neg=true does not apply to nfsd"):
+        load_config("configs/toy/nfsd-nerf.yaml", ["guidance.perp_neg=true"])

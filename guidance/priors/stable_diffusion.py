@@ -87,11 +87,15 @@ REMOVED_MODELS = {
 }
 
 
-def live_model_id(model: str) -> str:
+def live_model_id(model: str, revision: str | None = None) -> str:
     """A model id that still exists: a removed one maps to its mirror, unless its weights are already in
     the local Hugging Face cache (they load offline under the old id; nothing is downloaded twice)."""
     mirror = REMOVED_MODELS.get(model)
     if mirror is None or cached_locally(model):
+        return model
+    if revision is not None:  # a pinned branch or commit of the old repository may not exist on the mirror
+        log.warning("prior.model=%s was removed from the Hugging Face Hub; prior.revision=%s is pinned, so it is not "
+                    "replaced by its mirror %s (drop prior.revision to use the mirror)", model, revision, mirror)
         return model
     log.warning("prior.model=%s was removed from the Hugging Face Hub; using the community mirror %s (the same "
                 "weights). Set prior.model=%s to silence this.", model, mirror, mirror)
@@ -169,7 +173,7 @@ class StableDiffusionPrior(DiffusersUNetPrior):
 
         cfg = cfg or StableDiffusionPriorConfig()
         cfg.validate()
-        self.cfg = cfg = dataclasses.replace(cfg, model=live_model_id(cfg.model))
+        self.cfg = cfg = dataclasses.replace(cfg, model=live_model_id(cfg.model, cfg.revision))
         self.device = resolve_device(cfg.device, "prior.device") if device is None else prior_device(device, cfg.device)
         self.dtype = resolve_dtype(cfg.dtype, self.device)
         vae_dtype = torch.float32 if cfg.vae_fp32 else self.dtype
