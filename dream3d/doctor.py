@@ -241,7 +241,14 @@ def check_weights(model: str, cache_dir: str | None = None) -> dict[str, Any]:
     snapshot (default revision) in the Hugging Face cache. Never contacts the network."""
     from huggingface_hub import try_to_load_from_cache
 
+    from guidance.priors.single_file import is_single_file
+    from guidance.priors.stable_diffusion import REMOVED_MODELS
+
     entry: dict[str, Any] = {"model": model, "present": False, "path": None, "missing": [], "detail": ""}
+    if is_single_file(model):  # one .safetensors checkpoint (its configs come from prior.single_file_config)
+        present = Path(model).expanduser().is_file()
+        return {**entry, "source": "file", "path": model, "present": present, "family": model_family(model),
+                "detail": "one checkpoint file" if present else "no such file"}
     if is_local_model(model):
         folder = Path(model).expanduser()
         entry.update(source="folder", path=str(folder))
@@ -254,6 +261,10 @@ def check_weights(model: str, cache_dir: str | None = None) -> dict[str, Any]:
             found = try_to_load_from_cache(model, "model_index.json", cache_dir=cache_dir)
         except ValueError as e:  # an id the hub would reject (HFValidationError)
             return {**entry, "family": model_family(model), "detail": f"not a hub id or a folder: {e}"}
+        if not isinstance(found, str) and model in REMOVED_MODELS:  # what the prior loads instead (live_model_id)
+            mirror = check_weights(REMOVED_MODELS[model], cache_dir)
+            return {**mirror, "model": model, "detail": f"removed from the hub; its mirror {REMOVED_MODELS[model]}: "
+                                                       f"{mirror['detail']}"}
         if not isinstance(found, str):
             return {**entry, "family": model_family(model), "detail": "not in the Hugging Face cache"}
         folder = Path(found).parent

