@@ -204,11 +204,6 @@ def hub_cache() -> str:
     return str(constants.HF_HUB_CACHE)
 
 
-def is_local_model(model: str) -> bool:
-    """A local folder rather than a hub id (the Stable Diffusion prior's rule)."""
-    return model.startswith(("/", ".", "~")) or os.path.exists(model)
-
-
 def model_family(model: str, folder: Path | None = None) -> str:
     """"sdxl" (two text encoders; recognised by the folder or the id) or "sd" (1.x / 2.x)."""
     if folder is not None and (folder / "text_encoder_2").is_dir():
@@ -241,6 +236,7 @@ def check_weights(model: str, cache_dir: str | None = None) -> dict[str, Any]:
     snapshot (default revision) in the Hugging Face cache. Never contacts the network."""
     from huggingface_hub import try_to_load_from_cache
 
+    from guidance.priors.diffusers_unet import is_local_model
     from guidance.priors.single_file import is_single_file
     from guidance.priors.stable_diffusion import REMOVED_MODELS
 

@@ -268,7 +268,7 @@ def _perp_neg_predict(prior: DiffusionPrior, x_t: Tensor, t: Tensor, cond: Condi
     views, p, w = cond.perp_neg_views(cameras)
     eps = predict_batched(prior, [*((x_t, t, v) for v in views), (x_t, t, cond.uncond(cameras)), *extra], cameras)
     eps_u = eps[len(views)]
-    return eps_u, perp_neg_direction(eps[:len(views)], eps_u, p.to(eps_u.device), w.to(eps_u.device)), eps[len(views) + 1:]
+    return eps_u, perp_neg_direction(eps[:len(views)], eps_u, p, w), eps[len(views) + 1:]
 
 
 def predict_cond_uncond(prior: DiffusionPrior, x_t: Tensor, t: Tensor, cond: Conditioning, cameras: Cameras,

@@ -37,7 +37,7 @@ from torch import Tensor
 from dream3d.kernel.cache import cache_root
 from dream3d.kernel.device import prior_device, resolve_device
 from dream3d.kernel.schema import ConfigError, bounded, server_only
-from guidance.priors.diffusers_unet import DiffusersPriorConfig, DiffusersUNetPrior
+from guidance.priors.diffusers_unet import DiffusersPriorConfig, DiffusersUNetPrior, is_local_model
 from guidance.priors.stable_diffusion import ModelUnavailableError, load_component, resolve_dtype
 
 log = logging.getLogger(__name__)
@@ -76,13 +76,9 @@ class T5Embedding:
     hidden: Tensor
 
 
-def _is_path(model: str) -> bool:
-    return model.startswith(("/", ".", "~")) or os.path.exists(model)
-
-
 def _check_folder(model: str) -> None:
     """A local prior.model must be a folder with IF stage I's four components (hub ids are checked on load)."""
-    if not _is_path(model):
+    if not is_local_model(model):
         return
     folder = os.path.expanduser(model)
     layout = "unet/, text_encoder/, tokenizer/ and scheduler/"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,11 @@ from guidance.priors.base import DiffusionPrior
 log = logging.getLogger("dream3d")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 ATTENTION = ("sdpa", "slicing", "default")  # torch scaled-dot-product | sliced (least memory) | eager
+
+
+def is_local_model(model: str) -> bool:
+    """Whether `prior.model` names a local file or folder rather than a hub id."""
+    return model.startswith(("/", ".", "~")) or os.path.exists(model)
 
 
 @dataclass

@@ -30,7 +30,7 @@ from torch import Tensor
 from dream3d.kernel.cache import cache_root
 from dream3d.kernel.device import prior_device, resolve_device
 from dream3d.kernel.schema import ConfigError, bounded, choice, server_only
-from guidance.priors.diffusers_unet import DTYPES, DiffusersPriorConfig, DiffusersUNetPrior
+from guidance.priors.diffusers_unet import DTYPES, DiffusersPriorConfig, DiffusersUNetPrior, is_local_model
 from guidance.priors.single_file import SingleFileError, is_single_file, load_single_file
 
 log = logging.getLogger(__name__)
@@ -120,16 +120,12 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return DTYPES[name]
 
 
-def _is_path(model: str) -> bool:
-    return model.startswith(("/", ".", "~")) or os.path.exists(model)
-
-
 def load_component(cls, cfg: StableDiffusionPriorConfig, subfolder: str, **kwargs):
     """`cls.from_pretrained(cfg.model, subfolder=...)` with a message that says how to fix a miss."""
     from huggingface_hub import constants
 
     model = os.path.expanduser(cfg.model)
-    if _is_path(cfg.model):
+    if is_local_model(cfg.model):
         if not os.path.isdir(model):
             raise ModelUnavailableError(f"prior.model = {cfg.model!r}: no such folder. Give a folder in the diffusers "
                                         "layout (unet/, vae/, text_encoder/, tokenizer/, scheduler/) or a hub id.")
@@ -145,7 +141,7 @@ def load_component(cls, cfg: StableDiffusionPriorConfig, subfolder: str, **kwarg
             warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks.*")  # diffusers' own deprecated call
             return cls.from_pretrained(model, **opts)
     except (OSError, ValueError) as e:
-        if _is_path(cfg.model):
+        if is_local_model(cfg.model):
             raise ModelUnavailableError(f"cannot load '{cfg.model}/{subfolder}': {str(e).splitlines()[0][:300]}") from None
         offline = constants.HF_HUB_OFFLINE or cfg.local_files_only
         how = ("HF_HUB_OFFLINE=1 or prior.local_files_only=true is set, so the hub was not contacted"
@@ -338,7 +334,7 @@ def cached_locally(model: str) -> bool:
     """Whether a hub id's UNet config is in the local Hugging Face cache (no network)."""
     from huggingface_hub import try_to_load_from_cache
 
-    if _is_path(model):
+    if is_local_model(model):
         return os.path.isdir(os.path.join(os.path.expanduser(model), "unet"))
     found = try_to_load_from_cache(model, "unet/config.json")
     return isinstance(found, str)
