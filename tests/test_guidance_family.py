@@ -83,6 +83,45 @@ def test_asd_without_delay_is_w_minus_one_classifier_scores(prior):
     assert torch.allclose(asd, 2.0 * csd, atol=1e-6)  # (w - 1) (eps_y - eps_u), same t and noise
 
 
+def test_asd_matches_its_formula_with_the_delay(prior):
+    """G = w(t)(eps_w(x_t, t) - eps(x_{t+D}, t+D, y)), D = floor(U * min(rho (t - t_min), T-1-t)), the same
+    noise at both timesteps; recomputed from the replayed generator."""
+    x = torch.randn(16, D)
+    got = grad_of(make("asd", prior, guidance_scale=3.0, rho=0.5), x)
+    g = torch.Generator().manual_seed(0)
+    t = torch.randint(20, 981, (16,), generator=g)
+    noise = torch.randn(16, D, generator=g)
+    span = torch.minimum(0.5 * (t - 20).float(), (999 - t).float())
+    t_d = t + torch.floor(torch.rand(16, generator=g) * span).long()
+    assert (t_d > t).any()  # the delay is exercised
+    x_t, x_d = prior.add_noise(x, t, noise), prior.add_noise(x, t_d, noise)
+    eps_y, eps_u = prior.predict_eps(x_t, t, ["y"] * 16), prior.predict_eps(x_t, t, [""] * 16)
+    eps_d = prior.predict_eps(x_d, t_d, ["y"] * 16)
+    w = (1 - prior.alphas_cumprod[t])[:, None]
+    assert torch.allclose(got, w * (eps_u + 3.0 * (eps_y - eps_u) - eps_d), atol=1e-6)
+
+
+def test_cds_matches_its_formula(prior):
+    """t = t' + U{gap_min..gap_max}, x_t from the run's fixed noise, one DDIM step of the CFG
+    prediction to t', G = w(t)(eps_w(x_t, t) - eps_w(x_t', t')); recomputed from the replayed generator."""
+    x = torch.randn(16, D)
+    got = grad_of(make("cds", prior, guidance_scale=3.0), x, step=250)
+    g = torch.Generator().manual_seed(0)
+    noise = torch.randn(16, D, generator=g)
+    tp = torch.full((16,), 400)  # t'(250): 700 -> 100 along sqrt(250 / 1000)
+    t = (tp + torch.randint(100, 300, (16,), generator=g)).clamp(max=999)
+
+    def eps_w(z, s):
+        e_y, e_u = prior.predict_eps(z, s, ["y"] * 16), prior.predict_eps(z, s, [""] * 16)
+        return e_u + 3.0 * (e_y - e_u)
+
+    x_t = prior.add_noise(x, t, noise)
+    e_t = eps_w(x_t, t)
+    x_tp = prior.add_noise(prior.x0_from_eps(x_t, t, e_t), tp, e_t)  # DDIM, t -> t'
+    w = (1 - prior.alphas_cumprod[t])[:, None]
+    assert torch.allclose(got, w * (e_t - eps_w(x_tp, tp)), atol=1e-5)
+
+
 def test_nfsd_matches_its_formula(prior):
     x = torch.randn(16, D)
     for negative in ("", "neg"):
