@@ -473,7 +473,7 @@ def _sds_steps(ctx: Context) -> SDResult:
 
     from dream3d.config import load_config
     from dream3d.kernel.cameras import CameraSampler
-    from guidance import build_guidance
+    from guidance import RunContext, build_guidance
     from guidance.priors import build_prior
 
     if not ctx.dry:
@@ -495,7 +495,7 @@ def _sds_steps(ctx: Context) -> SDResult:
     want = torch.float32 if ctx.dry else torch.float16
     if unet.dtype != want or unet.device.type != ctx.device:
         raise CheckError(f"the UNet is {unet.dtype} on {unet.device}, not {want} on {ctx.device}")
-    guidance = build_guidance(cfg.guidance, prior)
+    guidance = build_guidance(cfg.guidance, prior, RunContext(cfg.train.steps))
     cond = guidance.embed(cfg.prompt, cfg.negative_prompt)
     gen = torch.Generator().manual_seed(0)
     render = torch.rand(SDS_RENDER, generator=gen).to(ctx.device).requires_grad_()

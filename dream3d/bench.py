@@ -6,7 +6,10 @@ Three measurements, all on held-out cameras of the known objects:
 - Janus ("a blue cube with a yellow front", view conditioning none): the fraction of back views (|azimuth| > 120 deg)
   where the run paints the yellow front marker (>= 5% of its foreground) and the truth does not;
 - diversity ("a cube", several seeds): the entropy of the runs' dominant colours (normalised by
-  log 6; the truth is uniform over the 6 colours) and the Vendi score of their mean colours.
+  log 6; the truth is uniform over the 6 colours) and the Vendi score of their mean colours, with a
+  bootstrap spread over the seeds.
+Fidelity and Janus cells run several seeds too (the full suite: 3 and 8): the table gives mean and
+standard deviation, and the published claims are decided from the spread (dream3d/bench_claims.py).
 Janus and diversity runs each use one scene of the suite (Gaussians, the fast one, unless the suite
 says otherwise). Each run is a normal run folder under the bench folder; results.json holds every
 run's config and is rewritten after every run, so an interrupted suite resumes (`--resume FOLDER`).
@@ -28,7 +31,7 @@ from dream3d.kernel.cameras import Cameras, CameraSampler
 from dream3d.runs import RunDir
 from guidance import GUIDANCES
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 FIDELITY_PROMPT = "a red cube"
 JANUS_PROMPT = "a blue cube with a yellow front"
 DIVERSITY_PROMPT = "a cube"
@@ -42,6 +45,8 @@ class Suite:
     view_conditionings: list[str]
     steps: dict[str, int]  # per scene
     seeds: int = 3  # diversity runs per method
+    fidelity_seeds: int = 1  # runs per method x scene x view conditioning
+    janus_seeds: int = 1  # Janus runs per method
     janus_scene: str = "gaussians"  # the scene of the Janus runs (when selected, else the first scene)
     diversity_scene: str = "gaussians"  # the scene of the diversity runs (likewise)
     eval_every: int = 25
@@ -60,16 +65,20 @@ SUITES = {
     "quick": Suite(methods=["sds", "vsd", "esd"], scenes=["nerf", "gaussians"], view_conditionings=["none", "camera"],
                    steps={"nerf": 200, "gaussians": 200}, seeds=3),
     "full": Suite(methods=FULL_METHODS, scenes=["nerf", "gaussians"], view_conditionings=["none", "camera"],
-                  steps={"nerf": 400, "gaussians": 400}, seeds=6, janus_scene="nerf"),
+                  steps={"nerf": 400, "gaussians": 400}, seeds=6, fidelity_seeds=3, janus_seeds=8, janus_scene="nerf"),
 }
 
 
-def preset(method: str, scene: str) -> tuple[str, list[str]]:
-    """(preset path, overrides) of a method or variant on a scene: configs/toy/<method>-<scene>.yaml
-    when it exists, else the method's NeRF preset with scene.name switched."""
+def preset(method: str, scene: str, presets: str | Path | None = None) -> tuple[str, list[str]]:
+    """(preset path, overrides) of a method or variant on a scene: <presets>/<method>-<scene>.yaml when a
+    folder of (tuned) presets is given and has it, else configs/toy/<method>-<scene>.yaml when it
+    exists, else the method's NeRF preset with scene.name switched."""
     base, extra = VARIANTS.get(method, (method, []))
-    own = Path("configs/toy") / f"{base}-{scene}.yaml"
-    return str(own if own.exists() else Path("configs/toy") / f"{base}-nerf.yaml"), list(extra)
+    for folder in ([Path(presets)] if presets else []) + [Path("configs/toy")]:
+        own = folder / f"{base}-{scene}.yaml"
+        if own.exists():
+            return str(own), list(extra)
+    return str(Path("configs/toy") / f"{base}-nerf.yaml"), list(extra)
 
 
 # -- measurements -------------------------------------------------------------------------------
@@ -173,10 +182,13 @@ def diversity(colours: list[str], mean_rgbs: list[list[float]], bandwidth: float
 # -- the suite ----------------------------------------------------------------------------------
 def run_suite(suite_name: str = "quick", methods: list[str] | None = None, scenes: list[str] | None = None,
               seeds: int | None = None, out_root: str | Path = "bench", overrides: list[str] = (),
-              progress: bool = True, resume: str | Path | None = None, jobs_at_once: int = 1) -> Path:
+              progress: bool = True, resume: str | Path | None = None, jobs_at_once: int = 1,
+              fidelity_seeds: int | None = None, janus_seeds: int | None = None, presets: str | Path | None = None) -> Path:
     """Run the suite; write <out_root>/<date-time>/results.json, results.md and plots (rewritten
-    after every run). `resume`: a folder of an interrupted suite; its finished runs are kept and
-    only the missing ones run. `jobs_at_once` > 1 trains that many runs at a time in separate
+    after every run). `seeds`, `fidelity_seeds`, `janus_seeds`: runs per diversity, fidelity and Janus
+    cell (default the suite's). `presets`: a folder of tuned presets (dream3d tune) taken before
+    configs/toy/. `resume`: a folder of an interrupted suite; its finished runs are kept
+    and only the missing ones run. `jobs_at_once` > 1 trains that many runs at a time in separate
     processes with one torch thread each (wall times then share the machine). Returns the folder."""
     from tqdm import tqdm
 
@@ -186,6 +198,7 @@ def run_suite(suite_name: str = "quick", methods: list[str] | None = None, scene
     if unknown:
         raise ValueError(f"unknown bench method(s) {', '.join(unknown)}; valid: {', '.join(ALL_METHODS)}")
     seeds = seeds or suite.seeds
+    fidelity_seeds, janus_seeds = fidelity_seeds or suite.fidelity_seeds, janus_seeds or suite.janus_seeds
     if resume is not None:
         folder = Path(resume)
         previous = json.loads((folder / "results.json").read_text())
@@ -199,8 +212,10 @@ def run_suite(suite_name: str = "quick", methods: list[str] | None = None, scene
         runs = []
     janus_scene = suite.janus_scene if suite.janus_scene in scenes else scenes[0]
     diversity_scene = suite.diversity_scene if suite.diversity_scene in scenes else scenes[0]
-    jobs = ([("fidelity", m, s, vc, 0) for m in methods for s in scenes for vc in suite.view_conditionings]
-            + [("janus", m, janus_scene, "none", 0) for m in methods]
+    # seed-major, so a suite stopped early has the same seeds for every method
+    jobs = ([("fidelity", m, s, vc, seed) for seed in range(fidelity_seeds) for m in methods for s in scenes
+             for vc in suite.view_conditionings]
+            + [("janus", m, janus_scene, "none", seed) for seed in range(janus_seeds) for m in methods]
             + [("diversity", m, diversity_scene, "camera", seed) for seed in range(seeds) for m in methods])
     key = lambda r: (r["kind"], r["method"], r["scene"], r["view_conditioning"], r["seed"])  # noqa: E731
     wanted = set(jobs)
@@ -210,7 +225,8 @@ def run_suite(suite_name: str = "quick", methods: list[str] | None = None, scene
               + ", ".join(Path(r["run_dir"]).name for r in outside))
         runs = [r for r in runs if key(r) in wanted]
     done = {key(r) for r in runs}
-    todo = [(*job, folder, suite_name, tuple(overrides)) for job in jobs if job not in done]
+    presets = str(Path(presets).resolve()) if presets else None
+    todo = [(*job, folder, suite_name, tuple(overrides), presets) for job in jobs if job not in done]
     bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="bench", disable=not progress, unit="run")
     if jobs_at_once <= 1:
         rows = (bench_job(*job) for job in todo)
@@ -236,14 +252,14 @@ def run_suite(suite_name: str = "quick", methods: list[str] | None = None, scene
 
 
 def bench_job(kind: str, method: str, scene: str, vc: str, seed: int, folder: Path, suite_name: str,
-              overrides: tuple[str, ...]) -> dict:
+              overrides: tuple[str, ...], presets: str | None = None) -> dict:
     """Train and measure one run of the suite; returns its results row."""
     from dream3d.config import load_config, to_dict
     from dream3d.evaluate import evaluate_run
 
     suite = SUITES[suite_name]
     prompts = {"fidelity": FIDELITY_PROMPT, "janus": JANUS_PROMPT, "diversity": DIVERSITY_PROMPT}
-    path, variant = preset(method, scene)
+    path, variant = preset(method, scene, presets)
     cfg = load_config(path, [
         f"prompt={prompts[kind]}", f"scene.name={scene}", f"prior.view_conditioning={vc}", f"seed={seed}",
         f"train.steps={suite.steps[scene]}", "train.convergence.enabled=false", "output.progress=false",
@@ -254,7 +270,7 @@ def bench_job(kind: str, method: str, scene: str, vc: str, seed: int, folder: Pa
     trained = train_with_curve(cfg, folder / "runs", name, suite.eval_every)
     metrics = evaluate_run(trained["run_dir"])
     row = {"kind": kind, "method": method, "scene": scene, "view_conditioning": vc, "seed": seed,
-           "prompt": cfg.prompt, "wall_s": round(time.perf_counter() - t0, 2), "threads": torch.get_num_threads(),
+           "prompt": cfg.prompt, "preset": path, "wall_s": round(time.perf_counter() - t0, 2), "threads": torch.get_num_threads(),
            "config": to_dict(cfg),
            **{k: trained[k] for k in ("run_dir", "train_s", "to_iou_0.9", "curve", "sharpness")},
            **{k: metrics.get(k) for k in ("silhouette_iou", "colour_error", "saturation", "saturation_gt",
@@ -283,21 +299,55 @@ def write_results(folder: Path, suite_name: str, runs: list[dict], jobs_at_once:
     return results
 
 
+FIDELITY_METRICS = ("silhouette_iou", "colour_error", "saturation_error", "volumetric_iou", "sharpness", "wall_s")
+
+
+def mean_std(values: list[float | None]) -> tuple[float | None, float | None, int]:
+    """(mean, sample standard deviation or None below two values, count) of the values that exist."""
+    v = [float(x) for x in values if x is not None]
+    if not v:
+        return None, None, 0
+    return round(float(np.mean(v)), 4), (round(float(np.std(v, ddof=1)), 4) if len(v) > 1 else None), len(v)
+
+
+def vendi_spread(colours: list[str], mean_rgbs: list[list[float]], draws: int = 500, seed: int = 0) -> float | None:
+    """Bootstrap standard deviation of the Vendi score over the seeds (resampled with replacement; a
+    fixed generator, so the table is reproducible); None below three seeds."""
+    n = len(mean_rgbs)
+    if n < 3:
+        return None
+    rng = np.random.default_rng(seed)
+    scores = [diversity([colours[i] for i in idx], [mean_rgbs[i] for i in idx])["vendi"]
+              for idx in (rng.integers(0, n, n) for _ in range(draws))]
+    return round(float(np.std(scores, ddof=1)), 4)
+
+
 def summarise(runs: list[dict]) -> list[dict]:
-    """One row per method x scene: fidelity per view conditioning, Janus rate, diversity."""
+    """One row per method x scene: fidelity per view conditioning (mean, `<metric>_std` and the
+    per-seed values over its seeds; "to_iou_0.9" the median over the seeds that reached it), the
+    Janus rate (mean, std, per seed), diversity (with the Vendi score's bootstrap spread)."""
     rows = []
     for method, scene in dict.fromkeys((r["method"], r["scene"]) for r in runs):
         mine = [r for r in runs if r["method"] == method and r["scene"] == scene]
         row = {"method": method, "scene": scene}
-        for r in (r for r in mine if r["kind"] == "fidelity"):
-            vc = r["view_conditioning"]
-            row[vc] = {k: r[k] for k in ("silhouette_iou", "colour_error", "saturation_error", "volumetric_iou",
-                                         "sharpness", "wall_s", "to_iou_0.9")}
-        janus = [r["janus_rate"] for r in mine if r["kind"] == "janus"]
-        row["janus_rate"] = float(np.mean(janus)) if janus else None
+        for vc in dict.fromkeys(r["view_conditioning"] for r in mine if r["kind"] == "fidelity"):
+            cell = sorted((r for r in mine if r["kind"] == "fidelity" and r["view_conditioning"] == vc),
+                          key=lambda r: r["seed"])
+            row[vc] = {"seeds": len(cell)}
+            for k in FIDELITY_METRICS:
+                row[vc][k], row[vc][f"{k}_std"], _ = mean_std([r[k] for r in cell])
+                row[vc][f"{k}_values"] = [r[k] for r in cell]
+            reached = [r["to_iou_0.9"] for r in cell if r["to_iou_0.9"]]
+            row[vc]["to_iou_0.9"] = ({"seconds": float(np.median([x["seconds"] for x in reached])),
+                                      "step": int(np.median([x["step"] for x in reached])), "seeds": len(reached)}
+                                     if reached else None)
+        janus = [r["janus_rate"] for r in sorted(mine, key=lambda r: r["seed"]) if r["kind"] == "janus"]
+        row["janus_rate"], row["janus_std"], row["janus_seeds"] = mean_std(janus)
+        row["janus_values"] = janus
         div = [r for r in mine if r["kind"] == "diversity"]
         if div:
-            row["diversity"] = diversity([r["matched_colour"] for r in div], [r["mean_rgb"] for r in div])
+            colours, rgbs = [r["matched_colour"] for r in div], [r["mean_rgb"] for r in div]
+            row["diversity"] = {**diversity(colours, rgbs), "vendi_std": vendi_spread(colours, rgbs), "seeds": len(div)}
         rows.append(row)
     return rows
 
@@ -306,15 +356,22 @@ def _fmt(v, digits=3) -> str:
     return "-" if v is None else (f"{v:.{digits}f}" if isinstance(v, float) else str(v))
 
 
+def _pm(mean, std, digits=3) -> str:
+    """mean ± std (std left out below two seeds)."""
+    return _fmt(mean, digits) + ("" if std is None or mean is None else f" ± {std:.{digits}f}")
+
+
 def markdown(results: dict) -> str:
     lines = [f"# ToyWorld bench ({results['suite']}, {results['created']})", "",
              f"Fidelity: \"{FIDELITY_PROMPT}\"; Janus: \"{JANUS_PROMPT}\" (view conditioning none); diversity: "
              f"\"{DIVERSITY_PROMPT}\" over seeds (truth: uniform over 6 colours, entropy 1).", "",
              "Sharpness: the renders' image-gradient magnitude over the truth's (1 = as sharp as the truth). "
-             "To IoU 0.9: training seconds (step) at which silhouette IoU first reached 0.9.", "",
-             "| method | scene | view cond. | IoU | colour err | sat. err | vol. IoU | sharpness | wall s "
+             "To IoU 0.9: median training seconds (step) at which silhouette IoU first reached 0.9, over the seeds "
+             "that reached it. Cells with several seeds show mean ± standard deviation (seeds: fidelity runs per "
+             "cell / Janus runs / diversity runs; Vendi ± its bootstrap spread).", "",
+             "| method | scene | view cond. | seeds | IoU | colour err | sat. err | vol. IoU | sharpness | wall s "
              "| to IoU 0.9 | Janus rate | colour entropy | Vendi |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in results["summary"]:
         div = row.get("diversity") or {}
         for vc in ("none", "camera"):
@@ -323,10 +380,14 @@ def markdown(results: dict) -> str:
             f = row[vc]
             reached = f["to_iou_0.9"]
             reached = f"{reached['seconds']:.1f} ({reached['step']})" if reached else "-"
-            lines.append(f"| {row['method']} | {row['scene']} | {vc} | {_fmt(f['silhouette_iou'])} | "
-                         f"{_fmt(f['colour_error'])} | {_fmt(f['saturation_error'])} | {_fmt(f['volumetric_iou'])} | "
-                         f"{_fmt(f['sharpness'], 2)} | {_fmt(f['wall_s'], 1)} | {reached} | {_fmt(row['janus_rate'], 2)} | "
-                         f"{_fmt(div.get('colour_entropy'), 2)} | {_fmt(div.get('vendi'), 2)} |")
+            seeds = f"{f['seeds']} / {row.get('janus_seeds') or '-'} / {div.get('seeds', '-')}"
+            lines.append(f"| {row['method']} | {row['scene']} | {vc} | {seeds} | "
+                         f"{_pm(f['silhouette_iou'], f['silhouette_iou_std'])} | "
+                         f"{_pm(f['colour_error'], f['colour_error_std'])} | "
+                         f"{_pm(f['saturation_error'], f['saturation_error_std'])} | "
+                         f"{_pm(f['volumetric_iou'], f['volumetric_iou_std'])} | {_pm(f['sharpness'], f['sharpness_std'], 2)} | "
+                         f"{_fmt(f['wall_s'], 1)} | {reached} | {_pm(row['janus_rate'], row.get('janus_std'), 2)} | "
+                         f"{_fmt(div.get('colour_entropy'), 2)} | {_pm(div.get('vendi'), div.get('vendi_std'), 2)} |")
     return ("\n".join(lines) + "\n\n## Which guidance should I use?\n\n" + advice_markdown(results["summary"])
             + "\n## Published claims, checked\n\n" + claims_markdown(results["summary"]))
 

@@ -1,15 +1,22 @@
 """Published claims about score-distillation objectives, checked against a bench's results, and
 the "Which guidance should I use?" advice drawn from the same table (results.md, README).
 
-Each claim compares claimed-better methods with a baseline on one measured quantity. Outcomes:
-"reproduced" (better by more than the margin), "refuted" (worse by more than the margin),
-"no difference" (within the margin), "not measured" (a method or the quantity is missing).
+Each claim compares claimed-better methods with a baseline on one measured quantity, decided from
+the spread over seeds rather than a fixed margin: with gain g (positive = better as claimed) and
+its standard error se = sqrt(se_method^2 + se_baseline^2), z = g / se. Outcomes: "reproduced"
+(z > 2 for every claimed method), "refuted" (z < -2 for every one), "no difference" (|z| <= 2 for
+every one), "mixed" (otherwise), "too few seeds" (a spread is unknown: fewer than two seeds, three
+for diversity), "not measured" (a method or the quantity is missing). Two seeds-free identical
+values (e.g. Janus rates all 0) are "no difference".
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
+
+Z_DECIDES = 2.0  # |gain| / standard error beyond which a claim is reproduced or refuted
 
 
 @dataclass(frozen=True)
@@ -19,7 +26,6 @@ class Claim:
     methods: tuple[str, ...]
     baseline: str
     quantity: str  # diversity | janus | sharpness | saturation
-    margin: float
 
 
 # quantity -> (what is compared, higher is better)
@@ -31,66 +37,103 @@ QUANTITIES = {
 }
 
 CLAIMS = [
-    Claim("VSD is more diverse than SDS", "ProlificDreamer (Wang et al. 2023)", ("vsd",), "sds", "diversity", 0.05),
-    Claim("ESD has fewer Janus faces than VSD", "Wang et al. 2024, Taming Mode Collapse", ("esd",), "vsd", "janus",
-          0.19),  # 0.2 = one of the five back views
-    Claim("ESD has fewer Janus faces than SDS", "Wang et al. 2024, Taming Mode Collapse", ("esd",), "sds", "janus",
-          0.19),
-    Claim("ESD is more diverse than VSD", "Wang et al. 2024, Taming Mode Collapse", ("esd",), "vsd", "diversity", 0.05),
+    Claim("VSD is more diverse than SDS", "ProlificDreamer (Wang et al. 2023)", ("vsd",), "sds", "diversity"),
+    Claim("ESD has fewer Janus faces than VSD", "Wang et al. 2024, Taming Mode Collapse", ("esd",), "vsd", "janus"),
+    Claim("ESD has fewer Janus faces than SDS", "Wang et al. 2024, Taming Mode Collapse", ("esd",), "sds", "janus"),
+    Claim("ESD is more diverse than VSD", "Wang et al. 2024, Taming Mode Collapse", ("esd",), "vsd", "diversity"),
     Claim("Jensen-Shannon and forward-KL distribution matching cover modes better than reverse KL (VSD)",
-          "Xu et al. 2025, one-step diffusion by f-divergence", ("fdiv", "fdiv-fkl"), "vsd", "diversity", 0.05),
-    Claim("ISM is sharper than SDS", "LucidDreamer (Liang et al. 2024)", ("ism",), "sds", "sharpness", 0.05),
-    Claim("TSM is sharper than SDS", "DreamerXL (Miao et al. 2024)", ("tsm",), "sds", "sharpness", 0.05),
-    Claim("BSD is less over-saturated than SDS", "PlacidDreamer (Huang et al. 2024)", ("bsd",), "sds", "saturation",
-          0.01),
+          "Xu et al. 2025, one-step diffusion by f-divergence", ("fdiv", "fdiv-fkl"), "vsd", "diversity"),
+    Claim("ISM is sharper than SDS", "LucidDreamer (Liang et al. 2024)", ("ism",), "sds", "sharpness"),
+    Claim("TSM is sharper than SDS", "DreamerXL (Miao et al. 2024)", ("tsm",), "sds", "sharpness"),
+    Claim("BSD is less over-saturated than SDS", "PlacidDreamer (Huang et al. 2024)", ("bsd",), "sds", "saturation"),
 ]
 
 
-def quantity(summary: list[dict], method: str, name: str) -> float | None:
-    """One method's value of a quantity from a results summary (averaged over its scenes)."""
+@dataclass(frozen=True)
+class Estimate:
+    """A quantity's mean, its standard error (None when the seeds cannot give one) and its seeds."""
+
+    mean: float
+    se: float | None
+    seeds: int
+
+
+def _se(std: float | None, seeds: int) -> float | None:
+    """Standard error of a mean over seeds (None below two seeds)."""
+    return None if std is None or seeds < 2 else std / math.sqrt(seeds)
+
+
+def _cells(cells: list[tuple[float | None, float | None, int]]) -> Estimate | None:
+    """The mean over cells (mean, standard error, seeds) of their means, with se = sqrt(sum se^2) / cells
+    (cells are independent runs)."""
+    cells = [c for c in cells if c[0] is not None]
+    if not cells:
+        return None
+    ses = [c[1] for c in cells]
+    se = None if any(e is None for e in ses) else math.sqrt(sum(e * e for e in ses)) / len(cells)
+    return Estimate(float(np.mean([c[0] for c in cells])), se, min(c[2] for c in cells))
+
+
+def quantity(summary: list[dict], method: str, name: str) -> Estimate | None:
+    """One method's estimate of a quantity from a results summary (averaged over its cells)."""
     rows = [r for r in summary if r["method"] == method]
-    if name == "diversity":
-        values = [r["diversity"]["vendi"] for r in rows if r.get("diversity")]
-    elif name == "janus":
-        values = [r["janus_rate"] for r in rows if r.get("janus_rate") is not None]
-    else:
-        key = {"sharpness": "sharpness", "saturation": "saturation_error"}[name]
-        values = [r[vc][key] for r in rows for vc in ("none", "camera") if vc in r and r[vc].get(key) is not None]
-    return float(np.mean(values)) if values else None
+    if name == "diversity":  # the Vendi score's bootstrap spread over seeds is its standard error
+        return _cells([(d["vendi"], d.get("vendi_std"), d.get("seeds", 1)) for r in rows if (d := r.get("diversity"))])
+    if name == "janus":
+        return _cells([(r["janus_rate"], _se(r.get("janus_std"), r.get("janus_seeds", 1)), r.get("janus_seeds", 1))
+                       for r in rows if r.get("janus_rate") is not None])
+    key = {"sharpness": "sharpness", "saturation": "saturation_error"}[name]
+    return _cells([(r[vc][key], _se(r[vc].get(f"{key}_std"), r[vc].get("seeds", 1)), r[vc].get("seeds", 1))
+                   for r in rows for vc in ("none", "camera") if vc in r and r[vc].get(key) is not None])
 
 
 def check(claim: Claim, summary: list[dict]) -> dict:
-    """The claim's outcome with the numbers it rests on."""
+    """The claim's outcome with the numbers it rests on: each claimed method's gain over the baseline
+    (positive = better as claimed), its standard error and z = gain / se."""
     _, higher_better = QUANTITIES[claim.quantity]
     base = quantity(summary, claim.baseline, claim.quantity)
     values = {m: quantity(summary, m, claim.quantity) for m in claim.methods}
+    out = {"claim": claim.text, "source": claim.source, "quantity": claim.quantity,
+           "baseline": {claim.baseline: base and base.mean}, "methods": {m: v and v.mean for m, v in values.items()},
+           "spread": {m: v and v.se for m, v in {**values, claim.baseline: base}.items()}, "z": {}}
     if base is None or any(v is None for v in values.values()):
-        outcome = "not measured"
+        return {**out, "outcome": "not measured"}
+    zs = []
+    for m, v in values.items():
+        gain = (v.mean - base.mean) if higher_better else (base.mean - v.mean)
+        if v.se is None or base.se is None:
+            return {**out, "outcome": "too few seeds"}
+        se = math.hypot(v.se, base.se)
+        z = gain / se if se > 0 else (0.0 if gain == 0 else math.copysign(math.inf, gain))
+        out["z"][m] = round(z, 2) if math.isfinite(z) else z
+        zs.append(z)
+    if all(z > Z_DECIDES for z in zs):
+        outcome = "reproduced"
+    elif all(z < -Z_DECIDES for z in zs):
+        outcome = "refuted"
+    elif all(abs(z) <= Z_DECIDES for z in zs):
+        outcome = "no difference"
     else:
-        gains = [(v - base) if higher_better else (base - v) for v in values.values()]
-        if all(g > claim.margin for g in gains):
-            outcome = "reproduced"
-        elif all(g < -claim.margin for g in gains):
-            outcome = "refuted"
-        elif all(abs(g) <= claim.margin for g in gains):
-            outcome = "no difference"
-        else:
-            outcome = "mixed"
-    return {"claim": claim.text, "source": claim.source, "quantity": claim.quantity, "outcome": outcome,
-            "baseline": {claim.baseline: base}, "methods": values, "margin": claim.margin}
+        outcome = "mixed"
+    return {**out, "outcome": outcome}
 
 
-def _num(v: float | None) -> str:
-    return "-" if v is None else f"{v:.3f}"
+def _num(v: float | None, se: float | None = None) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.3f}" + ("" if se is None else f" ± {se:.3f}")
 
 
 def claims_markdown(summary: list[dict]) -> str:
-    lines = ["| published claim | source | compared | numbers | ToyWorld says |", "|---|---|---|---|---|"]
+    lines = ["Numbers: mean ± standard error over seeds; z = gain / combined standard error, decided at |z| > "
+             f"{Z_DECIDES:g}.", "", "| published claim | source | compared | numbers | z | ToyWorld says |",
+             "|---|---|---|---|---|---|"]
     for claim in CLAIMS:
         c = check(claim, summary)
-        numbers = ", ".join(f"{m} {_num(v)}" for m, v in {**c["methods"], **c["baseline"]}.items())
-        lines.append(f"| {claim.text} | {claim.source} | {QUANTITIES[claim.quantity][0]} | {numbers} | "
-                     f"**{c['outcome']}** (margin {claim.margin:g}) |")
+        numbers = ", ".join(f"{m} {_num(v, c['spread'].get(m))}" for m, v in {**c["methods"], **c["baseline"]}.items())
+        zs = ", ".join(f"{m} {z:+.1f}" if math.isfinite(z) else f"{m} {z}" for m, z in c["z"].items()) or "-"
+        lines.append(f"| {claim.text} | {claim.source} | {QUANTITIES[claim.quantity][0]} | {numbers} | {zs} | "
+                     f"**{c['outcome']}** |")
     return "\n".join(lines) + "\n"
 
 

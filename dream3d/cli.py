@@ -1,4 +1,4 @@
-"""The `dream3d` command line: run | resume | export | eval | batch | bench | models | doctor | app | config show."""
+"""The `dream3d` command line: run | resume | export | eval | batch | bench | tune | models | doctor | app | config show."""
 from __future__ import annotations
 
 import argparse
@@ -137,9 +137,21 @@ def _cmd_bench(args) -> int:
     from dream3d.bench import run_suite
 
     folder = run_suite(args.suite, args.methods, args.scenes, args.seeds, args.out, args.overrides, resume=args.resume,
-                       jobs_at_once=args.jobs)
+                       jobs_at_once=args.jobs, fidelity_seeds=args.fidelity_seeds, janus_seeds=args.janus_seeds,
+                       presets=args.presets)
     print((folder / "results.md").read_text(), end="")
     print(f"\nwritten to {folder} (results.json, results.md, fidelity.png)")
+    return 0
+
+
+def _cmd_tune(args) -> int:
+    from dream3d.tune import run_tuning
+
+    folder = run_tuning(args.methods, args.scene, args.trials, args.steps, out_root=args.out, overrides=args.overrides,
+                        seed=args.seed, workers=args.workers)
+    print((folder / "tune_results.md").read_text(), end="")
+    print(f"\nwritten to {folder} (tune_results.json, tune_results.md, presets/: bench them with "
+          f"dream3d bench --presets {folder / 'presets'})")
     return 0
 
 
@@ -179,6 +191,7 @@ DEVICE_HELP = ("where the checkpoint's scene is loaded: auto (a GPU when there i
 def build_parser() -> argparse.ArgumentParser:
     from dream3d.bench import ALL_METHODS, SUITES
     from dream3d.export.config import EXPORT_COLORS, EXPORT_FORMATS, ISOSURFACE_METHODS
+    from dream3d.tune import SEARCH_SPACES
     from dream3d.webapp import add_server_arguments
     from renderers import SCENES
     from renderers.gaussians.splat_files import SPLAT_FORMATS, SPLAT_UP
@@ -231,12 +244,28 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--methods", nargs="+", choices=ALL_METHODS, metavar="METHOD",
                    help=f"guidance names (default: the suite's): {', '.join(ALL_METHODS)}")
     b.add_argument("--scenes", nargs="+", choices=list(SCENES))
-    b.add_argument("--seeds", type=int, help="seeds of the diversity runs")
+    b.add_argument("--seeds", type=int, help="seeds of the diversity runs (default: the suite's; full 6)")
+    b.add_argument("--fidelity-seeds", type=int, help="seeds per fidelity cell (default: the suite's; full 3)")
+    b.add_argument("--janus-seeds", type=int, help="seeds of the Janus runs (default: the suite's; full 8)")
     b.add_argument("--out", default="bench", help="results go to OUT/<date-time>/")
     b.add_argument("--jobs", type=int, default=1, help="runs at a time, one process and torch thread each")
     b.add_argument("--resume", metavar="FOLDER", help="finish an interrupted suite in FOLDER (keeps its finished runs)")
+    b.add_argument("--presets", metavar="DIR", help="take <method>-<scene>.yaml from DIR where it exists (tuned presets "
+                   "from dream3d tune), else configs/toy/")
     b.add_argument("overrides", nargs="*", help="key=value overrides for every run")
     b.set_defaults(func=_cmd_bench)
+    tu = sub.add_parser("tune", help="search each guidance's key knobs on ToyWorld training prompts (Ray Tune)",
+                        description="Example: dream3d tune --methods sds vsd --trials 8 --steps 200")
+    tu.add_argument("--methods", nargs="+", choices=list(SEARCH_SPACES), default=list(SEARCH_SPACES), metavar="METHOD",
+                    help=f"methods to tune (default all): {', '.join(SEARCH_SPACES)}")
+    tu.add_argument("--scene", choices=list(SCENES), default="nerf")
+    tu.add_argument("--trials", type=int, default=8, help="configs sampled per method")
+    tu.add_argument("--steps", type=int, default=200, help="training steps per run")
+    tu.add_argument("--seed", type=int, default=0, help="seed of the random search")
+    tu.add_argument("--workers", type=int, help="trials at a time (default: up to 2 CPUs)")
+    tu.add_argument("--out", default="tune", help="results go to OUT/<date-time>/")
+    tu.add_argument("overrides", nargs="*", help="key=value overrides for every run")
+    tu.set_defaults(func=_cmd_tune)
     bt = sub.add_parser("batch", help="one run per prompt (x seed), on Ray or one at a time",
                         description="Example: dream3d batch prompts.txt --config configs/toy/sds-nerf.yaml --seeds 0,1 "
                                     "train.steps=400. Rerunning the same command skips finished runs and resumes "

@@ -181,6 +181,11 @@ def validate(cfg: RunConfig) -> None:
                           "a copy of the UNet, and an offloaded UNet has no weights on the device to copy. Set "
                           "prior.cpu_offload=false (for less memory: prior.attention=slicing, a smaller train.resolution, "
                           "train.batch_size=1)")
+    if cfg.train.batch_size < cfg.guidance.min_batch_size():
+        raise ConfigError(f"guidance.name={cfg.guidance.name} needs train.batch_size >= {cfg.guidance.min_batch_size()} "
+                          f"(got {cfg.train.batch_size}): with fewer views per step it is another method (f-div's weights "
+                          "are normalised over the batch, so one view is VSD); raise train.batch_size or use "
+                          "guidance.divergence=reverse_kl")
     check_scene_config(cfg.scene)
 
 

@@ -38,7 +38,7 @@ from dream3d.runs import CheckpointError, RunDir, to_uint8, write_image, write_v
 from dream3d.scenes import build_run_scene
 from dream3d.toyworld.validation import TruthMasks
 from dream3d.train_log import TrainLog
-from guidance import build_guidance
+from guidance import RunContext, build_guidance
 from guidance.priors import build_prior
 
 log = logging.getLogger("dream3d")
@@ -93,7 +93,7 @@ class Trainer:
         if self.prior.device.type != self.device.type:
             raise ConfigError(f"the prior was built on {self.prior.device}, the run trains on {self.device} "
                               "(train.device); build it with build_prior(..., device=)")
-        self.guidance = build_guidance(cfg.guidance, self.prior).to(self.device)
+        self.guidance = build_guidance(cfg.guidance, self.prior, self.run_context()).to(self.device)
         self.cond = self.guidance.embed(cfg.prompt, cfg.negative_prompt)
         self.scene = build_run_scene(cfg.scene, cfg.seed).to(self.device)
         self.optimizer = make_optimizer(self.scene, self.guidance)
@@ -108,6 +108,10 @@ class Trainer:
         self.truth = TruthMasks.for_run(cfg.prompt, cfg.prior.name, self.validation_cameras)
         self.validation_iou: float | None = None  # of the last validation render, when a truth exists
 
+    def run_context(self) -> RunContext:
+        """What the guidance may know of this run: its length and camera distribution."""
+        return RunContext(self.cfg.train.steps, self.camera_sampler)
+
     # -- state -----------------------------------------------------------------------------
     def state_dict(self) -> dict:
         return {"step": self.step, "config": to_dict(self.cfg), "scene": self.scene.state_dict(),
@@ -120,7 +124,7 @@ class Trainer:
     def load_state_dict(self, state: dict) -> None:
         """Restore everything, or raise before changing anything."""
         scene = build_run_scene(self.cfg.scene, self.cfg.seed).to(self.device)
-        guidance = build_guidance(self.cfg.guidance, self.prior).to(self.device)
+        guidance = build_guidance(self.cfg.guidance, self.prior, self.run_context()).to(self.device)
         try:
             scene.load_state_dict(state["scene"])
             guidance.load_state_dict(state["guidance"])

@@ -10,7 +10,7 @@ from guidance.asd import ASD, ASDConfig
 from guidance.bsd import BSD, BSDConfig
 from guidance.cds import CDS, CDSConfig
 from guidance.classifier_score import CSD, CSM, NFSD, CSDConfig, CSMConfig, NFSDConfig
-from guidance.core import Conditioning, GuidanceConfig, GuidanceOutput, ScoreDistillation
+from guidance.core import Conditioning, GuidanceConfig, GuidanceOutput, RunContext, ScoreDistillation
 from guidance.fdiv import FDiv, FDivConfig
 from guidance.ism import ISM, TSM, ISMConfig, TSMConfig
 from guidance.sds import SDS
@@ -32,10 +32,11 @@ GUIDANCES = registry(
 )
 
 
-def build_guidance(cfg, prior) -> ScoreDistillation:
+def build_guidance(cfg, prior, run: RunContext | None = None) -> ScoreDistillation:
+    """The guidance `cfg.name` on `prior`; `run` tells it the run's length and camera distribution."""
     cls, _ = GUIDANCES[cfg.name]
-    return cls(cfg, prior)
+    return cls(cfg, prior, run)
 
 
-__all__ = ["Conditioning", "GuidanceConfig", "GuidanceOutput", "ScoreDistillation", "GUIDANCES", "build_guidance",
+__all__ = ["Conditioning", "GuidanceConfig", "GuidanceOutput", "RunContext", "ScoreDistillation", "GUIDANCES", "build_guidance",
            "SDS", "ISM", "TSM", "CSD", "CSM", "NFSD", "BSD", "ASD", "CDS", "VSD", "ESD", "FDiv"]

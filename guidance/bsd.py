@@ -2,7 +2,8 @@
 
 Per sample, with the classifier direction d_c = lam (eps_y - eps_u) and d_s = eps_u, take the
 minimum-norm point of the segment between them (a two-objective Pareto step):
-alpha = clip(<d_s - d_c, d_s> / |d_s - d_c|^2, 0, 1), G = lambda_g a_t (alpha d_c + (1 - alpha) d_s).
+alpha = clip(<d_s - d_c, d_s> / |d_s - d_c|^2, 0, 1), G = lambda_g a_t (alpha d_c + (1 - alpha) d_s);
+the a_t factor is BSD's default weighting ("alpha"), so `weighting` can change it.
 """
 from __future__ import annotations
 
@@ -11,14 +12,15 @@ from typing import Any
 
 from torch import Tensor
 
-from dream3d.kernel.schema import bounded
-from guidance.core import GuidanceConfig, ScoreDistillation, batch_stats, per_sample, predict_cond_uncond
+from dream3d.kernel.schema import bounded, choice
+from guidance.core import WEIGHTINGS, GuidanceConfig, ScoreDistillation, batch_stats, per_sample, predict_cond_uncond
 
 
 @dataclass
 class BSDConfig(GuidanceConfig):
     name: str = "bsd"
-    guidance_scale: Any = bounded(15.0, 0.0, 1000.0, schedule=True)  # lam
+    guidance_scale: Any = bounded(15.0, 0.0, 1000.0, schedule="run")  # lam
+    weighting: str = choice("alpha", WEIGHTINGS)  # a_t
 
 
 def min_norm_on_segment(d_c: Tensor, d_s: Tensor) -> tuple[Tensor, Tensor]:
@@ -36,5 +38,4 @@ class BSD(ScoreDistillation):
         t, _, x_t = self.noised(x, step, generator)
         eps_y, eps_u = predict_cond_uncond(self.prior, x_t, t, cond, cameras)
         alpha, g = min_norm_on_segment(self.guidance_scale(step) * (eps_y - eps_u), eps_u)
-        a_t, _ = self.prior.coefficients(t, x.ndim)
-        return a_t * g, batch_stats(t, alpha=alpha)
+        return self.weight(t, x.ndim) * g, batch_stats(t, alpha=alpha)

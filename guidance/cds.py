@@ -3,7 +3,8 @@
 One noise eps* is drawn once and kept for the whole run (it is part of the checkpoint). x_t is
 noised with it; one DDIM step with the CFG prediction goes to t' < t; the target is the CFG
 prediction there: G = w(t) (eps_w(x_t, t) - eps_w(x_t', t')). t' is annealed from t'_start to
-t'_end with a square-root law, and t = t' + U{100..299}.
+t'_end with a square-root law, and t = t' + U{100..299}: the timesteps are CDS's own, so the
+shared t_min / t_max are refused.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from guidance.ddim import ddim_step
 
 @dataclass
 class CDSConfig(GuidanceConfig):
+    IGNORED = ("t_min", "t_max")  # t = t' + gap
     name: str = "cds"
     t_prime_start: int = bounded(700, 0, 998)
     t_prime_end: int = bounded(100, 0, 998)
@@ -29,8 +31,8 @@ class CDSConfig(GuidanceConfig):
 
 
 class CDS(ScoreDistillation):
-    def __init__(self, cfg: CDSConfig, prior):
-        super().__init__(cfg, prior)
+    def __init__(self, cfg: CDSConfig, prior, run=None):
+        super().__init__(cfg, prior, run)
         self.register_buffer("fixed_noise", torch.empty(0))  # drawn lazily
 
     def t_prime(self, step: int) -> int:

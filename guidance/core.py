@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from dream3d.kernel import draws
-from dream3d.kernel.cameras import DEFAULT_VIEW_THRESHOLDS, Cameras, ViewThresholds, view_bucket, wrap_degrees
+from dream3d.kernel.cameras import DEFAULT_VIEW_THRESHOLDS, Cameras, CameraSampler, ViewThresholds, view_bucket, wrap_degrees
 from dream3d.kernel.schedules import Schedule
-from dream3d.kernel.schema import ConfigError, SectionConfig, bounded, choice
+from dream3d.kernel.schema import RUN_LENGTH_FOR_CHECKS, ConfigError, SectionConfig, bounded, choice
 from guidance.priors.base import DiffusionPrior, per_sample
 
-WEIGHTINGS = ("sds", "uniform", "fantasia3d", "ism")
+WEIGHTINGS = ("sds", "uniform", "fantasia3d", "ism", "alpha")
 
 
 PERP_NEG_WEIGHTS = ("sb", "fsb", "fs", "sf")
@@ -41,14 +41,17 @@ class PerpNegWeights:
 
 @dataclass
 class GuidanceConfig(SectionConfig):
-    """Knobs every guidance shares. Scheduled knobs take a number or [start_step, start, end, end_step]."""
+    """Knobs every guidance shares. Scheduled knobs take a number or [start_step, start, end, end_step]
+    (steps may be shares of the run: ["20%", 0.98, 0.5, "20%"]). A method lists in IGNORED the shared
+    knobs it does not read: setting one is a config error, not a silent no-op."""
 
+    IGNORED: ClassVar[tuple[str, ...]] = ()
     name: str = "sds"
-    guidance_scale: Any = bounded(1.0, 0.0, 1000.0, schedule=True)  # diffusers CFG: eps_u + w (eps_y - eps_u)
+    guidance_scale: Any = bounded(1.0, 0.0, 1000.0, schedule="run")  # diffusers CFG: eps_u + w (eps_y - eps_u)
     weighting: str = choice("sds", WEIGHTINGS)
-    t_min: Any = bounded(0.02, 0.0, 1.0, schedule=True)  # timestep range as fractions of T
-    t_max: Any = bounded(0.98, 0.0, 1.0, schedule=True)
-    grad_clip: Any = bounded(None, 0.0, None, schedule=True, nullable=True)  # elementwise clip of G, null = off
+    t_min: Any = bounded(0.02, 0.0, 1.0, schedule="run")  # timestep range as fractions of T
+    t_max: Any = bounded(0.98, 0.0, 1.0, schedule="run")
+    grad_clip: Any = bounded(None, 0.0, None, schedule="run", nullable=True)  # elementwise clip of G, null = off
     loss_weight: float = bounded(1.0, 0.0, None)  # multiplies G (lambda_g in ISM/TSM/BSD)
     pixel_grad_clip: Any = bounded(None, 0.0, None, nullable=True)  # per-pixel clip of the render's gradient (TSM)
     view_dependent_prompt: bool = True
@@ -65,7 +68,13 @@ class GuidanceConfig(SectionConfig):
     perp_neg_f_sf: list[float] = field(default_factory=lambda: list(PerpNegWeights.sf))  # side negative, front-side
 
     def validate(self) -> None:
-        lo, hi = Schedule.parse(self.t_min), Schedule.parse(self.t_max)
+        base = GuidanceConfig()
+        for key in self.IGNORED:
+            if getattr(self, key) != getattr(base, key):
+                raise ConfigError(f"guidance.{key} = {getattr(self, key)!r} has no effect on {self.name} (it does not "
+                                  f"read {key}); remove it or pick a method that uses it")
+        lo = Schedule.parse(self.t_min, "t_min", RUN_LENGTH_FOR_CHECKS)
+        hi = Schedule.parse(self.t_max, "t_max", RUN_LENGTH_FOR_CHECKS)
         for step in {0, lo.start_step, lo.end_step, hi.start_step, hi.end_step}:
             if lo(step) >= hi(step):
                 raise ConfigError(f"guidance.t_min ({lo(step)}) must be < guidance.t_max ({hi(step)}) at step {step}")
@@ -88,6 +97,11 @@ class GuidanceConfig(SectionConfig):
         if not self.perp_neg:
             return None
         return PerpNegWeights(**{name: tuple(float(v) for v in getattr(self, f"perp_neg_f_{name}")) for name in PERP_NEG_WEIGHTS})
+
+    def min_batch_size(self) -> int:
+        """The fewest views per step the objective is itself with (f-div normalises its weights over the
+        batch: with one view it is VSD)."""
+        return 1
 
     def trains_prior_copy(self) -> bool:
         """Whether the objective trains a copy of the prior's network (VSD's LoRA fake score): a prior
@@ -119,7 +133,8 @@ class GuidanceOutput:
 
 
 def weighting(name: str, alphas_cumprod: Tensor, t: Tensor) -> Tensor:
-    """w(t) [B]: sds = 1-abar, uniform = 1, fantasia3d = a_t (1-abar), ism = s_t / a_t."""
+    """w(t) [B]: sds = 1-abar, uniform = 1, fantasia3d = a_t (1-abar), ism = s_t / a_t, alpha = a_t
+    (BSD's factor)."""
     abar = alphas_cumprod[t]
     if name == "sds":
         return 1 - abar
@@ -129,14 +144,17 @@ def weighting(name: str, alphas_cumprod: Tensor, t: Tensor) -> Tensor:
         return abar.sqrt() * (1 - abar)
     if name == "ism":
         return (1 - abar).sqrt() / abar.sqrt()
+    if name == "alpha":
+        return abar.sqrt()
     raise ValueError(f"unknown weighting {name!r}; valid: {', '.join(WEIGHTINGS)}")
 
 
 class TimestepSampler:
     """t ~ U{t_min*T .. t_max*T} per batch element, with annealable bounds."""
 
-    def __init__(self, t_min: Any, t_max: Any, num_timesteps: int):
-        self.t_min, self.t_max = Schedule.parse(t_min, "t_min"), Schedule.parse(t_max, "t_max")
+    def __init__(self, t_min: Any, t_max: Any, num_timesteps: int, total_steps: int | None = None):
+        self.t_min = Schedule.parse(t_min, "t_min", total_steps)
+        self.t_max = Schedule.parse(t_max, "t_max", total_steps)
         self.T = num_timesteps
 
     def range(self, step: int) -> tuple[int, int]:
@@ -317,18 +335,32 @@ def inject_gradient(x: Tensor, grad: Tensor) -> Tensor:
     return 0.5 * ((x - target) ** 2).sum() / x.shape[0]
 
 
+@dataclass(frozen=True)
+class RunContext:
+    """What a guidance may know of the run it serves: its length (`train.steps`, for schedules written
+    in shares of the run) and its camera distribution (f-div's teacher bank covers it)."""
+
+    total_steps: int | None = None
+    cameras: CameraSampler = field(default_factory=CameraSampler)
+
+
 class ScoreDistillation(nn.Module):
     """Base of every guidance: encode renders, ask `gradient` for G, clean it, inject it."""
 
-    def __init__(self, cfg: GuidanceConfig, prior: DiffusionPrior):
+    def __init__(self, cfg: GuidanceConfig, prior: DiffusionPrior, run: RunContext | None = None):
         super().__init__()
         self.cfg = cfg
+        self.run = run or RunContext()
         # not registered as a submodule: a frozen prior (e.g. a diffusers UNet) must not be
         # optimised with the guidance's own trainables nor saved in its checkpoints
         self.__dict__["prior"] = prior
-        self.timesteps = TimestepSampler(cfg.t_min, cfg.t_max, prior.num_timesteps)
-        self.guidance_scale = Schedule.parse(cfg.guidance_scale, "guidance_scale")
-        self.grad_clip = None if cfg.grad_clip is None else Schedule.parse(cfg.grad_clip, "grad_clip")
+        self.timesteps = TimestepSampler(cfg.t_min, cfg.t_max, prior.num_timesteps, self.run.total_steps)
+        self.guidance_scale = self.schedule(cfg.guidance_scale, "guidance_scale")
+        self.grad_clip = None if cfg.grad_clip is None else self.schedule(cfg.grad_clip, "grad_clip")
+
+    def schedule(self, value: Any, name: str) -> Schedule:
+        """A scheduled knob, its "N%" steps resolved against the run's length."""
+        return Schedule.parse(value, name, self.run.total_steps)
 
     def embed(self, prompt: str, negative: str = "") -> Conditioning:
         return Conditioning(self.prior, prompt, negative, self.cfg.view_dependent_prompt, self.cfg.view_thresholds(),

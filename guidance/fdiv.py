@@ -3,12 +3,18 @@ f-Divergence Distribution Matching"): VSD/ESD's update weighted by h(r_t) = r_t^
 
 G = w(t) h(r_t) (eps_teacher - eps_fake),  r_t = p_t(x_t) / q_t(x_t)  (teacher over renders).
 
-h is normalised by its batch mean (so a batch of one is VSD: use several views per step) and r
-is clipped to [0.1, 20]. r comes from a discriminator on noisy inputs, log r = logit, trained
-with softplus(l_fake) + softplus(-l_real), where "real" are teacher samples (a bank drawn once
-per prompt with the prior's own DDIM sampler) noised to the same t and "fake" are the renders.
-With a closed-form prior the exact ratio can be used instead (`ratio: exact`), which also
-tests the discriminator.
+h is normalised by its batch mean (so a batch of one is VSD: a divergence other than reverse KL
+needs train.batch_size >= 2) and r is clipped to [0.1, 20]. r comes from a discriminator on noisy
+inputs, log r = logit, trained with softplus(l_fake) + softplus(-l_real) at the step's timestep
+range, where "real" are teacher samples noised to the same t and "fake" are the renders. The
+teacher bank is drawn once per prompt with the prior's own DDIM sampler (CFG, view-dependent
+prompts) at cameras drawn from the run's camera distribution, so bank and renders share one
+distribution of views and the discriminator cannot tell them apart by the view alone.
+With a closed-form prior the exact ratio can be used instead (`ratio: exact`): p_t(x_t | y, c)
+over q_t(x_t | c), the noised renders of the batch made at the same camera (a kernel density
+over particles that share a camera; one kernel per camera for a scene). It also tests the
+discriminator. The CFG-sharpened teacher has no closed-form normaliser, so `exact` needs
+guidance_scale 1 (except reverse KL, where h = 1 and r does not enter).
 """
 from __future__ import annotations
 
@@ -20,7 +26,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dream3d.kernel import draws
-from dream3d.kernel.schema import bounded, choice
+from dream3d.kernel.schedules import Schedule
+from dream3d.kernel.schema import RUN_LENGTH_FOR_CHECKS, ConfigError, bounded, choice
 from guidance.core import batch_stats, cfg_predict, per_sample
 from guidance.ddim import ddim_sample
 from guidance.fake_score import timestep_embedding
@@ -80,23 +87,37 @@ class FDivConfig(ESDConfig):
     def prior_calls_at_start(self) -> int:
         return self.bank_size * self.bank_sampler_steps * 2  # the teacher bank: DDIM with CFG
 
+    def min_batch_size(self) -> int:
+        return 1 if self.divergence == "reverse_kl" else 2  # h / mean(h) over one view is 1: VSD
+
+    def validate(self) -> None:
+        super().validate()
+        scale = Schedule.parse(self.guidance_scale, "guidance_scale", RUN_LENGTH_FOR_CHECKS)
+        if self.ratio == "exact" and self.divergence != "reverse_kl" and (scale.start, scale.end) != (1.0, 1.0):
+            raise ConfigError(f"guidance.ratio=exact uses the teacher's closed-form density, which CFG (guidance_scale="
+                              f"{self.guidance_scale}) sharpens by an unknown normaliser: set guidance.guidance_scale=1 "
+                              "or guidance.ratio=discriminator")
+
 
 class FDiv(ESD):
-    def __init__(self, cfg: FDivConfig, prior):
-        super().__init__(cfg, prior)
+    def __init__(self, cfg: FDivConfig, prior, run=None):
+        super().__init__(cfg, prior, run)
         self.discriminator = Discriminator(prior.sample_shape)
         self.register_buffer("bank", torch.empty(0))  # drawn lazily
+        self.register_buffer("bank_views", torch.empty(0))  # [bank_size, 2] elevation, azimuth of the bank's cameras
 
-    def teacher_bank(self, cond, cameras, step, generator) -> Tensor:
-        """[bank_size, *sample_shape] samples of the teacher (DDIM with its CFG prediction, at cameras
-        drawn from the batch), drawn on the first call and kept (part of the checkpoint)."""
+    def teacher_bank(self, cond, step, generator, device=None) -> Tensor:
+        """[bank_size, *sample_shape] samples of the teacher (DDIM with its CFG prediction and the
+        view-dependent prompts), at cameras drawn from the run's camera distribution; drawn on the
+        first call and kept (part of the checkpoint)."""
         if self.bank.numel() == 0:
             n = self.cfg.bank_size
-            cams = cameras[draws.randint(0, len(cameras), (n,), generator, cameras.device)]
+            cams = self.run.cameras.sample(n, generator).to(device)
             scale = self.guidance_scale(step)
             self.bank = ddim_sample(self.prior, (n, *self.prior.sample_shape), None, cams, self.cfg.bank_sampler_steps,
-                                    generator, device=cameras.device,
+                                    generator, device=device,
                                     eps_fn=lambda x, t: cfg_predict(self.prior, x, t, cond, cams, scale)[0])
+            self.bank_views = torch.stack([cams.elevation, cams.azimuth], -1)
         return self.bank
 
     def optimizer_groups(self) -> list[dict]:
@@ -104,34 +125,43 @@ class FDiv(ESD):
         return [{"params": [p for p in self.parameters() if id(p) not in disc], "lr": self.cfg.lr, "name": "fake_score"},
                 {"params": list(self.discriminator.parameters()), "lr": self.cfg.discriminator_lr, "name": "discriminator"}]
 
-    def log_ratio(self, x_t: Tensor, t: Tensor, x: Tensor, cond) -> Tensor:
-        """log p_t(x_t) / q_t(x_t) [B]: the discriminator's logit, or (ratio: exact) the prior's
-        closed-form log density over that of the render buffer x (q_t = mean_i N(a_t x_i, s_t^2 I))."""
+    def log_ratio(self, x_t: Tensor, t: Tensor, cond, cameras, renders: Tensor, render_cameras) -> Tensor:
+        """log p_t(x_t) / q_t(x_t) [B] for x_t [B,...] at cameras [B]: the discriminator's logit, or
+        (ratio: exact) the prior's closed-form log p_t(x_t | y, c_b) over
+        log q_t(x_t | c_b) = log mean_{j: c'_j = c_b} N(x_t; a_t x_j, s_t^2 I), the renders x [N,...] made at
+        render_cameras c' [N] (every query's camera must be among them)."""
         if self.cfg.ratio == "discriminator":
             with torch.no_grad():
                 return self.discriminator(x_t, t)
         if not self.prior.supports("log_prob"):
             raise ValueError("guidance.ratio=exact needs a closed-form prior (with log_prob); use ratio=discriminator")
         a, s = self.prior.coefficients(t, x_t.ndim)
-        xf, xtf = x.reshape(x.shape[0], -1).double(), x_t.reshape(x_t.shape[0], -1).double()
+        xf, xtf = renders.reshape(renders.shape[0], -1).double(), x_t.reshape(x_t.shape[0], -1).double()
         a2, s2 = a.reshape(-1, 1).double(), s.reshape(-1, 1).double() ** 2
-        d2 = ((xtf[:, None, :] - a2[:, :, None] * xf[None]) ** 2).sum(-1)  # [B, buffer]
-        log_q = torch.logsumexp(-d2 / (2 * s2), -1) - math.log(x.shape[0]) - 0.5 * xf.shape[1] * torch.log(2 * math.pi * s2[:, 0])
-        return (self.prior.log_prob(x_t, t, cond.embedding(cond.prompt)).double() - log_q).float()
+        d2 = ((xtf[:, None, :] - a2[:, :, None] * xf[None]) ** 2).sum(-1)  # [B, N]
+        view = lambda c: torch.stack([c.elevation, c.azimuth], -1).to(x_t.device)  # noqa: E731
+        same = (view(cameras)[:, None] == view(render_cameras)[None]).all(-1)  # [B, N]: the renders at b's camera
+        if not same.any(-1).all():
+            raise ValueError("ratio=exact: a query's camera has no render to estimate q_t from")
+        log_kernel = torch.where(same, -d2 / (2 * s2), -math.inf)
+        log_q = (torch.logsumexp(log_kernel, -1) - same.sum(-1).double().log()
+                 - 0.5 * xf.shape[1] * torch.log(2 * math.pi * s2[:, 0]))
+        log_p = self.prior.log_prob(x_t, t, cond.embedding(cond.prompt), cameras)
+        return (log_p.double() - log_q).float()
 
     def gradient(self, x, cameras, cond, step, generator):
         t, _, x_t = self.noised(x, step, generator)
         eps_w, _, _ = cfg_predict(self.prior, x_t, t, cond, cameras, self.guidance_scale(step))
-        r = self.log_ratio(x_t, t, x, cond).exp().clamp(self.cfg.ratio_clip_min, self.cfg.ratio_clip_max)
+        r = self.log_ratio(x_t, t, cond, cameras, x, cameras).exp().clamp(self.cfg.ratio_clip_min, self.cfg.ratio_clip_max)
         h = h_weight(self.cfg.divergence, r)
         h = per_sample(h / h.mean(), x.ndim)
         g = self.weight(t, x.ndim) * h * (eps_w - self.fake_eps(x_t, t, cameras, cond.plain(cameras)))
         return g, batch_stats(t, ratio=r)
 
-    def discriminator_loss(self, fake: Tensor, real: Tensor, generator=None) -> Tensor:
+    def discriminator_loss(self, fake: Tensor, real: Tensor, step: int, generator=None) -> Tensor:
         """softplus(l_fake) + softplus(-l_real) (a scalar) for renders `fake` and teacher samples
-        `real` [B,...], both noised to the same fresh t per pair."""
-        t = self.timesteps.sample(fake.shape[0], 0, generator, fake.device)
+        `real` [B,...], both noised to the same fresh t per pair, drawn from the step's range."""
+        t = self.timesteps.sample(fake.shape[0], step, generator, fake.device)
         noise = draws.randn((2, *fake.shape), generator, fake.device)
         l_fake = self.discriminator(self.prior.add_noise(fake, t, noise[0]), t)
         l_real = self.discriminator(self.prior.add_noise(real, t, noise[1]), t)
@@ -140,7 +170,7 @@ class FDiv(ESD):
     def aux_losses(self, x, cameras, cond, step, generator):
         losses = super().aux_losses(x, cameras, cond, step, generator)
         if self.cfg.ratio == "discriminator":
-            bank = self.teacher_bank(cond, cameras, step, generator)
+            bank = self.teacher_bank(cond, step, generator, x.device)
             real = bank[draws.randint(0, bank.shape[0], (x.shape[0],), generator, bank.device)]
-            losses["discriminator"] = self.discriminator_loss(x, real, generator)
+            losses["discriminator"] = self.discriminator_loss(x, real, step, generator)
         return losses

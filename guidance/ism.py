@@ -14,7 +14,6 @@ from typing import Any
 
 import torch
 
-from dream3d.kernel.schedules import Schedule
 from dream3d.kernel.schema import bounded, choice
 from guidance.core import WEIGHTINGS, GuidanceConfig, ScoreDistillation, batch_stats, cfg_predict, predict_batched
 from guidance.ddim import ddim_invert, ddim_step
@@ -23,11 +22,11 @@ from guidance.ddim import ddim_invert, ddim_step
 @dataclass
 class ISMConfig(GuidanceConfig):
     name: str = "ism"
-    guidance_scale: Any = bounded(7.5, 0.0, 1000.0, schedule=True)
+    guidance_scale: Any = bounded(7.5, 0.0, 1000.0, schedule="run")
     weighting: str = choice("ism", WEIGHTINGS)
     loss_weight: float = bounded(0.1, 0.0, None)  # lambda_g
-    t_max: Any = bounded([0, 0.98, 0.5, 1500], 0.0, 1.0, schedule=True)
-    delta_t: Any = bounded([0, 100, 80, 1500], 0.0, 1000.0, schedule=True)  # interval s = t - delta_t
+    t_max: Any = bounded([0, 0.98, 0.5, 1500], 0.0, 1.0, schedule="run")
+    delta_t: Any = bounded([0, 100, 80, 1500], 0.0, 1000.0, schedule="run")  # interval s = t - delta_t
     inversion_stride: int = bounded(200, 1, 1000)
     inversion_max_steps: int = bounded(5, 1, 100)
 
@@ -36,9 +35,9 @@ class ISMConfig(GuidanceConfig):
 
 
 class ISM(ScoreDistillation):
-    def __init__(self, cfg: ISMConfig, prior):
-        super().__init__(cfg, prior)
-        self.delta_t = Schedule.parse(cfg.delta_t, "delta_t")
+    def __init__(self, cfg: ISMConfig, prior, run=None):
+        super().__init__(cfg, prior, run)
+        self.delta_t = self.schedule(cfg.delta_t, "delta_t")
 
     def invert(self, x, cameras, cond, step, generator):
         """(t [B], s [B], x_s, eps_s = eps(x_s, s, empty), x_t), each x-shaped [B,...]: the deterministic

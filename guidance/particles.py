@@ -10,12 +10,15 @@ from torch import Tensor
 from dream3d.kernel.cameras import Cameras
 
 
-def make_guidance(name: str, prior, **overrides):
-    """A registered guidance with its config defaults plus overrides (no view-dependent prompts)."""
-    from guidance import GUIDANCES, build_guidance
+def make_guidance(name: str, prior, total_steps: int = 1000, **overrides):
+    """A registered guidance with its config defaults plus overrides (no view-dependent prompts), for
+    a run of `total_steps` (schedules written in shares of the run resolve against it)."""
+    from guidance import GUIDANCES, RunContext, build_guidance
 
     _, cfg_cls = GUIDANCES[name]
-    return build_guidance(dataclasses.replace(cfg_cls(), view_dependent_prompt=False, **overrides), prior)
+    cfg = dataclasses.replace(cfg_cls(), view_dependent_prompt=False, **overrides)
+    cfg.validate()
+    return build_guidance(cfg, prior, RunContext(total_steps))
 
 
 def optimise_particles(guidance, x: Tensor, cameras: Cameras, steps: int, lr: float = 0.1, prompt: str = "y",

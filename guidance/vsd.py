@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from dream3d.kernel.cameras import Cameras
-from dream3d.kernel.schema import bounded
+from dream3d.kernel.schema import ConfigError, bounded
 from guidance.core import GuidanceConfig, ScoreDistillation, batch_stats, cfg_predict
 from guidance.fake_score import build_fake_score
 
@@ -25,8 +25,8 @@ from guidance.fake_score import build_fake_score
 @dataclass
 class VSDConfig(GuidanceConfig):
     name: str = "vsd"
-    guidance_scale: Any = bounded(7.5, 0.0, 1000.0, schedule=True)
-    t_max: Any = bounded([199, 0.98, 0.5, 200], 0.0, 1.0, schedule=True)  # drops after ~20% of 1000 steps
+    guidance_scale: Any = bounded(7.5, 0.0, 1000.0, schedule="run")
+    t_max: Any = bounded(["20%", 0.98, 0.5, "20%"], 0.0, 1.0, schedule="run")  # drops after the first 20% of the run
     lr: float = bounded(1e-4, 0.0, 1.0)  # fake-score learning rate
     camera_dropout: float = bounded(0.1, 0.0, 1.0)
     lora_rank: int = bounded(4, 1, 256)  # LoRA fake score (Stable Diffusion priors) only
@@ -37,8 +37,8 @@ class VSDConfig(GuidanceConfig):
 
 
 class VSD(ScoreDistillation):
-    def __init__(self, cfg: VSDConfig, prior):
-        super().__init__(cfg, prior)
+    def __init__(self, cfg: VSDConfig, prior, run=None):
+        super().__init__(cfg, prior, run)
         self.fake = build_fake_score(prior, cfg.camera_dropout, cfg.lora_rank)
 
     @property
@@ -71,6 +71,12 @@ class VSD(ScoreDistillation):
 class ESDConfig(VSDConfig):
     name: str = "esd"
     entropy_weight: float = bounded(0.5, 0.0, 1.0)  # lambda; 0 = VSD
+
+    def validate(self) -> None:
+        super().validate()
+        if self.entropy_weight > 0 and self.camera_dropout <= 0:
+            raise ConfigError(f"guidance.entropy_weight={self.entropy_weight} mixes in the camera-free fake score, which "
+                              "only camera dropout trains: set guidance.camera_dropout > 0 (e.g. 0.1)")
 
 
 class ESD(VSD):

@@ -84,33 +84,71 @@ def test_sharpness_on_known_images():
 
 
 def _summary(**per_method):
-    """A results summary with one NeRF row per method: dict(vendi=, janus=, sharpness=, sat=)."""
+    """A results summary with one NeRF row per method: dict(vendi=, vendi_std=, janus=, janus_std=, sharpness=,
+    sat=, sat_std=, seeds=) (spreads 0.05 by default, 3 seeds per cell and 8 Janus seeds)."""
     rows = []
     for m, q in per_method.items():
         fid = {"silhouette_iou": q.get("iou", 0.9), "colour_error": 0.05, "saturation_error": q.get("sat", 0.05),
-               "volumetric_iou": 0.8, "sharpness": q.get("sharpness", 0.8), "wall_s": 10.0,
+               "saturation_error_std": q.get("sat_std", 0.05), "volumetric_iou": 0.8, "sharpness": q.get("sharpness", 0.8),
+               "sharpness_std": 0.05, "wall_s": 10.0, "seeds": q.get("seeds", 3),
                "to_iou_0.9": {"seconds": q.get("secs", 5.0), "step": 50}}
         rows.append({"method": m, "scene": "nerf", "none": fid, "camera": fid, "janus_rate": q.get("janus", 0.2),
-                     "diversity": {"colour_entropy": 0.0, "vendi": q.get("vendi", 1.0), "colours": []}})
+                     "janus_std": q.get("janus_std", 0.1), "janus_seeds": 8,
+                     "diversity": {"colour_entropy": 0.0, "vendi": q.get("vendi", 1.0),
+                                   "vendi_std": q.get("vendi_std", 0.1), "colours": [], "seeds": 6}})
     return rows
 
 
-def test_published_claims_are_checked_against_the_numbers():
+def test_published_claims_are_decided_from_the_spread():
     from dream3d.bench_claims import CLAIMS, check
 
     by_text = {c.text: c for c in CLAIMS}
     vsd_diverse = by_text["VSD is more diverse than SDS"]
-    assert check(vsd_diverse, _summary(sds={"vendi": 1.0}, vsd={"vendi": 1.5}))["outcome"] == "reproduced"
+    assert check(vsd_diverse, _summary(sds={"vendi": 1.0}, vsd={"vendi": 1.5}))["outcome"] == "reproduced"  # z 3.5
     assert check(vsd_diverse, _summary(sds={"vendi": 1.5}, vsd={"vendi": 1.0}))["outcome"] == "refuted"
-    assert check(vsd_diverse, _summary(sds={"vendi": 1.0}, vsd={"vendi": 1.01}))["outcome"] == "no difference"
+    assert check(vsd_diverse, _summary(sds={"vendi": 1.0}, vsd={"vendi": 1.2}))["outcome"] == "no difference"  # z 1.4
+    # the same difference is decided once the spread is small enough: not a fixed margin
+    tight = check(vsd_diverse, _summary(sds={"vendi": 1.0, "vendi_std": 0.02}, vsd={"vendi": 1.2, "vendi_std": 0.02}))
+    assert tight["outcome"] == "reproduced" and tight["z"]["vsd"] == pytest.approx(0.2 / (0.02 * 2**0.5), rel=1e-2)
     assert check(vsd_diverse, _summary(sds={"vendi": 1.0}))["outcome"] == "not measured"
+    assert check(vsd_diverse, _summary(sds={"vendi": 1.0, "vendi_std": None}, vsd={"vendi": 2.0}))["outcome"] == "too few seeds"
     janus = by_text["ESD has fewer Janus faces than SDS"]
     assert check(janus, _summary(sds={"janus": 0.6}, esd={"janus": 0.2}))["outcome"] == "reproduced"  # lower wins
+    zeros = _summary(sds={"janus": 0.0, "janus_std": 0.0}, esd={"janus": 0.0, "janus_std": 0.0})
+    assert check(janus, zeros)["outcome"] == "no difference"
     bsd = by_text["BSD is less over-saturated than SDS"]
-    result = check(bsd, _summary(sds={"sat": 0.10}, bsd={"sat": 0.03}))
+    result = check(bsd, _summary(sds={"sat": 0.10, "sat_std": 0.01}, bsd={"sat": 0.03, "sat_std": 0.01}))
     assert result["outcome"] == "reproduced" and result["methods"]["bsd"] == pytest.approx(0.03)
+    assert check(bsd, _summary(sds={"sat": 0.10, "seeds": 1}, bsd={"sat": 0.03, "seeds": 1}))["outcome"] == "too few seeds"
     fdiv = [c for c in CLAIMS if c.methods == ("fdiv", "fdiv-fkl")][0]
     assert check(fdiv, _summary(vsd={"vendi": 1.0}, fdiv={"vendi": 2.0}, **{"fdiv-fkl": {"vendi": 0.5}}))["outcome"] == "mixed"
+
+
+def test_summary_gives_mean_spread_and_seeds_per_cell():
+    from dream3d.bench import summarise
+
+    def run(kind, seed, **kw):
+        vc = "none" if kind != "diversity" else "camera"
+        base = {"kind": kind, "method": "sds", "scene": "nerf", "view_conditioning": vc,
+                "seed": seed, "silhouette_iou": 0.9, "colour_error": 0.1, "saturation_error": 0.05, "volumetric_iou": None,
+                "sharpness": 1.0, "wall_s": 5.0, "to_iou_0.9": None, "matched_colour": "red", "mean_rgb": [1, 0, 0]}
+        return {**base, **kw}
+
+    runs = [run("fidelity", 0, silhouette_iou=0.8, **{"to_iou_0.9": {"seconds": 4.0, "step": 40}}),
+            run("fidelity", 1, silhouette_iou=0.9),
+            run("fidelity", 2, silhouette_iou=1.0, **{"to_iou_0.9": {"seconds": 2.0, "step": 20}}),
+            *[run("janus", s, janus_rate=r) for s, r in enumerate([0.0, 0.2, 0.4, 0.2])],
+            *[run("diversity", s, matched_colour=c, mean_rgb=rgb) for s, (c, rgb) in
+              enumerate([("red", [1, 0, 0]), ("blue", [0, 0, 1]), ("red", [1, 0, 0]), ("green", [0, 1, 0])])]]
+    (row,) = summarise(runs)
+    cell = row["none"]
+    assert cell["seeds"] == 3 and cell["silhouette_iou"] == pytest.approx(0.9)
+    assert cell["silhouette_iou_std"] == pytest.approx(0.1)
+    assert cell["silhouette_iou_values"] == [0.8, 0.9, 1.0] and cell["volumetric_iou"] is None
+    assert cell["to_iou_0.9"] == {"seconds": 3.0, "step": 30, "seeds": 2}
+    assert (row["janus_rate"], row["janus_seeds"]) == (pytest.approx(0.2), 4)
+    assert row["janus_std"] == pytest.approx(float(torch.tensor([0.0, 0.2, 0.4, 0.2]).std()), abs=1e-4)
+    assert row["diversity"]["seeds"] == 4 and row["diversity"]["vendi_std"] > 0
 
 
 def test_advice_names_the_best_methods():
@@ -122,9 +160,9 @@ def test_advice_names_the_best_methods():
 
 def test_schema_check_names_the_problem():
     with pytest.raises(ValueError, match="runs"):
-        validate_results({"schema": 2, "suite": "quick", "created": "x", "summary": [], "machine": {}})
+        validate_results({"schema": 3, "suite": "quick", "created": "x", "summary": [], "machine": {}})
     with pytest.raises(ValueError, match=r"runs\[0\].janus_rate"):
-        validate_results({"schema": 2, "suite": "q", "created": "x", "summary": [], "machine": {}, "runs": [
+        validate_results({"schema": 3, "suite": "q", "created": "x", "summary": [], "machine": {}, "runs": [
             {"kind": "janus", "method": "sds", "scene": "nerf", "view_conditioning": "none", "seed": 0, "config": {},
              "wall_s": 1.0, "silhouette_iou": 1.0, "colour_error": 0.0, "saturation_error": 0.0, "sharpness": 1.0,
              "curve": []}]})

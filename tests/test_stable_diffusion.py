@@ -13,7 +13,7 @@ from tiny_diffusers import build_tiny_pipeline
 
 from dream3d.cli import main
 from dream3d.kernel.cameras import CameraSampler
-from guidance import build_guidance
+from guidance import RunContext, build_guidance
 from guidance.core import GuidanceConfig
 from guidance.priors.stable_diffusion import ModelUnavailableError, StableDiffusionPrior, StableDiffusionPriorConfig
 from guidance.vsd import ESDConfig, VSDConfig
@@ -56,6 +56,22 @@ def test_encode_is_differentiable_and_decode_returns_images(pipelines):
     torch.autograd.grad(x.sum(), img)  # raises if the VAE cut the graph
     back = prior.decode(x.detach())
     assert back.shape == (1, 3, 32, 32) and 0 <= back.min() and back.max() <= 1
+
+
+def test_encode_and_decode_are_the_vaes_with_its_scaling_factor(pipelines):
+    """x = vae.encode(img * 2 - 1).latent_dist.mode() * scaling_factor, and decode divides it back out:
+    checked against the VAE loaded on its own."""
+    from diffusers import AutoencoderKL
+
+    prior = load(pipelines["eps"])
+    vae = AutoencoderKL.from_pretrained(pipelines["eps"], subfolder="vae")
+    assert vae.config.scaling_factor != 1.0  # a dropped factor would show
+    img = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want = vae.encode(img * 2 - 1).latent_dist.mode() * vae.config.scaling_factor
+        assert torch.allclose(prior.encode(img), want, atol=1e-5)
+        back = ((vae.decode(want / vae.config.scaling_factor).sample + 1) / 2).clamp(0, 1)
+        assert torch.allclose(prior.decode(want), back, atol=1e-5)
 
 
 def test_v_prediction_is_converted_to_eps(pipelines):
@@ -205,7 +221,7 @@ def test_cpu_offload_with_a_lora_fake_score_is_refused_with_the_reason():
 
 def test_the_fake_score_sees_the_plain_prompt_not_the_view_suffix(pipelines):
     prior = load(pipelines["eps"])
-    guidance = build_guidance(VSDConfig(), prior)
+    guidance = build_guidance(VSDConfig(), prior, RunContext(100))
     seen = []
     real = guidance.fake.loss
     guidance.fake.loss = lambda *a, text=None, **k: seen.append(text) or real(*a, text=text, **k)
@@ -250,7 +266,7 @@ def test_hub_id_loads_from_the_local_cache_offline(pipelines, tmp_path):
 def test_lora_fake_score_starts_at_the_prior_and_checkpoints_only_adapters(pipelines):
     prior = load(pipelines["eps"])
     assert prior.supports("trainable_copy") and not prior.supports("log_prob")
-    vsd = build_guidance(VSDConfig(lora_rank=2), prior)
+    vsd = build_guidance(VSDConfig(lora_rank=2), prior, RunContext(100))
     c, x_t, t = cams(), torch.randn(2, 4, 16, 16), torch.tensor([200, 600])
     text = [prior.embed("a red cube")] * 2
     torch.testing.assert_close(vsd.fake_eps(x_t, t, c, text), prior.predict_eps(x_t, t, text), atol=1e-5, rtol=1e-4)
@@ -266,7 +282,7 @@ def test_lora_fake_score_starts_at_the_prior_and_checkpoints_only_adapters(pipel
     opt.step()
     moved = vsd.fake_eps(x_t, t, c, text)
     assert (moved - prior.predict_eps(x_t, t, text)).abs().max() > 1e-4
-    other = build_guidance(VSDConfig(lora_rank=2), prior)
+    other = build_guidance(VSDConfig(lora_rank=2), prior, RunContext(100))
     other.load_state_dict(vsd.state_dict())
     torch.testing.assert_close(other.fake_eps(x_t, t, c, text), moved)
     assert not any(p.requires_grad for p in prior.unet.parameters()), "the prior's own UNet stays frozen"
@@ -274,7 +290,7 @@ def test_lora_fake_score_starts_at_the_prior_and_checkpoints_only_adapters(pipel
 
 def test_esd_with_lora_fake_score_runs_one_call(pipelines):
     prior = load(pipelines["eps"])
-    esd = build_guidance(ESDConfig(entropy_weight=0.5), prior)
+    esd = build_guidance(ESDConfig(entropy_weight=0.5), prior, RunContext(100))
     render = torch.rand(2, 3, 16, 16, requires_grad=True)
     out = esd(render, cams(), esd.embed("a red cube"), 0, torch.Generator().manual_seed(0))
     (out.loss + sum(out.aux_losses.values())).backward()

@@ -8,6 +8,8 @@ from typing import Any
 
 from dream3d.kernel.schedules import Schedule
 
+RUN_LENGTH_FOR_CHECKS = 1000  # resolves "N%" steps when a schedule's form is checked without a run
+
 
 class ConfigError(ValueError):
     """A config problem, with the key and what would be valid."""
@@ -41,8 +43,9 @@ def choice(default: str, options: tuple[str, ...]):
     return dataclasses.field(default=default, metadata={"choices": tuple(options)})
 
 
-def bounded(default, lo=None, hi=None, *, schedule: bool = False, nullable: bool = False):
-    """A number (or a schedule of numbers) that must lie in [lo, hi]."""
+def bounded(default, lo=None, hi=None, *, schedule: bool | str = False, nullable: bool = False):
+    """A number (or, with `schedule`, a schedule of numbers) that must lie in [lo, hi]; schedule="run":
+    its steps may also be shares of the run ("20%", resolved by whoever knows the run's length)."""
     meta = {"range": (lo, hi), "schedule": schedule, "nullable": nullable}
     if isinstance(default, list):
         return dataclasses.field(default_factory=lambda: list(default), metadata=meta)
@@ -90,8 +93,8 @@ def validate_fields(obj: Any, prefix: str = "") -> None:
                 raise ConfigError(f"{key} must be set")
             lo, hi = f.metadata["range"]
             if f.metadata["schedule"]:
-                try:
-                    sched = Schedule.parse(value, key)
+                try:  # a share of the run ("20%") is checked for form against any length
+                    sched = Schedule.parse(value, key, RUN_LENGTH_FOR_CHECKS if f.metadata["schedule"] == "run" else None)
                 except ValueError as e:
                     raise ConfigError(str(e)) from None
                 for v in (sched.start, sched.end):

@@ -1,0 +1,69 @@
+"""`dream3d tune`: search spaces that fit each method's config, tuning prompts apart from the bench's,
+one trial trained and scored, and a tiny Ray Tune search end to end that writes loadable presets."""
+import json
+
+import pytest
+import yaml
+
+from dream3d.bench import DIVERSITY_PROMPT, FIDELITY_PROMPT, JANUS_PROMPT, preset
+from dream3d.config import load_config
+from dream3d.kernel.schema import ConfigError
+from dream3d.toyworld import parse_prompt
+from dream3d.tune import SEARCH_SPACES, TUNING_PROMPTS, overrides_of, run_trial
+from guidance import GUIDANCES
+
+TINY = ["train.batch_size=2", "train.resolution=16", "prior.num_views=64", "prior.dataset_resolution=32",
+        "prior.resolution=16", "eval.resolution=16", "eval.num_cameras=2", "eval.volume_resolution=16",
+        "output.export.resolution=32", "output.export.texture_size=64", "output.val_resolution=16"]
+
+
+def middle(knob):
+    return knob.values[0] if knob.kind == "choice" else (knob.lo * knob.hi) ** 0.5 if knob.kind == "loguniform" \
+        else (knob.lo + knob.hi) / 2
+
+
+@pytest.mark.parametrize("method", list(GUIDANCES))
+def test_every_method_has_a_search_space_its_preset_accepts(method):
+    space = SEARCH_SPACES[method]
+    assert 2 <= len(space) <= 6  # the few key knobs
+    cfg = load_config(preset(method, "nerf")[0], overrides_of({k: middle(v) for k, v in space.items()}))
+    for key, knob in space.items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        assert value == pytest.approx(float(f"{middle(knob):.4g}")), key
+
+
+def test_tuning_never_sees_the_benchs_prompts_or_shapes():
+    bench = [parse_prompt(p).shape for p in (FIDELITY_PROMPT, JANUS_PROMPT, DIVERSITY_PROMPT)]
+    assert not {parse_prompt(p).shape for p in TUNING_PROMPTS} & set(bench)
+    from dream3d.tune import run_tuning
+
+    with pytest.raises(ConfigError, match="differ from the bench's evaluation prompts"):
+        run_tuning(["sds"], prompts=(FIDELITY_PROMPT,))
+    with pytest.raises(ConfigError, match="tunable: sds"):
+        run_tuning(["nope"])
+
+
+def test_a_trial_trains_each_prompt_and_reports_a_running_mean(tmp_path):
+    reports = run_trial({"guidance.guidance_scale": 2.0}, "sds", "nerf", 4, TUNING_PROMPTS, str(tmp_path), tuple(TINY))
+    assert [r["prompts"] for r in reports] == [1, 2]
+    assert all(r["score"] == pytest.approx(r["iou"] - r["colour_error"]) for r in reports)
+    runs = sorted((tmp_path / "runs").glob("*/*"))
+    assert len(runs) == 2 and all((r / "config.yaml").exists() for r in runs)
+    assert yaml.safe_load((runs[0] / "config.yaml").read_text())["guidance"]["guidance_scale"] == 2.0
+
+
+def test_a_tiny_search_writes_results_and_presets_that_load(tmp_path):
+    from dream3d.tune import run_tuning
+
+    folder = run_tuning(["sds"], trials=2, steps=4, out_root=tmp_path, overrides=TINY, workers=2)
+    results = json.loads((folder / "tune_results.json").read_text())
+    record = results["methods"]["sds"]
+    assert len(record["trials"]) == 2 and record["best"] is not None
+    assert record["best"]["score"] == max(t["score"] for t in record["trials"] if t["prompts"] == 2)
+    tuned = load_config(folder / "presets" / "sds-nerf.yaml")
+    for key, value in record["best"]["config"].items():
+        section, name = key.split(".")
+        assert getattr(getattr(tuned, section), name) == pytest.approx(value, rel=1e-3)
+    assert preset("sds", "nerf", folder / "presets")[0] == str(folder / "presets" / "sds-nerf.yaml")
+    assert "| sds |" in (folder / "tune_results.md").read_text()
