@@ -2,7 +2,8 @@
 bench compares methods at their best rather than at hand-set presets.
 
 Ray Tune (the engine `dream3d batch` already uses) runs a seeded random search over each method's
-space (`SEARCH_SPACES`: learning rates, timestep range, guidance scale, the method's own knobs)
+space (`search_space`: the scene's learning rates, then `SEARCH_SPACES`: guidance scale, timestep
+range, the method's own knobs)
 with ASHA early stopping: a trial trains its config on the first tuning prompt, reports, and goes
 on to the next prompt only if it ranks in the top half of the trials at that point. The score is
 silhouette IoU minus colour error on held-out cameras (both in [0, 1]), averaged over the prompts
@@ -63,24 +64,31 @@ def one_of(*values):
     return Knob("choice", values=values)
 
 
-SCENE_LR = {"scene.lr_encoding": log(0.01, 0.1), "scene.lr_network": log(1e-3, 1e-2)}  # the NeRF's (the bench's scene)
+# the scene's learning rates, per scene (a guidance's gradient scale and the scene's step size trade off)
+SCENE_LR = {"nerf": {"scene.lr_encoding": log(0.01, 0.1), "scene.lr_network": log(1e-3, 1e-2)},
+            "gaussians": {"scene.lr_colours": log(3e-3, 3e-2), "scene.lr_means": log(3e-4, 3e-3)}}
 CFG = {"guidance.guidance_scale": log(1.0, 20.0)}
 T_MAX = {"guidance.t_max": lin(0.5, 0.98)}
 FAKE_LR = {"guidance.lr": log(3e-5, 1e-3)}
-SEARCH_SPACES: dict[str, dict[str, Knob]] = {
-    "sds": {**SCENE_LR, **CFG, **T_MAX},
-    "vsd": {**SCENE_LR, **CFG, **FAKE_LR},
-    "esd": {**SCENE_LR, **CFG, **FAKE_LR, "guidance.entropy_weight": lin(0.0, 1.0)},
-    "fdiv": {**SCENE_LR, **CFG, **FAKE_LR, "guidance.discriminator_lr": log(3e-5, 1e-3)},
-    "ism": {**SCENE_LR, **CFG, "guidance.loss_weight": log(0.03, 1.0), "guidance.delta_t": one_of(20, 50, 100)},
-    "tsm": {**SCENE_LR, **CFG, "guidance.loss_weight": log(0.03, 1.0), "guidance.gamma": lin(0.1, 0.9)},
-    "csd": {**SCENE_LR, "guidance.t_max": lin(0.3, 0.98)},  # no CFG scale; its small gradients want the lr retuned
-    "csm": {**SCENE_LR, **CFG, **T_MAX},
-    "nfsd": {**SCENE_LR, **CFG, "guidance.small_t": one_of(100, 200, 400)},
-    "bsd": {**SCENE_LR, "guidance.guidance_scale": log(1.0, 30.0), **T_MAX},
-    "asd": {**SCENE_LR, **CFG, "guidance.rho": lin(0.0, 0.5)},
-    "cds": {**SCENE_LR, **CFG, "guidance.t_prime_start": one_of(500, 700, 900)},
+SEARCH_SPACES: dict[str, dict[str, Knob]] = {  # each method's own knobs; search_space() adds the scene's
+    "sds": {**CFG, **T_MAX},
+    "vsd": {**CFG, **FAKE_LR},
+    "esd": {**CFG, **FAKE_LR, "guidance.entropy_weight": lin(0.0, 1.0)},
+    "fdiv": {**CFG, **FAKE_LR, "guidance.discriminator_lr": log(3e-5, 1e-3)},
+    "ism": {**CFG, "guidance.loss_weight": log(0.03, 1.0), "guidance.delta_t": one_of(20, 50, 100)},
+    "tsm": {**CFG, "guidance.loss_weight": log(0.03, 1.0), "guidance.gamma": lin(0.1, 0.9)},
+    "csd": {"guidance.t_max": lin(0.3, 0.98)},  # no CFG scale; its small gradients want the scene's lr retuned
+    "csm": {**CFG, **T_MAX},
+    "nfsd": {**CFG, "guidance.small_t": one_of(100, 200, 400)},
+    "bsd": {"guidance.guidance_scale": log(1.0, 30.0), **T_MAX},
+    "asd": {**CFG, "guidance.rho": lin(0.0, 0.5)},
+    "cds": {**CFG, "guidance.t_prime_start": one_of(500, 700, 900)},
 }
+
+
+def search_space(method: str, scene: str) -> dict[str, Knob]:
+    """The knobs searched for a method on a scene: the scene's learning rates and the method's own."""
+    return {**SCENE_LR[scene], **SEARCH_SPACES[method]}
 
 
 def overrides_of(config: dict[str, Any]) -> list[str]:
@@ -149,7 +157,7 @@ def tune_method(method: str, scene: str, trials: int, steps: int, prompts: tuple
 
     from dream3d.bench import preset
 
-    space = SEARCH_SPACES[method]
+    space = search_space(method, scene)
     path, variant = preset(method, scene)
     trainable = tune.with_resources(tune.with_parameters(
         _trainable, path=str(Path(path).resolve()), variant=tuple(variant), method=method, scene=scene, steps=steps,
@@ -179,6 +187,7 @@ def tuned_preset(method: str, scene: str, best: dict) -> str:
 
     path, variant = preset(method, scene)
     raw = yaml.safe_load(Path(path).read_text())
+    raw.setdefault("scene", {})["name"] = scene  # a scene without its own preset starts from the NeRF one
     for key, value in best["config"].items():
         node = raw
         *parents, leaf = key.split(".")
@@ -199,6 +208,8 @@ def run_tuning(methods: list[str], scene: str = "nerf", trials: int = 8, steps: 
     unknown = [m for m in methods if m not in SEARCH_SPACES]
     if unknown:
         raise ConfigError(f"no search space for {', '.join(unknown)}; tunable: {', '.join(SEARCH_SPACES)}")
+    if scene not in SCENE_LR:
+        raise ConfigError(f"no search space for scene {scene!r}; tunable scenes: {', '.join(SCENE_LR)}")
     from dream3d.bench import DIVERSITY_PROMPT, FIDELITY_PROMPT, JANUS_PROMPT
 
     leaked = set(prompts) & {FIDELITY_PROMPT, JANUS_PROMPT, DIVERSITY_PROMPT}

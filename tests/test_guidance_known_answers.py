@@ -98,6 +98,12 @@ def replay_t(n, lo, hi, g):
     return torch.randint(lo, hi + 1, (n,), generator=g)
 
 
+def noised_by_hand(prior, x, t, g):
+    """a_t x + s_t noise with the next noise of the replayed generator."""
+    ab = abar(prior, t)
+    return (ab.sqrt() * x.double() + (1 - ab).sqrt() * torch.randn(x.shape, generator=g)).float()
+
+
 def test_ism_matches_its_formula_with_inversion_written_out(prior):
     """x_s = DDIM inversion of x to s = t - delta (empty prompt), x_t one more step s -> t,
     G = lambda w_ism(t) (eps_w(x_t, t) - eps(x_s, s, empty)); at step 300 of the schedules."""
@@ -153,7 +159,7 @@ def test_bsd_matches_its_formula(prior):
     got = grad_of(make_guidance("bsd", prior, guidance_scale=0.8), x)
     g = torch.Generator().manual_seed(0)
     t = replay_t(64, 20, 980, g)
-    x_t = (abar(prior, t).sqrt() * x.double() + (1 - abar(prior, t)).sqrt() * torch.randn(64, D, generator=g)).float()
+    x_t = noised_by_hand(prior, x, t, g)
     e_y, e_u = eps(prior, x_t, t, "y"), eps(prior, x_t, t, "")
     want = torch.empty(64, D, dtype=torch.float64)
     alphas = []
@@ -186,7 +192,7 @@ def test_vsd_and_esd_match_their_formula(prior, name, lam):
     got = grad_of(guidance, x, cameras=c)
     g = torch.Generator().manual_seed(0)
     t = replay_t(12, 20, 900, g)
-    x_t = (abar(prior, t).sqrt() * x.double() + (1 - abar(prior, t)).sqrt() * torch.randn(12, D, generator=g)).float()
+    x_t = noised_by_hand(prior, x, t, g)
     with torch.no_grad():
         e_c, e_0 = guidance.fake(x_t, t, c).double(), guidance.fake(x_t, t, c, drop_camera=True).double()
     assert (e_c - e_0).abs().max() > 1e-3  # the camera matters to this fake score
@@ -206,7 +212,7 @@ def test_csd_matches_its_formula(prior, negative, a_neg, want_terms):
     got = grad_of(make_guidance("csd", prior, negative_weight=a_neg), x, negative=negative)
     g = torch.Generator().manual_seed(0)
     t = replay_t(16, 20, 500, g)
-    x_t = (abar(prior, t).sqrt() * x.double() + (1 - abar(prior, t)).sqrt() * torch.randn(16, D, generator=g)).float()
+    x_t = noised_by_hand(prior, x, t, g)
     want = (1 - abar(prior, t)) * sum(k * eps(prior, x_t, t, text) for text, k in want_terms.items())
     assert torch.allclose(got.double(), want, rtol=1e-4, atol=1e-6)
 
@@ -229,7 +235,7 @@ def test_nfsd_matches_its_formula(prior, run_negative, realism, neg_text):
                   negative=run_negative)
     g = torch.Generator().manual_seed(0)
     t = replay_t(32, 20, 980, g)
-    x_t = (abar(prior, t).sqrt() * x.double() + (1 - abar(prior, t)).sqrt() * torch.randn(32, D, generator=g)).float()
+    x_t = noised_by_hand(prior, x, t, g)
     e_y, e_e = eps(prior, x_t, t, "y"), eps(prior, x_t, t, "")
     e_n = eps(prior, x_t, t, neg_text) if neg_text else e_e
     delta = torch.where((t < 300)[:, None], e_e, e_e - e_n)
@@ -495,7 +501,7 @@ def test_fdiv_matches_its_formula(prior, divergence, h):
     g = torch.Generator().manual_seed(0)
     t = replay_t(24, 20, 900, g)
     ab = abar(prior, t)
-    x_t = (ab.sqrt() * x.double() + (1 - ab).sqrt() * torch.randn(24, D, generator=g)).float()
+    x_t = noised_by_hand(prior, x, t, g)
     log_p = -((x_t.double() - ab.sqrt() * MU) ** 2).sum(-1) / (2 * (ab[:, 0] * SIGMA_Y**2 + 1 - ab[:, 0])) \
         - D / 2 * torch.log(2 * math.pi * (ab[:, 0] * SIGMA_Y**2 + 1 - ab[:, 0]))
     d2 = ((x_t.double()[:, None] - ab.sqrt()[:, :, None] * x.double()[None]) ** 2).sum(-1)  # all 24 renders at one camera

@@ -9,7 +9,7 @@ from dream3d.bench import DIVERSITY_PROMPT, FIDELITY_PROMPT, JANUS_PROMPT, prese
 from dream3d.config import load_config
 from dream3d.kernel.schema import ConfigError
 from dream3d.toyworld import parse_prompt
-from dream3d.tune import SEARCH_SPACES, TUNING_PROMPTS, overrides_of, run_trial
+from dream3d.tune import TUNING_PROMPTS, overrides_of, run_trial, search_space
 from guidance import GUIDANCES
 
 TINY = ["train.batch_size=2", "train.resolution=16", "prior.num_views=64", "prior.dataset_resolution=32",
@@ -22,11 +22,13 @@ def middle(knob):
         else (knob.lo + knob.hi) / 2
 
 
+@pytest.mark.parametrize("scene", ["nerf", "gaussians"])
 @pytest.mark.parametrize("method", list(GUIDANCES))
-def test_every_method_has_a_search_space_its_preset_accepts(method):
-    space = SEARCH_SPACES[method]
-    assert 2 <= len(space) <= 6  # the few key knobs
-    cfg = load_config(preset(method, "nerf")[0], overrides_of({k: middle(v) for k, v in space.items()}))
+def test_every_method_has_a_search_space_its_preset_accepts(method, scene):
+    space = search_space(method, scene)
+    assert 3 <= len(space) <= 6  # the scene's learning rates and the method's few key knobs
+    path, variant = preset(method, scene)
+    cfg = load_config(path, [f"scene.name={scene}", *variant, *overrides_of({k: middle(v) for k, v in space.items()})])
     for key, knob in space.items():
         section, name = key.split(".")
         value = getattr(getattr(cfg, section), name)
@@ -67,3 +69,14 @@ def test_a_tiny_search_writes_results_and_presets_that_load(tmp_path):
         assert getattr(getattr(tuned, section), name) == pytest.approx(value, rel=1e-3)
     assert preset("sds", "nerf", folder / "presets")[0] == str(folder / "presets" / "sds-nerf.yaml")
     assert "| sds |" in (folder / "tune_results.md").read_text()
+
+
+def test_a_tuned_preset_keeps_its_scene_and_loads(tmp_path):
+    from dream3d.tune import tuned_preset
+
+    best = {"config": {"scene.lr_colours": 0.02, "guidance.t_max": 0.61234567}, "score": 0.5}
+    path = tmp_path / "csd-gaussians.yaml"  # csd has no Gaussian preset of its own: it starts from the NeRF one
+    path.write_text(tuned_preset("csd", "gaussians", best))
+    cfg = load_config(path)
+    assert cfg.scene.name == "gaussians" and cfg.scene.lr_colours == 0.02 and cfg.guidance.t_max == 0.6123
+    assert path.read_text().startswith("# csd tuned by `dream3d tune`")
