@@ -205,6 +205,10 @@ def run_suite(suite_name: str = "quick", methods: list[str] | None = None, scene
         validate_results(previous)
         if previous["suite"] != suite_name:
             raise ValueError(f"{folder} holds a {previous['suite']!r} suite, not {suite_name!r}")
+        wanted = str(Path(presets).resolve()) if presets else None
+        if previous.get("presets") != wanted:
+            raise ValueError(f"{folder} was benched with presets from {previous.get('presets') or 'configs/toy'}, not "
+                             f"{wanted or 'configs/toy'}: resume with the same --presets")
         runs = previous["runs"]
     else:
         folder = Path(out_root) / time.strftime("%Y-%m-%d-%H%M%S")
@@ -240,14 +244,14 @@ def run_suite(suite_name: str = "quick", methods: list[str] | None = None, scene
     try:
         for row in rows:
             runs.append(row)
-            write_results(folder, suite_name, runs, jobs_at_once)
+            write_results(folder, suite_name, runs, jobs_at_once, presets)
             bar.update()
     finally:
         bar.close()
         if jobs_at_once > 1:
             pool.shutdown(cancel_futures=True)
     if not todo:  # nothing ran (an empty job list, or a resumed suite already complete): table what there is
-        write_results(folder, suite_name, runs, jobs_at_once)
+        write_results(folder, suite_name, runs, jobs_at_once, presets)
     return folder
 
 
@@ -287,10 +291,11 @@ def bench_job(kind: str, method: str, scene: str, vc: str, seed: int, folder: Pa
     return row
 
 
-def write_results(folder: Path, suite_name: str, runs: list[dict], jobs_at_once: int = 1) -> dict:
+def write_results(folder: Path, suite_name: str, runs: list[dict], jobs_at_once: int = 1, presets: str | None = None) -> dict:
     """results.json (atomic), results.md and fidelity.png of the runs so far."""
     threads = 1 if jobs_at_once > 1 else torch.get_num_threads()
-    results = {"schema": SCHEMA_VERSION, "suite": suite_name, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+    results = {"schema": SCHEMA_VERSION, "suite": suite_name, "presets": presets,
+               "created": time.strftime("%Y-%m-%d %H:%M:%S"),
                "machine": {"threads": threads, "jobs_at_once": jobs_at_once, "torch": torch.__version__},
                "runs": runs, "summary": summarise(runs)}
     write_json(folder / "results.json", results)

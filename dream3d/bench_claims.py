@@ -3,11 +3,13 @@ the "Which guidance should I use?" advice drawn from the same table (results.md,
 
 Each claim compares claimed-better methods with a baseline on one measured quantity, decided from
 the spread over seeds rather than a fixed margin: with gain g (positive = better as claimed) and
-its standard error se = sqrt(se_method^2 + se_baseline^2), z = g / se. Outcomes: "reproduced"
-(z > 2 for every claimed method), "refuted" (z < -2 for every one), "no difference" (|z| <= 2 for
-every one), "mixed" (otherwise), "too few seeds" (a spread is unknown: fewer than two seeds, three
-for diversity), "not measured" (a method or the quantity is missing). Two seeds-free identical
-values (e.g. Janus rates all 0) are "no difference".
+its standard error se = sqrt(se_method^2 + se_baseline^2), z = g / se, compared with the two-sided
+95% quantile of Student's t with n - 1 degrees of freedom, n the fewer seeds of the two (a
+conservative Welch test: 4.30 at 3 seeds, 2.36 at 8). Outcomes: "reproduced" (z above it for every
+claimed method), "refuted" (below minus it for every one), "no difference" (within it for every
+one), "mixed" (otherwise), "too few seeds" (fewer than MIN_SEEDS on either side), "not measured"
+(a method or the quantity is missing). Equal values with no spread (e.g. Janus rates all 0) are "no
+difference"; different values with no spread over >= MIN_SEEDS seeds each are decided.
 """
 from __future__ import annotations
 
@@ -16,7 +18,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-Z_DECIDES = 2.0  # |gain| / standard error beyond which a claim is reproduced or refuted
+MIN_SEEDS = 3  # per side, before a claim is decided either way
+
+
+def t_threshold(seeds: int) -> float:
+    """The two-sided 95% quantile of Student's t with seeds - 1 degrees of freedom."""
+    from scipy.stats import t
+
+    return float(t.ppf(0.975, seeds - 1))
 
 
 @dataclass(frozen=True)
@@ -98,20 +107,22 @@ def check(claim: Claim, summary: list[dict]) -> dict:
            "spread": {m: v and v.se for m, v in {**values, claim.baseline: base}.items()}, "z": {}}
     if base is None or any(v is None for v in values.values()):
         return {**out, "outcome": "not measured"}
-    zs = []
+    decided = []  # +1 better, -1 worse, 0 within the spread, per claimed method
     for m, v in values.items():
         gain = (v.mean - base.mean) if higher_better else (base.mean - v.mean)
-        if v.se is None or base.se is None:
+        if v.se is None or base.se is None or min(v.seeds, base.seeds) < MIN_SEEDS:
             return {**out, "outcome": "too few seeds"}
         se = math.hypot(v.se, base.se)
         z = gain / se if se > 0 else (0.0 if gain == 0 else math.copysign(math.inf, gain))
+        threshold = t_threshold(min(v.seeds, base.seeds))
         out["z"][m] = round(z, 2) if math.isfinite(z) else z
-        zs.append(z)
-    if all(z > Z_DECIDES for z in zs):
+        out.setdefault("threshold", {})[m] = round(threshold, 2)
+        decided.append(0 if abs(z) <= threshold else int(math.copysign(1, z)))
+    if all(d == 1 for d in decided):
         outcome = "reproduced"
-    elif all(z < -Z_DECIDES for z in zs):
+    elif all(d == -1 for d in decided):
         outcome = "refuted"
-    elif all(abs(z) <= Z_DECIDES for z in zs):
+    elif all(d == 0 for d in decided):
         outcome = "no difference"
     else:
         outcome = "mixed"
@@ -125,13 +136,15 @@ def _num(v: float | None, se: float | None = None) -> str:
 
 
 def claims_markdown(summary: list[dict]) -> str:
-    lines = ["Numbers: mean ± standard error over seeds; z = gain / combined standard error, decided at |z| > "
-             f"{Z_DECIDES:g}.", "", "| published claim | source | compared | numbers | z | ToyWorld says |",
-             "|---|---|---|---|---|---|"]
+    lines = ["Numbers: mean ± standard error over seeds; z = gain / combined standard error, decided where |z| exceeds "
+             "the 95% t quantile for the fewer seeds of the two (in brackets); at least "
+             f"{MIN_SEEDS} seeds per side.", "",
+             "| published claim | source | compared | numbers | z (threshold) | ToyWorld says |", "|---|---|---|---|---|---|"]
     for claim in CLAIMS:
         c = check(claim, summary)
         numbers = ", ".join(f"{m} {_num(v, c['spread'].get(m))}" for m, v in {**c["methods"], **c["baseline"]}.items())
-        zs = ", ".join(f"{m} {z:+.1f}" if math.isfinite(z) else f"{m} {z}" for m, z in c["z"].items()) or "-"
+        zs = ", ".join((f"{m} {z:+.1f}" if math.isfinite(z) else f"{m} {z}") + f" ({c['threshold'][m]:.2f})"
+                       for m, z in c["z"].items()) or "-"
         lines.append(f"| {claim.text} | {claim.source} | {QUANTITIES[claim.quantity][0]} | {numbers} | {zs} | "
                      f"**{c['outcome']}** |")
     return "\n".join(lines) + "\n"

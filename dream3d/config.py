@@ -176,6 +176,7 @@ def validate(cfg: RunConfig) -> None:
     validate_export(cfg.output.export, cfg.scene.name)
     for section in (cfg.guidance, cfg.scene, cfg.prior):
         section.validate()
+    cfg.guidance.check_schedules(cfg.train.steps)  # shares of the run ("20%") resolved against this run
     if cfg.prior.name == "stable_diffusion" and cfg.prior.cpu_offload and cfg.guidance.trains_prior_copy():
         raise ConfigError(f"prior.cpu_offload=true cannot run guidance.name={cfg.guidance.name}: its LoRA fake score trains "
                           "a copy of the UNet, and an offloaded UNet has no weights on the device to copy. Set "

@@ -93,7 +93,8 @@ class Trainer:
         if self.prior.device.type != self.device.type:
             raise ConfigError(f"the prior was built on {self.prior.device}, the run trains on {self.device} "
                               "(train.device); build it with build_prior(..., device=)")
-        self.guidance = build_guidance(cfg.guidance, self.prior, self.run_context()).to(self.device)
+        self.schedule_steps = cfg.train.steps
+        self.guidance = build_guidance(cfg.guidance, self.prior, self.run_context(self.schedule_steps)).to(self.device)
         self.cond = self.guidance.embed(cfg.prompt, cfg.negative_prompt)
         self.scene = build_run_scene(cfg.scene, cfg.seed).to(self.device)
         self.optimizer = make_optimizer(self.scene, self.guidance)
@@ -108,9 +109,11 @@ class Trainer:
         self.truth = TruthMasks.for_run(cfg.prompt, cfg.prior.name, self.validation_cameras)
         self.validation_iou: float | None = None  # of the last validation render, when a truth exists
 
-    def run_context(self) -> RunContext:
-        """What the guidance may know of this run: its length and camera distribution."""
-        return RunContext(self.cfg.train.steps, self.camera_sampler)
+    def run_context(self, schedule_steps: int) -> RunContext:
+        """What the guidance may know of this run: its length and camera distribution. The length is the
+        one the run started with (`schedule_steps`, kept in checkpoints): guidance schedules written in
+        shares of the run ("20%") stay where they were when a resumed run gets another train.steps."""
+        return RunContext(schedule_steps, self.camera_sampler)
 
     # -- state -----------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -119,12 +122,15 @@ class Trainer:
                 "generator": self.generator.get_state(), "torch_rng": torch.get_rng_state(),
                 **({"cuda_rng": torch.cuda.get_rng_state(self.device)} if self.device.type == "cuda" else {}),
                 "skipped_steps": self.skipped_steps, "timings": dict(self.timings), "history": self.history,
-                "convergence": self.convergence.state_dict(), "phases": self.timer.seconds(6)}
+                "convergence": self.convergence.state_dict(), "phases": self.timer.seconds(6),
+                "schedule_steps": self.schedule_steps}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore everything, or raise before changing anything."""
         scene = build_run_scene(self.cfg.scene, self.cfg.seed).to(self.device)
-        guidance = build_guidance(self.cfg.guidance, self.prior, self.run_context()).to(self.device)
+        # checkpoints from before shares of the run: the length their config had
+        schedule_steps = state.get("schedule_steps") or state.get("config", {}).get("train", {}).get("steps")
+        guidance = build_guidance(self.cfg.guidance, self.prior, self.run_context(schedule_steps)).to(self.device)
         try:
             scene.load_state_dict(state["scene"])
             guidance.load_state_dict(state["guidance"])
@@ -133,6 +139,7 @@ class Trainer:
         except (KeyError, RuntimeError, ValueError) as e:
             raise CheckpointError(f"checkpoint does not match this config ({type(e).__name__}: {str(e)[:300]})") from None
         self.scene, self.guidance, self.optimizer = scene, guidance, optimizer
+        self.schedule_steps = schedule_steps
         self.step, self.skipped_steps = state["step"], state.get("skipped_steps", 0)
         self.scene.begin_step(self.step)
         self.generator.set_state(state["generator"])

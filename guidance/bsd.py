@@ -3,7 +3,7 @@
 Per sample, with the classifier direction d_c = lam (eps_y - eps_u) and d_s = eps_u, take the
 minimum-norm point of the segment between them (a two-objective Pareto step):
 alpha = clip(<d_s - d_c, d_s> / |d_s - d_c|^2, 0, 1), G = lambda_g a_t (alpha d_c + (1 - alpha) d_s);
-the a_t factor is BSD's default weighting ("alpha"), so `weighting` can change it.
+the a_t factor is BSD's default weighting ("a_t"), so `weighting` can change it.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from guidance.core import WEIGHTINGS, GuidanceConfig, ScoreDistillation, batch_s
 class BSDConfig(GuidanceConfig):
     name: str = "bsd"
     guidance_scale: Any = bounded(15.0, 0.0, 1000.0, schedule="run")  # lam
-    weighting: str = choice("alpha", WEIGHTINGS)  # a_t
+    weighting: str = choice("a_t", WEIGHTINGS)
 
 
 def min_norm_on_segment(d_c: Tensor, d_s: Tensor) -> tuple[Tensor, Tensor]:

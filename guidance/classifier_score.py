@@ -51,7 +51,7 @@ class CSD(ScoreDistillation):
                               "negative_weight unset")
         if a_neg == 0.0 and negative:
             raise ConfigError("guidance.negative_weight=0 would ignore negative_prompt: leave negative_weight unset (-1: "
-                              "eps_y - eps_neg) or pick a weight in [-10, 0)")
+                              "eps_y - eps_neg) or pick another non-zero weight")
         return super().embed(prompt, negative)
 
     def gradient(self, x, cameras, cond, step, generator):

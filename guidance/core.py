@@ -20,7 +20,7 @@ from dream3d.kernel.schedules import Schedule
 from dream3d.kernel.schema import RUN_LENGTH_FOR_CHECKS, ConfigError, SectionConfig, bounded, choice
 from guidance.priors.base import DiffusionPrior, per_sample
 
-WEIGHTINGS = ("sds", "uniform", "fantasia3d", "ism", "alpha")
+WEIGHTINGS = ("sds", "uniform", "fantasia3d", "ism", "a_t")
 
 
 PERP_NEG_WEIGHTS = ("sb", "fsb", "fs", "sf")
@@ -73,11 +73,7 @@ class GuidanceConfig(SectionConfig):
             if getattr(self, key) != getattr(base, key):
                 raise ConfigError(f"guidance.{key} = {getattr(self, key)!r} has no effect on {self.name} (it does not "
                                   f"read {key}); remove it or pick a method that uses it")
-        lo = Schedule.parse(self.t_min, "t_min", RUN_LENGTH_FOR_CHECKS)
-        hi = Schedule.parse(self.t_max, "t_max", RUN_LENGTH_FOR_CHECKS)
-        for step in {0, lo.start_step, lo.end_step, hi.start_step, hi.end_step}:
-            if lo(step) >= hi(step):
-                raise ConfigError(f"guidance.t_min ({lo(step)}) must be < guidance.t_max ({hi(step)}) at step {step}")
+        self.check_schedules(RUN_LENGTH_FOR_CHECKS)
         if self.view_front_azimuth > self.view_back_azimuth:
             raise ConfigError(f"guidance.view_front_azimuth ({self.view_front_azimuth}) must be <= "
                               f"guidance.view_back_azimuth ({self.view_back_azimuth})")
@@ -88,6 +84,16 @@ class GuidanceConfig(SectionConfig):
         if self.perp_neg and not self.view_dependent_prompt:
             raise ConfigError("guidance.perp_neg=true needs guidance.view_dependent_prompt=true (its negatives are the "
                               "view prompts)")
+
+    def check_schedules(self, total_steps: int) -> None:
+        """t_min < t_max at every step of a run of `total_steps` (where shares of the run resolve), so a
+        mix of absolute and "N%" steps is checked against the run's own length (dream3d/config.py)."""
+        lo = Schedule.parse(self.t_min, "t_min", total_steps)
+        hi = Schedule.parse(self.t_max, "t_max", total_steps)
+        for step in {0, lo.start_step, lo.end_step, hi.start_step, hi.end_step}:
+            if lo(step) >= hi(step):
+                raise ConfigError(f"guidance.t_min ({lo(step)}) must be < guidance.t_max ({hi(step)}) at step {step} "
+                                  f"(of a {total_steps}-step run)")
 
     def view_thresholds(self) -> ViewThresholds:
         return ViewThresholds(self.view_overhead_elevation, self.view_front_azimuth, self.view_back_azimuth)
@@ -133,7 +139,7 @@ class GuidanceOutput:
 
 
 def weighting(name: str, alphas_cumprod: Tensor, t: Tensor) -> Tensor:
-    """w(t) [B]: sds = 1-abar, uniform = 1, fantasia3d = a_t (1-abar), ism = s_t / a_t, alpha = a_t
+    """w(t) [B]: sds = 1-abar, uniform = 1, fantasia3d = a_t (1-abar), ism = s_t / a_t, a_t = a_t
     (BSD's factor)."""
     abar = alphas_cumprod[t]
     if name == "sds":
@@ -144,7 +150,7 @@ def weighting(name: str, alphas_cumprod: Tensor, t: Tensor) -> Tensor:
         return abar.sqrt() * (1 - abar)
     if name == "ism":
         return (1 - abar).sqrt() / abar.sqrt()
-    if name == "alpha":
+    if name == "a_t":
         return abar.sqrt()
     raise ValueError(f"unknown weighting {name!r}; valid: {', '.join(WEIGHTINGS)}")
 

@@ -120,6 +120,12 @@ class FDiv(ESD):
             self.bank_views = torch.stack([cams.elevation, cams.azimuth], -1)
         return self.bank
 
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """Checkpoints from before the bank's cameras were kept have no bank_views: an empty one."""
+        if "bank_views" not in state_dict:
+            state_dict = {**state_dict, "bank_views": torch.empty(0)}
+        return super().load_state_dict(state_dict, strict, assign)
+
     def optimizer_groups(self) -> list[dict]:
         disc = set(map(id, self.discriminator.parameters()))
         return [{"params": [p for p in self.parameters() if id(p) not in disc], "lr": self.cfg.lr, "name": "fake_score"},

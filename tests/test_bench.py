@@ -47,6 +47,8 @@ def test_interrupted_suite_resumes_and_keeps_finished_runs(tmp_path):
     assert len(fewer["runs"]) == 4
     with pytest.raises(ValueError, match="quick"):
         run_suite("full", ["sds"], ["gaussians"], 1, tmp_path, TINY, progress=False, resume=folder)
+    with pytest.raises(ValueError, match="same --presets"):  # tuned presets would mix with the ones benched
+        run_suite("quick", ["sds"], ["gaussians"], 1, tmp_path, TINY, progress=False, resume=folder, presets=tmp_path)
 
 
 def test_runs_at_once_in_processes_give_the_same_results(tmp_path):
@@ -120,6 +122,13 @@ def test_published_claims_are_decided_from_the_spread():
     result = check(bsd, _summary(sds={"sat": 0.10, "sat_std": 0.01}, bsd={"sat": 0.03, "sat_std": 0.01}))
     assert result["outcome"] == "reproduced" and result["methods"]["bsd"] == pytest.approx(0.03)
     assert check(bsd, _summary(sds={"sat": 0.10, "seeds": 1}, bsd={"sat": 0.03, "seeds": 1}))["outcome"] == "too few seeds"
+    assert check(bsd, _summary(sds={"sat": 0.10, "seeds": 2}, bsd={"sat": 0.03, "seeds": 2}))["outcome"] == "too few seeds"
+    # z = 3.5 is within Student's t at 3 seeds (4.30) but beyond it at 8 (2.36): more seeds decide a gap
+    few = check(bsd, _summary(sds={"sat": 0.10, "sat_std": 0.01}, bsd={"sat": 0.08, "sat_std": 0.01}))
+    assert few["outcome"] == "no difference" and few["z"]["bsd"] == pytest.approx(3.46, abs=0.01)
+    assert few["threshold"]["bsd"] == pytest.approx(4.30, abs=0.01)
+    many = check(bsd, _summary(sds={"sat": 0.10, "sat_std": 0.01, "seeds": 8}, bsd={"sat": 0.08, "sat_std": 0.01, "seeds": 8}))
+    assert many["outcome"] == "reproduced" and many["threshold"]["bsd"] == pytest.approx(2.36, abs=0.01)
     fdiv = [c for c in CLAIMS if c.methods == ("fdiv", "fdiv-fkl")][0]
     assert check(fdiv, _summary(vsd={"vendi": 1.0}, fdiv={"vendi": 2.0}, **{"fdiv-fkl": {"vendi": 0.5}}))["outcome"] == "mixed"
 

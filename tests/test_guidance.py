@@ -62,6 +62,7 @@ def test_weightings():
     assert torch.allclose(weighting("uniform", abar, t), torch.ones(2))
     assert torch.allclose(weighting("fantasia3d", abar, t), abar.sqrt() * (1 - abar))
     assert torch.allclose(weighting("ism", abar, t), (1 - abar).sqrt() / abar.sqrt())
+    assert torch.allclose(weighting("a_t", abar, t), torch.tensor([0.9, 0.5]))
     with pytest.raises(ValueError, match="valid: sds"):
         weighting("nope", abar, t)
 

@@ -513,3 +513,12 @@ def test_fdiv_matches_its_formula(prior, divergence, h):
         e_fake = fdiv.fake(x_t, t, cams(24)).double()
     want = (1 - ab) * weight[:, None] * (eps(prior, x_t, t, "y") - e_fake)
     assert torch.allclose(got.double(), want, rtol=1e-4, atol=1e-5)
+
+
+def test_mixed_absolute_and_share_schedules_are_checked_at_the_runs_length():
+    from dream3d.config import load_config
+
+    mix = ["guidance.t_min=[0,0.02,0.6,5]", "guidance.t_max=[20%,0.98,0.5,20%]"]
+    with pytest.raises(ConfigError, match=r"must be < guidance.t_max .*of a 5-step run"):
+        load_config("configs/toy/sds-nerf.yaml", ["train.steps=5", *mix])
+    load_config("configs/toy/sds-nerf.yaml", ["train.steps=5", "guidance.t_min=[0,0.02,0.4,5]", mix[1]])

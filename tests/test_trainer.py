@@ -137,3 +137,20 @@ def test_a_failed_export_check_keeps_the_run(tmp_path, monkeypatch):
     assert result["status"] == "finished" and "failed its check" in result["export"]["error"]
     folder = RunDir(result["run_dir"])
     assert folder.checkpoint.exists() and "failed its check" in json.loads(folder.metrics.read_text())["export"]["error"]
+
+
+def test_a_resumed_run_keeps_its_schedules_shares_of_the_length_it_started_with(tmp_path):
+    """VSD's t_max drops after 20% of the run: of the 10 steps it started with (step 2), not of the 20 it was
+    resumed to (step 4), so the resumed run continues the schedule it had."""
+    from conftest import tiny_overrides
+
+    from dream3d.config import load_config
+
+    cfg = load_config("configs/toy/vsd-nerf.yaml", tiny_overrides("configs/toy/vsd-nerf.yaml")
+                      + ["train.steps=3", f"output.out_dir={tmp_path}", "output.name=vsd"])
+    first = Trainer(cfg, RunDir.create(str(tmp_path), "x", "c", 0, "vsd"), progress=False)
+    assert first.guidance.timesteps.range(1) == (20, 980) and first.guidance.timesteps.range(2) == (20, 500)  # 20% of 3
+    first.fit()
+    resumed, _ = load_run(first.run_dir.path, ("train.steps=20",))
+    assert resumed.cfg.train.steps == 20 and resumed.schedule_steps == 3
+    assert resumed.guidance.timesteps.range(2) == (20, 500)  # a fresh 20-step run drops after step 4

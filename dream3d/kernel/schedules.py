@@ -17,11 +17,6 @@ def _is_step(v: Any) -> bool:
     return (isinstance(v, (int, float)) and not isinstance(v, bool)) or (isinstance(v, str) and bool(PERCENT.match(v)))
 
 
-def uses_percent(value: Any) -> bool:
-    """Whether a schedule value writes a step as a share of the run ("20%")."""
-    return isinstance(value, (list, tuple)) and any(isinstance(v, str) for v in value)
-
-
 def _step(v: Any, name: str, total_steps: int | None) -> int:
     if not isinstance(v, str):
         return int(v)
