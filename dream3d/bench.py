@@ -36,6 +36,10 @@ FIDELITY_PROMPT = "a red cube"
 JANUS_PROMPT = "a blue cube with a yellow front"
 DIVERSITY_PROMPT = "a cube"
 IOU_TARGET = 0.9
+# every measured run (bench, tune): its fixed step budget (no convergence stop), no progress bar, no
+# turntable, one GLB with vertex colours for the volumetric IoU
+MEASURED_RUN = ("train.convergence.enabled=false", "output.progress=false", "output.turntable_frames=0",
+                "output.export.formats=[glb]", "output.export.colors=vertex")
 
 
 @dataclass
@@ -266,9 +270,7 @@ def bench_job(kind: str, method: str, scene: str, vc: str, seed: int, folder: Pa
     path, variant = preset(method, scene, presets)
     cfg = load_config(path, [
         f"prompt={prompts[kind]}", f"scene.name={scene}", f"prior.view_conditioning={vc}", f"seed={seed}",
-        f"train.steps={suite.steps[scene]}", "train.convergence.enabled=false", "output.progress=false",
-        "output.turntable_frames=0",
-        "output.export.formats=[glb]", "output.export.colors=vertex", *variant, *suite.extra, *overrides])
+        f"train.steps={suite.steps[scene]}", *MEASURED_RUN, *variant, *suite.extra, *overrides])
     name = f"{kind}-{method}-{scene}-{vc}-s{seed}"
     t0 = time.perf_counter()
     trained = train_with_curve(cfg, folder / "runs", name, suite.eval_every)

@@ -112,7 +112,7 @@ def _train_trial(config, path, variant, method, scene, steps, prompts, out, extr
     """run_trial with the preset already found (`path` absolute: a Ray Tune trial runs in its own folder)."""
     import torch
 
-    from dream3d.bench import train_with_curve
+    from dream3d.bench import MEASURED_RUN, train_with_curve
     from dream3d.config import load_config
 
     torch.set_num_threads(1)
@@ -120,9 +120,7 @@ def _train_trial(config, path, variant, method, scene, steps, prompts, out, extr
     reports, ious, errors = [], [], []
     for i, prompt in enumerate(prompts):
         cfg = load_config(path, [f"prompt={prompt}", f"scene.name={scene}", f"train.steps={steps}", "seed=0",
-                                 "train.convergence.enabled=false", "output.progress=false", "output.turntable_frames=0",
-                                 "output.export.formats=[glb]", "output.export.colors=vertex", "output.logger=csv",
-                                 *variant, *extra, *overrides_of(config)])
+                                 *MEASURED_RUN, "output.logger=csv", *variant, *extra, *overrides_of(config)])
         trained = train_with_curve(cfg, Path(out) / "runs" / f"{method}-{trial}", f"p{i}", eval_every=steps)
         iou, err = float(trained["iou"]), float(trained["colour_error"])
         ious.append(iou if math.isfinite(iou) else 0.0)

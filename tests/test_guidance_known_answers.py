@@ -11,7 +11,7 @@ import torch
 from dream3d.kernel.cameras import Cameras
 from dream3d.kernel.schema import ConfigError
 from guidance.ddim import ddim_invert
-from guidance.particles import make_guidance
+from guidance.particles import make_guidance, optimise_particles
 from guidance.priors.gaussian_mixture import GaussianMixturePrior
 
 D = 2
@@ -267,16 +267,10 @@ def fixed_point(prior, t, terms):
     return -const / coef_x
 
 
-def settle(guidance, steps=700, n=512, lr=0.1, negative=""):
+def settle(guidance, steps=700, n=512, lr=0.1):
+    """n particles from N(0, I) (seed 0) after `steps` gradient steps (guidance/particles.py)."""
     torch.manual_seed(0)
-    x = torch.randn(n, D)
-    c, g = cams(n), torch.Generator().manual_seed(0)
-    cond = guidance.embed("y", negative)
-    for step in range(steps):
-        xr = x.clone().requires_grad_()
-        guidance(xr, c, cond, step, g).loss.backward()
-        x = x - lr * xr.grad * n
-    return x
+    return optimise_particles(guidance, torch.randn(n, D), cams(n), steps, lr=lr)
 
 
 def test_csd_particles_settle_at_the_implicit_classifiers_fixed_point(prior):
