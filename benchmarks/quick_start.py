@@ -4,9 +4,10 @@ fast defaults, side by side in one run.
 
     python benchmarks/quick_start.py [--seeds 0 1] [--prompts "a purple sphere" ...] [--only after] [KEY=VALUE ...]
 
-"before" is today's 1000-step defaults restored by overrides: no convergence stop, decimation to
-the 30k face budget, a 1024² texture (BEFORE below). Both share the faster surface marching (box
-clipping, interpolated depth), which has no switch. Per run: wall seconds of the whole process
+"before" is the 1000-step defaults the issue started from, restored by overrides: no convergence
+stop, decimation to the 30k face budget, a 1024² texture, the initial density blob of 10 (BEFORE
+below). Both share what has no switch: the faster surface marching (box clipping, interpolated
+depth) and the dense grid lookup (renderers.nerf.encoding.dense_lookup). Per run: wall seconds of the whole process
 (imports included), the step training stopped at, silhouette IoU and colour error over held-out
 cameras and the volumetric IoU of the exported GLB (`dream3d eval`), whether the GLB passes the
 Khronos validator (when node and gltf-validator are installed, see tests/gltf_validator.py), and
@@ -24,7 +25,8 @@ import time
 from pathlib import Path
 
 PROMPTS = ["a purple sphere", "an orange cube", "a yellow cylinder", "a purple cone", "an orange torus"]
-BEFORE = ["train.convergence.enabled=false", "output.export.max_error=0", "output.export.texels_per_cell=0"]
+BEFORE = ["train.convergence.enabled=false", "output.export.max_error=0", "output.export.texels_per_cell=0",
+          "scene.blob_density=10"]
 VARIANTS = {"before": BEFORE, "after": []}
 PHASES = ["setup", "train", "convergence", "previews", "checkpoints", "export", "turntable"]
 

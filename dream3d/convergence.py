@@ -26,7 +26,7 @@ class ConvergenceConfig:
     lag: int = bounded(10, 1, 1000)  # checks between the two averaged windows
     tolerance: float = bounded(0.005, 0.0, 1.0)  # mean |change| of the averaged renders that counts as still
     patience: int = bounded(3, 1, 1000)  # checks in a row below tolerance
-    min_steps: int = bounded(150, 0, None)  # never stop before this step
+    min_steps: int = bounded(300, 0, None)  # never stop before this step (tuned on ToyWorld training prompts)
 
 
 class ConvergenceMonitor:

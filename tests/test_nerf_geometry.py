@@ -100,7 +100,7 @@ def test_shading_modes():
 
 
 def test_diffuse_scene_warms_up_on_albedo_then_shades():
-    cfg = NeRFConfig(shading="diffuse", ambient_only_steps=10, albedo_ratio=0.0, textureless_ratio=1.0,
+    cfg = NeRFConfig(shading="diffuse", ambient_only_steps=10, albedo_ratio=0.0, textureless_ratio=1.0, blob_density=10.0,
                      samples_per_ray=32, sampler="dense")
     scene = NeRFScene(cfg)
     with torch.no_grad():

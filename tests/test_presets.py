@@ -35,3 +35,13 @@ def assert_same_state(a, b, key="state"):
             assert_same_state(a[k], b[k], f"{key}.{k}")
     else:
         assert a == b, key
+
+
+def test_toyworld_nerf_presets_share_one_scene_start():
+    """The bench compares guidances on the configs/toy presets: every NeRF preset must start from the
+    same scene (blob, learning rates, sampler), or one method's head start would read as its merit."""
+    scenes = {p: load_config(p).scene for p in sorted(str(p) for p in Path("configs/toy").glob("*-nerf.yaml"))}
+    assert len(scenes) >= 12
+    first = next(iter(scenes.values()))
+    assert first.blob_density == 3.0  # the ToyWorld start (README: Fast by default); SD presets keep 10
+    assert all(s == first for s in scenes.values()), {p: s for p, s in scenes.items() if s != first}

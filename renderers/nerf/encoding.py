@@ -1,7 +1,7 @@
 """Multi-resolution grid encoding (Mueller et al. 2022, Instant-NGP) in pure PyTorch.
 
-Levels whose dense grid fits in the table size are stored densely and read with trilinear
-`grid_sample`; finer levels use Instant-NGP's spatial hash into a table of 2^log2_size rows.
+Levels whose dense grid fits in the table size are stored densely and read trilinearly
+(`dense_lookup`); finer levels use Instant-NGP's spatial hash into a table of 2^log2_size rows.
 """
 from __future__ import annotations
 
@@ -48,6 +48,27 @@ def hashed_lookup(table: Tensor, x: Tensor, resolution: int) -> Tensor:
     return (w[..., None] * feats).sum(1)
 
 
+def dense_lookup(grid: Tensor, x: Tensor) -> Tensor:
+    """Trilinear interpolation of a dense grid [1,F,D,H,W] at points x [N,3] in [0,1]^3 ((x, y, z)
+    along (W, H, D), corners aligned) -> [N,F].
+
+    The same values as 3D `grid_sample(..., align_corners=True)` (up to float rounding of the
+    coordinates, ~2e-4 of a cell at 64^3), about twice as fast forward + backward on the CPU, where
+    PyTorch's 3D sampler backward is not vectorised: the D slices are stacked into one [F, D*H, W]
+    image, two bilinear samples at the point's (x, y) in slices k and k+1 (k = floor of its z cell)
+    are blended by z's fraction. Twice differentiable, like `grid_sample`. Points outside [0,1]^3
+    read the border (a y past the edge would otherwise reach into the next slice)."""
+    f, d, h, w = grid.shape[1:]
+    x = x.clamp(0, 1)
+    pz = x[:, 2] * (d - 1)
+    k = pz.detach().floor().clamp(0, d - 2)
+    fz = pz - k  # [N]
+    rows = (k[:, None] + torch.tensor([0.0, 1.0], device=x.device)) * h + (x[:, 1] * (h - 1))[:, None]  # [N,2]
+    g = torch.stack([(x[:, 0] * 2 - 1)[:, None].expand(-1, 2), rows / (d * h - 1) * 2 - 1], -1)  # [N,2,2]
+    s = F.grid_sample(grid.reshape(1, f, d * h, w), g[None], mode="bilinear", align_corners=True)[0]  # [F,N,2]
+    return (s[..., 0] + (s[..., 1] - s[..., 0]) * fz).T
+
+
 class GridEncoding(nn.Module):
     """Points [N,3] in [0,1]^3 -> features [N, num_levels * features]."""
 
@@ -68,10 +89,8 @@ class GridEncoding(nn.Module):
         self.active_levels = num_levels  # coarse-to-fine training: finer levels read as 0 (Magic3D, Neuralangelo)
 
     def forward(self, x: Tensor) -> Tensor:
-        g = (x * 2 - 1).reshape(1, 1, 1, -1, 3)  # grid_sample wants (x, y, z) -> (W, H, D)
         n_dense = len(self.dense)
-        out = [F.grid_sample(grid, g, mode="bilinear", align_corners=True).reshape(grid.shape[1], -1).T
-               for grid in list(self.dense)[:self.active_levels]]
+        out = [dense_lookup(grid, x) for grid in list(self.dense)[:self.active_levels]]
         out += [hashed_lookup(t, x, r) for t, r in
                 zip(list(self.hashed)[:max(0, self.active_levels - n_dense)], self.resolutions[n_dense:])]
         if len(self.resolutions) > self.active_levels:
