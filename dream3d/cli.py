@@ -259,7 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     tu.add_argument("--methods", nargs="+", choices=list(SEARCH_SPACES), default=list(SEARCH_SPACES), metavar="METHOD",
                     help=f"methods to tune (default all): {', '.join(SEARCH_SPACES)}")
     tu.add_argument("--scene", choices=list(SCENES), default="nerf")
-    tu.add_argument("--trials", type=int, default=8, help="configs sampled per method")
+    tu.add_argument("--trials", type=int, default=8,
+                    help="configs sampled per method (0: only score the hand-set presets, no search)")
     tu.add_argument("--steps", type=int, default=200, help="training steps per run")
     tu.add_argument("--seed", type=int, default=0, help="seed of the random search")
     tu.add_argument("--workers", type=int, help="trials at a time (default: up to 2 CPUs)")

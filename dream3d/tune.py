@@ -11,10 +11,13 @@ done. Tuning prompts (`TUNING_PROMPTS`: a sphere and a cylinder) share no shape 
 evaluation prompts (cubes: bench.FIDELITY_PROMPT, JANUS_PROMPT, DIVERSITY_PROMPT), so tuning never
 sees the test set.
 
-Writes OUT/<date-time>/: tune_results.json and tune_results.md (search space, every trial's
-config and scores, the best config per method), presets/<method>-<scene>.yaml (the method's preset
-with its best values; `dream3d bench --presets OUT/<date-time>/presets` benches them), and each
-trial's run folders under runs/.
+Before its search each method's hand-set preset is scored the same way ("hand_set"), so the
+results say what tuning changed; `--trials 0` scores only the hand-set presets.
+
+Writes OUT/<date-time>/: tune_results.json and tune_results.md (search space, the hand-set score,
+every trial's config and scores, the best config per method), presets/<method>-<scene>.yaml (the
+method's preset with the run's overrides and its best values; `dream3d bench --presets
+OUT/<date-time>/presets` benches them), and each trial's run folders under runs/.
 """
 from __future__ import annotations
 
@@ -112,10 +115,18 @@ def _train_trial(config, path, variant, method, scene, steps, prompts, out, extr
     """run_trial with the preset already found (`path` absolute: a Ray Tune trial runs in its own folder)."""
     import torch
 
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # every trial on one thread (float sums depend on the thread count)
+    try:
+        return _score_prompts(config, path, variant, method, scene, steps, prompts, out, extra, report)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _score_prompts(config, path, variant, method, scene, steps, prompts, out, extra, report) -> list[dict]:
     from dream3d.bench import MEASURED_RUN, train_with_curve
     from dream3d.config import load_config
 
-    torch.set_num_threads(1)
     trial = config_id(config)
     reports, ious, errors = [], [], []
     for i, prompt in enumerate(prompts):
@@ -147,15 +158,20 @@ def _trainable(config, path, variant, method, scene, steps, prompts, out, extra)
 
 def tune_method(method: str, scene: str, trials: int, steps: int, prompts: tuple[str, ...], out: Path,
                 extra: tuple[str, ...], seed: int, workers: int) -> dict:
-    """One method's search (Ray Tune, random search seeded by `seed`, ASHA over the prompts); returns its
-    record for tune_results.json."""
+    """One method's record for tune_results.json: its hand-set preset's score on the prompts, then (trials
+    > 0) its search (Ray Tune, random search seeded by `seed`, ASHA over the prompts)."""
+    from dream3d.bench import preset
+
+    space = search_space(method, scene)
+    hand_set = run_trial({}, method, scene, steps, prompts, str(out), extra)[-1]
+    record = {"method": method, "scene": scene, "space": {k: asdict(v) for k, v in space.items()}, "hand_set": hand_set,
+              "trials": [], "best": None}
+    if trials == 0:
+        return record
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import BasicVariantGenerator
 
-    from dream3d.bench import preset
-
-    space = search_space(method, scene)
     path, variant = preset(method, scene)
     trainable = tune.with_resources(tune.with_parameters(
         _trainable, path=str(Path(path).resolve()), variant=tuple(variant), method=method, scene=scene, steps=steps,
@@ -174,26 +190,28 @@ def tune_method(method: str, scene: str, trials: int, steps: int, prompts: tuple
                      "score": m.get("score"), "iou": m.get("iou"), "colour_error": m.get("colour_error"),
                      "prompts": m.get("prompts", 0), "error": None if result.error is None else str(result.error)[:300]})
     full = [r for r in rows if r["prompts"] == len(prompts) and r["score"] is not None]
-    best = max(full, key=lambda r: r["score"]) if full else None
-    return {"method": method, "scene": scene, "space": {k: asdict(v) for k, v in space.items()}, "trials": rows,
-            "best": best}
+    return {**record, "trials": rows, "best": max(full, key=lambda r: r["score"]) if full else None}
 
 
-def tuned_preset(method: str, scene: str, best: dict) -> str:
-    """The method's preset YAML with its best values written in, and a header saying so."""
+def tuned_preset(method: str, scene: str, best: dict, overrides: tuple[str, ...] = ()) -> str:
+    """The method's preset YAML with the tuning run's `overrides` (key=value, every trial ran with them)
+    and its best values written in, and a header saying so."""
     from dream3d.bench import preset
 
     path, variant = preset(method, scene)
     raw = yaml.safe_load(Path(path).read_text())
     raw.setdefault("scene", {})["name"] = scene  # a scene without its own preset starts from the NeRF one
-    for key, value in best["config"].items():
+    values = {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in overrides)}
+    values.update({k: float(f"{v:.4g}") if isinstance(v, float) else v for k, v in best["config"].items()})
+    for key, value in values.items():
         node = raw
         *parents, leaf = key.split(".")
         for p in parents:
             node = node.setdefault(p, {})
-        node[leaf] = float(f"{value:.4g}") if isinstance(value, float) else value
+        node[leaf] = value
     header = (f"# {method} tuned by `dream3d tune` on {', '.join(TUNING_PROMPTS)} (score {best['score']:.3f}: {SCORE}).\n"
-              f"# From {path}{' with ' + ' '.join(variant) if variant else ''}; "
+              f"# From {path}{' with ' + ' '.join(variant) if variant else ''}"
+              f"{'; run overrides: ' + ' '.join(overrides) if overrides else ''}; "
               f"tuned keys: {', '.join(sorted(best['config']))}.\n")
     return header + yaml.safe_dump(raw, sort_keys=False)
 
@@ -213,17 +231,21 @@ def run_tuning(methods: list[str], scene: str = "nerf", trials: int = 8, steps: 
     leaked = set(prompts) & {FIDELITY_PROMPT, JANUS_PROMPT, DIVERSITY_PROMPT}
     if leaked:
         raise ConfigError(f"tuning prompts must differ from the bench's evaluation prompts: {', '.join(sorted(leaked))}")
+    if trials < 0:
+        raise ConfigError(f"--trials {trials}: give 0 (score the hand-set presets only) or more")
     try:
         import ray
         from ray import tune  # noqa: F401 (ray[tune] installed)
     except ImportError:
-        raise ConfigError("dream3d tune needs Ray Tune: pip install 'dream3d[batch]'") from None
+        if trials > 0:
+            raise ConfigError("dream3d tune needs Ray Tune: pip install 'dream3d[batch]'") from None
+        ray = None
     import os
 
     folder = Path(out_root).resolve() / time.strftime("%Y-%m-%d-%H%M%S")
     (folder / "presets").mkdir(parents=True, exist_ok=True)
     workers = workers or max(1, min(2, os.cpu_count() or 1))
-    started = not ray.is_initialized()
+    started = trials > 0 and not ray.is_initialized()
     if started:
         ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, configure_logging=False)
     results = {"created": time.strftime("%Y-%m-%d %H:%M:%S"), "scene": scene, "steps": steps, "trials": trials,
@@ -235,7 +257,7 @@ def run_tuning(methods: list[str], scene: str = "nerf", trials: int = 8, steps: 
             record["wall_s"] = round(time.perf_counter() - t0, 1)
             results["methods"][method] = record
             if record["best"]:
-                preset_text = tuned_preset(method, scene, record["best"])
+                preset_text = tuned_preset(method, scene, record["best"], tuple(overrides))
                 atomic_write_text(folder / "presets" / f"{method}-{scene}.yaml", preset_text)
             write_json(folder / "tune_results.json", results)
             atomic_write_text(folder / "tune_results.md", markdown(results))
@@ -250,15 +272,17 @@ def markdown(results: dict) -> str:
              f"Scene {results['scene']}, {results['steps']} steps per run, {results['trials']} trials per method "
              f"(seeded random search, ASHA over the prompts), prompts: {', '.join(results['prompts'])}. Score: "
              f"{results['score']}.", "",
-             "| method | best score | IoU | colour err | best values | trials (finished / all) | wall s |",
-             "|---|---|---|---|---|---|---|"]
+             "| method | hand-set score | best score | IoU | colour err | best values | trials (finished / all) | wall s |",
+             "|---|---|---|---|---|---|---|---|"]
     for method, rec in results["methods"].items():
-        best = rec["best"]
+        best, hand = rec["best"], rec.get("hand_set")  # (results from before hand-set scoring have none)
+        hand_score = f"{hand['score']:.3f}" if hand else "-"
         done = sum(r["prompts"] == len(results["prompts"]) for r in rec["trials"])
         if best is None:
-            lines.append(f"| {method} | - | - | - | no trial finished | {done} / {len(rec['trials'])} | {rec['wall_s']} |")
+            why = "not searched (--trials 0)" if not rec["trials"] else "no trial finished"
+            lines.append(f"| {method} | {hand_score} | - | - | - | {why} | {done} / {len(rec['trials'])} | {rec['wall_s']} |")
             continue
-        lines.append(f"| {method} | {best['score']:.3f} | {best['iou']:.3f} | {best['colour_error']:.3f} | "
+        lines.append(f"| {method} | {hand_score} | {best['score']:.3f} | {best['iou']:.3f} | {best['colour_error']:.3f} | "
                      f"{' '.join(best['overrides'])} | {done} / {len(rec['trials'])} | {rec['wall_s']} |")
     lines += ["", "Search spaces:", ""]
     for method, rec in results["methods"].items():

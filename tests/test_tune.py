@@ -67,8 +67,25 @@ def test_a_tiny_search_writes_results_and_presets_that_load(tmp_path):
     for key, value in record["best"]["config"].items():
         section, name = key.split(".")
         assert getattr(getattr(tuned, section), name) == pytest.approx(value, rel=1e-3)
+    assert tuned.train.resolution == 16 and tuned.prior.num_views == 64  # the run's overrides, kept in the preset
     assert preset("sds", "nerf", folder / "presets")[0] == str(folder / "presets" / "sds-nerf.yaml")
-    assert "| sds |" in (folder / "tune_results.md").read_text()
+    hand = record["hand_set"]  # the hand-set preset scored on the same prompts, before the search
+    assert hand["prompts"] == 2 and hand["score"] == pytest.approx(hand["iou"] - hand["colour_error"])
+    assert f"| sds | {hand['score']:.3f} | {record['best']['score']:.3f} |" in (folder / "tune_results.md").read_text()
+
+
+def test_zero_trials_scores_only_the_hand_set_presets(tmp_path):
+    from dream3d.tune import run_tuning
+
+    folder = run_tuning(["sds", "csd"], trials=0, steps=3, out_root=tmp_path, overrides=TINY)
+    results = json.loads((folder / "tune_results.json").read_text())
+    for method in ("sds", "csd"):
+        record = results["methods"][method]
+        assert record["trials"] == [] and record["best"] is None and record["hand_set"]["prompts"] == 2
+    assert not list((folder / "presets").iterdir())  # nothing was tuned, so no preset is written
+    assert "not searched (--trials 0)" in (folder / "tune_results.md").read_text()
+    with pytest.raises(ConfigError, match="--trials -1"):
+        run_tuning(["sds"], trials=-1, out_root=tmp_path)
 
 
 def test_a_tuned_preset_keeps_its_scene_and_loads(tmp_path):
