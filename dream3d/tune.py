@@ -12,7 +12,9 @@ evaluation prompts (cubes: bench.FIDELITY_PROMPT, JANUS_PROMPT, DIVERSITY_PROMPT
 sees the test set.
 
 Before its search each method's hand-set preset is scored the same way ("hand_set"), so the
-results say what tuning changed; `--trials 0` scores only the hand-set presets.
+results say what tuning changed, and it competes with the trials: when no trial beats it, the
+"best" is the hand-set values (`config` {}), and the written preset keeps them. `--trials 0`
+scores only the hand-set presets.
 
 Writes OUT/<date-time>/: tune_results.json and tune_results.md (search space, the hand-set score,
 every trial's config and scores, the best config per method), presets/<method>-<scene>.yaml (the
@@ -190,7 +192,17 @@ def tune_method(method: str, scene: str, trials: int, steps: int, prompts: tuple
                      "score": m.get("score"), "iou": m.get("iou"), "colour_error": m.get("colour_error"),
                      "prompts": m.get("prompts", 0), "error": None if result.error is None else str(result.error)[:300]})
     full = [r for r in rows if r["prompts"] == len(prompts) and r["score"] is not None]
-    return {**record, "trials": rows, "best": max(full, key=lambda r: r["score"]) if full else None}
+    return {**record, "trials": rows, "best": best_of(full, hand_set)}
+
+
+def best_of(finished: list[dict], hand_set: dict | None) -> dict | None:
+    """The best finished trial, or the hand-set values ({"config": {}, "hand_set": True, ...}) when
+    they score at least as high: a search never hands back a preset worse than the one it started from."""
+    best = max(finished, key=lambda r: r["score"]) if finished else None
+    if hand_set is not None and (best is None or hand_set["score"] >= best["score"]):
+        return {"config": {}, "overrides": [], **{k: hand_set[k] for k in ("score", "iou", "colour_error", "prompts")},
+                "hand_set": True}
+    return best
 
 
 def tuned_preset(method: str, scene: str, best: dict, overrides: tuple[str, ...] = ()) -> str:
@@ -209,10 +221,11 @@ def tuned_preset(method: str, scene: str, best: dict, overrides: tuple[str, ...]
         for p in parents:
             node = node.setdefault(p, {})
         node[leaf] = value
+    tuned = (f"tuned keys: {', '.join(sorted(best['config']))}" if best["config"]
+             else "no trial beat the hand-set values, kept here")
     header = (f"# {method} tuned by `dream3d tune` on {', '.join(TUNING_PROMPTS)} (score {best['score']:.3f}: {SCORE}).\n"
               f"# From {path}{' with ' + ' '.join(variant) if variant else ''}"
-              f"{'; run overrides: ' + ' '.join(overrides) if overrides else ''}; "
-              f"tuned keys: {', '.join(sorted(best['config']))}.\n")
+              f"{'; run overrides: ' + ' '.join(overrides) if overrides else ''}; {tuned}.\n")
     return header + yaml.safe_dump(raw, sort_keys=False)
 
 
@@ -282,8 +295,9 @@ def markdown(results: dict) -> str:
             why = "not searched (--trials 0)" if not rec["trials"] else "no trial finished"
             lines.append(f"| {method} | {hand_score} | - | - | - | {why} | {done} / {len(rec['trials'])} | {rec['wall_s']} |")
             continue
+        values = "hand-set values kept (no trial beat them)" if best.get("hand_set") else " ".join(best["overrides"])
         lines.append(f"| {method} | {hand_score} | {best['score']:.3f} | {best['iou']:.3f} | {best['colour_error']:.3f} | "
-                     f"{' '.join(best['overrides'])} | {done} / {len(rec['trials'])} | {rec['wall_s']} |")
+                     f"{values} | {done} / {len(rec['trials'])} | {rec['wall_s']} |")
     lines += ["", "Search spaces:", ""]
     for method, rec in results["methods"].items():
         lines.append(f"- {method}: " + ", ".join(
