@@ -248,14 +248,14 @@ def run_suite(suite_name: str = "quick", methods: list[str] | None = None, scene
     try:
         for row in rows:
             runs.append(row)
-            write_results(folder, suite_name, runs, jobs_at_once, presets)
+            write_results(folder, suite_name, runs, jobs_at_once, presets, planned=len(jobs))
             bar.update()
     finally:
         bar.close()
         if jobs_at_once > 1:
             pool.shutdown(cancel_futures=True)
     if not todo:  # nothing ran (an empty job list, or a resumed suite already complete): table what there is
-        write_results(folder, suite_name, runs, jobs_at_once, presets)
+        write_results(folder, suite_name, runs, jobs_at_once, presets, planned=len(jobs))
     return folder
 
 
@@ -293,10 +293,12 @@ def bench_job(kind: str, method: str, scene: str, vc: str, seed: int, folder: Pa
     return row
 
 
-def write_results(folder: Path, suite_name: str, runs: list[dict], jobs_at_once: int = 1, presets: str | None = None) -> dict:
-    """results.json (atomic), results.md and fidelity.png of the runs so far."""
+def write_results(folder: Path, suite_name: str, runs: list[dict], jobs_at_once: int = 1, presets: str | None = None,
+                  planned: int | None = None) -> dict:
+    """results.json (atomic), results.md and fidelity.png of the runs so far; `planned`: the suite's
+    number of runs, so a stopped suite's files say they are partial."""
     threads = 1 if jobs_at_once > 1 else torch.get_num_threads()
-    results = {"schema": SCHEMA_VERSION, "suite": suite_name, "presets": presets,
+    results = {"schema": SCHEMA_VERSION, "suite": suite_name, "presets": presets, "planned_runs": planned,
                "created": time.strftime("%Y-%m-%d %H:%M:%S"),
                "machine": {"threads": threads, "jobs_at_once": jobs_at_once, "torch": torch.__version__},
                "runs": runs, "summary": summarise(runs)}
@@ -369,16 +371,21 @@ def _pm(mean, std, digits=3) -> str:
 
 
 def markdown(results: dict) -> str:
-    lines = [f"# ToyWorld bench ({results['suite']}, {results['created']})", "",
-             f"Fidelity: \"{FIDELITY_PROMPT}\"; Janus: \"{JANUS_PROMPT}\" (view conditioning none); diversity: "
-             f"\"{DIVERSITY_PROMPT}\" over seeds (truth: uniform over 6 colours, entropy 1).", "",
-             "Sharpness: the renders' image-gradient magnitude over the truth's (1 = as sharp as the truth). "
-             "To IoU 0.9: median training seconds (step) at which silhouette IoU first reached 0.9, over the seeds "
-             "that reached it. Cells with several seeds show mean ± standard deviation (seeds: fidelity runs per "
-             "cell / Janus runs / diversity runs; Vendi ± its bootstrap spread).", "",
-             "| method | scene | view cond. | seeds | IoU | colour err | sat. err | vol. IoU | sharpness | wall s "
-             "| to IoU 0.9 | Janus rate | colour entropy | Vendi |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [f"# ToyWorld bench ({results['suite']}, {results['created']})", ""]
+    planned, done = results.get("planned_runs"), len(results["runs"])
+    if planned and done < planned:
+        lines += [f"**Partial: {done} of {planned} runs done.** The cells and advice below cover the finished runs "
+                  f"only; resume with `dream3d bench --suite {results['suite']} --resume FOLDER"
+                  f"{' --presets ' + results['presets'] if results.get('presets') else ''}`.", ""]
+    lines += [f"Fidelity: \"{FIDELITY_PROMPT}\"; Janus: \"{JANUS_PROMPT}\" (view conditioning none); diversity: "
+              f"\"{DIVERSITY_PROMPT}\" over seeds (truth: uniform over 6 colours, entropy 1).", "",
+              "Sharpness: the renders' image-gradient magnitude over the truth's (1 = as sharp as the truth). "
+              "To IoU 0.9: median training seconds (step) at which silhouette IoU first reached 0.9, over the seeds "
+              "that reached it. Cells with several seeds show mean ± standard deviation (seeds: fidelity runs per "
+              "cell / Janus runs / diversity runs; Vendi ± its bootstrap spread).", "",
+              "| method | scene | view cond. | seeds | IoU | colour err | sat. err | vol. IoU | sharpness | wall s "
+              "| to IoU 0.9 | Janus rate | colour entropy | Vendi |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in results["summary"]:
         div = row.get("diversity") or {}
         for vc in ("none", "camera"):

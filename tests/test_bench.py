@@ -212,6 +212,16 @@ def test_bench_command(tmp_path, capsys):
     assert "| sds | nerf | none |" in capsys.readouterr().out
 
 
+def test_a_stopped_suite_says_it_is_partial_and_how_to_resume():
+    from dream3d.bench import markdown
+
+    results = {"suite": "full", "created": "now", "runs": [{}] * 3, "summary": [], "presets": "/tuned"}
+    assert "Partial" not in markdown(results)  # results from before planned_runs was recorded
+    assert "Partial" not in markdown({**results, "planned_runs": 3})
+    text = markdown({**results, "planned_runs": 338})
+    assert "**Partial: 3 of 338 runs done.**" in text and "--resume FOLDER --presets /tuned" in text
+
+
 @pytest.mark.slow
 def test_quick_suite_runs_and_validates(tmp_path):
     """The real quick suite (under 20 minutes on 2 cores): its results.json passes the schema."""
