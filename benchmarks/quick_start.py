@@ -42,17 +42,22 @@ def glb_valid(path: Path) -> str:
     return "ok" if issues["numErrors"] == 0 else f"{issues['numErrors']} errors"
 
 
-def one_run(prompt: str, seed: int, overrides: list[str], out: Path) -> dict:
-    cmd = [sys.executable, "-m", "dream3d.cli", "run", "configs/toy/sds-nerf.yaml", f"prompt={prompt}", f"seed={seed}",
+def timed_run(config: str, prompt: str, seed: int, overrides: list[str], out: Path) -> tuple[Path, float, dict, dict]:
+    """`dream3d run config prompt=... seed=...` in a fresh process writing under `out`, then `dream3d eval`:
+    (run folder, wall seconds of the process, eval results, metrics.json)."""
+    from dream3d.evaluate import evaluate_run
+
+    cmd = [sys.executable, "-m", "dream3d.cli", "run", config, f"prompt={prompt}", f"seed={seed}",
            f"output.out_dir={out}", "output.progress=false", *overrides]
     start = time.perf_counter()
     subprocess.run(cmd, check=True, capture_output=True, text=True)
     wall = time.perf_counter() - start
     run_dir = next(out.iterdir())
-    from dream3d.evaluate import evaluate_run
+    return run_dir, wall, evaluate_run(run_dir), json.loads((run_dir / "metrics.json").read_text())
 
-    ev = evaluate_run(run_dir)
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+
+def one_run(prompt: str, seed: int, overrides: list[str], out: Path) -> dict:
+    run_dir, wall, ev, metrics = timed_run("configs/toy/sds-nerf.yaml", prompt, seed, overrides, out)
     export = metrics.get("export", {})
     return {"prompt": prompt, "seed": seed, "wall_s": round(wall, 1), "step": metrics["step"], "stop": metrics.get("stop"),
             "iou": round(ev["silhouette_iou"], 4), "colour_error": round(ev["colour_error"], 4),
@@ -60,6 +65,22 @@ def one_run(prompt: str, seed: int, overrides: list[str], out: Path) -> dict:
             "texture": export.get("texture_size"), "glb": glb_valid(run_dir / "model.glb"),
             "phases": metrics.get("phases_s", {}),
             "startup_s": round(wall - metrics["wall_time_s"] - metrics.get("phases_s", {}).get("setup", 0.0), 1)}
+
+
+def run_variants(prompts: list[str], seeds: list[int], variants: list[str], run, json_path: str | None) -> list[dict]:
+    """Every prompt x seed x variant, each in a temporary folder: rows of {"variant", **run(variant,
+    prompt, seed, folder)}, each printed as a JSON line when done; all of them written to json_path too."""
+    rows = []
+    for prompt in prompts:
+        for seed in seeds:
+            for name in variants:
+                with tempfile.TemporaryDirectory() as tmp:
+                    row = {"variant": name, **run(name, prompt, seed, Path(tmp))}
+                rows.append(row)
+                print(json.dumps({k: v for k, v in row.items() if k != "phases"}), flush=True)
+    if json_path:
+        Path(json_path).write_text(json.dumps(rows, indent=1))
+    return rows
 
 
 def main() -> None:
@@ -71,18 +92,9 @@ def main() -> None:
     ap.add_argument("overrides", nargs="*", help="config overrides for the 'after' runs (to try other settings)")
     args = ap.parse_args()
     VARIANTS["after"] = VARIANTS["after"] + args.overrides
-    rows = []
-    for prompt in args.prompts:
-        for seed in args.seeds:
-            for name, overrides in VARIANTS.items():
-                if args.only and name != args.only:
-                    continue
-                with tempfile.TemporaryDirectory() as tmp:
-                    row = {"variant": name, **one_run(prompt, seed, overrides, Path(tmp))}
-                rows.append(row)
-                print(json.dumps({k: v for k, v in row.items() if k != "phases"}), flush=True)
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1))
+    names = [n for n in VARIANTS if not args.only or n == args.only]
+    rows = run_variants(args.prompts, args.seeds, names, lambda name, p, s, out: one_run(p, s, VARIANTS[name], out),
+                        args.json)
     print(f"\n{'variant':<8}{'prompt':<20}{'seed':>5}{'wall s':>8}{'step':>6}{'IoU':>8}{'colour':>8}{'vol IoU':>9}"
           f"{'faces':>7}{'tex':>6}  glb")
     for r in rows:

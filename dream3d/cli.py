@@ -84,7 +84,7 @@ def _cmd_eval(args) -> int:
 
     r = evaluate_run(args.run_dir, args.device)
     print(f"{'metric':<18}value")
-    for k in ("silhouette_iou", "colour_error", "saturation", "saturation_gt", "volumetric_iou"):
+    for k in ("silhouette_iou", "colour_error", "saturation", "saturation_gt", "volumetric_iou", "chamfer"):
         v = r.get(k)
         print(f"{k:<18}{'n/a' if v is None else f'{v:.4f}'}")
     print(f"written to {RunDir(args.run_dir).eval}")

@@ -26,6 +26,7 @@ from dream3d.kernel.device import check_device_name
 from dream3d.kernel.schema import ConfigError, bounded, choice, server_only, validate_fields
 from dream3d.scenes import check_scene_config
 from dream3d.train_log import LOGGERS
+from renderers.mesh.scene import MeshConfig
 
 MAX_PROMPT_CHARS = 300
 
@@ -75,6 +76,23 @@ class EvalConfig:
 
 
 @dataclass
+class RefineConfig:
+    """Mesh refinement after the NeRF or Gaussian stage (Magic3D's coarse-to-fine, dream3d/refine.py):
+    `geometry_steps` of DMTet geometry and albedo (renderers/mesh), then `texture_steps` of albedo on
+    the frozen mesh, with the run's prior and guidance; both 0 = no refinement (the default)."""
+
+    geometry_steps: int = bounded(0, 0, 1_000_000)
+    texture_steps: int = bounded(0, 0, 1_000_000)
+    resolution: int = bounded(64, 8, 1024)  # render resolution of the mesh stages
+    sdf_resolution: int = bounded(96, 16, 256)  # grid on which the coarse surface becomes the starting SDF
+    mesh: MeshConfig = field(default_factory=MeshConfig)
+
+    @property
+    def enabled(self) -> bool:
+        return self.geometry_steps + self.texture_steps > 0
+
+
+@dataclass
 class RunConfig:
     prompt: str = "a red cube"
     negative_prompt: str = ""
@@ -86,6 +104,7 @@ class RunConfig:
     scene: Any = field(default_factory=lambda: {"name": "nerf"})
     output: OutputConfig = field(default_factory=OutputConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    refine: RefineConfig = field(default_factory=RefineConfig)
 
 
 def registries() -> dict[str, dict[str, tuple[type, type]]]:
@@ -188,6 +207,13 @@ def validate(cfg: RunConfig) -> None:
                           "are normalised over the batch, so one view is VSD); raise train.batch_size or use "
                           "guidance.divergence=reverse_kl")
     check_scene_config(cfg.scene)
+    if cfg.refine.enabled:
+        if cfg.scene.name == "mesh":
+            raise ConfigError("refine.* refines a NeRF or Gaussian run into a mesh; scene.name=mesh is already one "
+                              "(set refine.geometry_steps=0 and refine.texture_steps=0, or scene.name=nerf)")
+        if cfg.refine.mesh.bound != cfg.scene.bound:
+            raise ConfigError(f"refine.mesh.bound = {cfg.refine.mesh.bound} differs from scene.bound = {cfg.scene.bound}; "
+                              "the mesh refines the scene's box, so set them equal")
 
 
 def to_dict(cfg: RunConfig) -> dict:

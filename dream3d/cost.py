@@ -40,6 +40,12 @@ SD_HOST_BYTES = {"cuda": 2.5e9, "cpu": 6e9}  # host memory: loading and moving t
 # DeepFloyd IF stage I XL (4.3B UNet) with T5-XXL (4.8B): rough guesses from the parameter counts, not measured
 IF_SECONDS_PER_PREDICTION = {"cuda": 0.15, "cpu": 30.0}
 IF_HOST_BYTES = {"cuda": 10e9, "cpu": 40e9}
+# mesh scenes (renderers/mesh; the refinement stages), from torch.profiler on 2 busy cores (2026-12-02): at grid
+# resolution 32 and 4 views of 64 px, marching tetrahedra 28 ms, rasterising 32 ms, regularisers 12 ms a step
+SECONDS_PER_TET = 3e-7  # marching tetrahedra and the SDF regulariser, per tetrahedron (6 per grid cell), fwd + bwd
+BYTES_PER_TET = 300.0
+SECONDS_PER_MESH_PIXEL = 4e-6  # rasterising, interpolating, the albedo field and antialiasing, per pixel, fwd + bwd
+BYTES_PER_MESH_PIXEL = 4e3
 VIEW_COLOURS = 6  # ToyWorld: a colour-free prompt's view set holds every colour
 
 
@@ -64,13 +70,23 @@ class Cost:
 
 def scene_parameter_bytes(scene) -> float:
     """Parameters with their gradients and Adam's two moments (x4), at the scene's largest size."""
+    grid = 0.0
+    if scene.name == "mesh":  # an SDF value and a vertex offset per grid vertex, then the albedo field's grid
+        grid = (scene.grid_resolution + 1) ** 3 * 4 * 4 * 4
     if scene.name == "gaussians":
         floats = 3 + 4 + 3 + 1 + 3 * (scene.sh_degree + 1) ** 2  # means, quats, scales, opacity, SH colours
         return scene.max_gaussians * floats * 4 * 4
     growth = (scene.max_resolution / scene.base_resolution) ** (1 / max(1, scene.num_levels - 1))
     entries = sum(min((scene.base_resolution * growth**level) ** 3, 2**scene.log2_hashmap_size)
                   for level in range(scene.num_levels))
-    return entries * scene.features_per_level * 4 * 4
+    return grid + entries * scene.features_per_level * 4 * 4
+
+
+def _mesh_render(scene, views: int, resolution: int, train: bool) -> tuple[float, float]:
+    """The whole tetrahedral grid is marched every render, then each pixel is rasterised and shaded."""
+    tets, pixels = 6 * scene.grid_resolution**3, views * resolution**2
+    seconds = tets * SECONDS_PER_TET + pixels * SECONDS_PER_MESH_PIXEL
+    return (seconds if train else seconds / 2), tets * BYTES_PER_TET + pixels * BYTES_PER_MESH_PIXEL
 
 
 def _nerf_render(scene, views: int, resolution: int, samples: int, train: bool) -> tuple[float, float]:
@@ -93,6 +109,8 @@ def render_cost(scene, views: int, resolution: int, train: bool) -> tuple[float,
     """(seconds, bytes) of rendering `views` images at `resolution` (with gradients when train)."""
     if scene.name == "gaussians":
         return _splat_render(scene, views, resolution, train)
+    if scene.name == "mesh":
+        return _mesh_render(scene, views, resolution, train)
     samples = scene.samples_per_ray if train else scene.eval_samples_per_ray
     return _nerf_render(scene, views, resolution, samples, train)
 
@@ -162,6 +180,15 @@ def estimate_cost(cfg) -> Cost:
     frame_s, frame_b = render_cost(scene, 1, o.turntable_resolution, train=False)
     cost.add("turntable", o.turntable_frames * frame_s,
              resident + frame_b + o.turntable_frames * o.turntable_resolution**2 * 3)  # frames kept for the video
+    if cfg.refine.enabled:  # the coarse surface as an SDF (the export's carving field), then the mesh stages
+        r = cfg.refine
+        image = min(SURFACE_MAP_MAX_RESOLUTION, r.sdf_resolution)
+        sdf_s = (SURFACE_MAP_CAMERAS * image**2 * 2 * r.sdf_resolution * SECONDS_PER_SAMPLE_EVAL
+                 + r.sdf_resolution**3 * SECONDS_PER_GRID_POINT)
+        mesh_s, mesh_b = render_cost(r.mesh, t.batch_size, r.resolution, train=True)
+        steps = r.geometry_steps + r.texture_steps
+        cost.add("refine", sdf_s + steps * (mesh_s + guidance_s),
+                 resident + scene_parameter_bytes(r.mesh) + max(mesh_b, r.sdf_resolution**3 * BYTES_PER_GRID_POINT))
     mesh_formats = [f for f in e.formats if f != "splat"]
     if mesh_formats:
         export_s, export_b = export_cost(scene, e)

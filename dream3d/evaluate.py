@@ -11,13 +11,14 @@ from dream3d.kernel.atomic_io import write_json
 from dream3d.kernel.cameras import CameraSampler
 from dream3d.runs import RunDir
 from dream3d.toyworld import parse_prompt, render_gt
-from dream3d.toyworld.metrics import colour_error, mean_saturation, silhouette_iou, volumetric_iou
+from dream3d.toyworld.metrics import chamfer_distance, colour_error, mean_saturation, silhouette_iou, volumetric_iou
 
 
 def evaluate_run(run_dir: str | Path, device: str = "auto") -> dict:
     """Silhouette IoU, colour error and saturation of renders over held-out cameras, and the
-    volumetric IoU of the exported mesh; written to eval.json and returned. `device`: where the
-    checkpoint's scene is loaded (auto: any run evaluates on this machine, whatever it trained on)."""
+    volumetric IoU and Chamfer distance (to the true surface, world units) of the exported mesh;
+    written to eval.json and returned. `device`: where the checkpoint's scene is loaded (auto: any
+    run evaluates on this machine, whatever it trained on)."""
     from dream3d.lifecycle import load_run
 
     trainer, _ = load_run(run_dir, (f"train.device={device}",))
@@ -64,6 +65,7 @@ def evaluate_scene(scene, cfg, mesh_path: Path | None = None, run_dir: str | Pat
         results["mesh"] = str(mesh_path)
         results["volumetric_iou"] = volumetric_iou(mesh.vertices, mesh.faces, item.shape, cfg.eval.volume_resolution,
                                                    scene.bound)
+        results["chamfer"] = chamfer_distance(mesh.vertices, mesh.faces, item.shape, bound=scene.bound)
     else:
-        results["volumetric_iou"] = None
+        results["volumetric_iou"] = results["chamfer"] = None
     return results

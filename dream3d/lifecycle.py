@@ -69,6 +69,9 @@ def load_run(run_dir: str | Path, overrides: tuple[str, ...] = (), prior: Diffus
                           f"in {', '.join(changed)}; a resumed run can change only train.steps, train.convergence.*, "
                           "train.device, output.* and eval.* "
                           "(restore config.yaml, or start a new run with `dream3d run`)")
+    if state.get("stage", "coarse") != "coarse" and cfg.train.steps != trained.train.steps:
+        raise ConfigError(f"{folder.path} is past its coarse stage (now: {state['stage']}), which train.steps sets; "
+                          "a longer coarse stage needs a new run (refine.* steps cannot change on resume either)")
     trainer = Trainer(cfg, folder, progress=False, prior=prior)
     trainer.load_state_dict(state)
     trainer.progress = cfg.output.progress
@@ -87,8 +90,13 @@ def resume_run(run_dir: str | Path, overrides: tuple[str, ...] = (), progress: b
 
 
 def is_finished(folder: RunDir, cfg: RunConfig) -> bool:
-    """Whether `folder` holds a run that finished: all of cfg.train.steps, or converged before."""
+    """Whether `folder` holds a run that finished: all of cfg.train.steps, or converged before, and
+    then every refinement step cfg.refine asks for."""
     metrics = json.loads(folder.metrics.read_text()) if folder.metrics.exists() else {}
+    if cfg.refine.enabled:  # a finished refined run ended in its last stage, at its last step
+        last = "texture" if cfg.refine.texture_steps else "geometry"
+        return (metrics.get("status") == "finished" and metrics.get("stage") == last
+                and metrics.get("step") == metrics.get("total_steps"))
     converged = cfg.train.convergence.enabled and metrics.get("stop") == "converged"
     return metrics.get("status") == "finished" and (metrics.get("step") == cfg.train.steps or converged)
 

@@ -34,17 +34,23 @@ from dream3d.kernel.cameras import CameraSampler
 from dream3d.kernel.device import resolve_device
 from dream3d.kernel.schema import ConfigError
 from dream3d.kernel.timing import PhaseTimer
+from dream3d.refine import coarse_sdf
 from dream3d.runs import CheckpointError, RunDir, to_uint8, write_image, write_video
 from dream3d.scenes import build_run_scene
 from dream3d.toyworld.validation import TruthMasks
 from dream3d.train_log import TrainLog
 from guidance import RunContext, build_guidance
 from guidance.priors import build_prior
+from renderers.base import SceneInit
+from renderers.mesh.scene import MeshScene
 
 log = logging.getLogger("dream3d")
 
 
 LOG_ONLY = ("lr_", "step_ms")  # per-step log columns not kept in metrics.json's history (config / wall time)
+
+
+STAGES = ("coarse", "geometry", "texture")  # the NeRF / Gaussian run, then mesh geometry, then mesh texture
 
 
 class NonFiniteError(RuntimeError):
@@ -100,6 +106,8 @@ class Trainer:
         self.optimizer = make_optimizer(self.scene, self.guidance)
         self.convergence = ConvergenceMonitor(cfg.train.convergence)
         self.step = 0
+        self.stage = "coarse"  # then the refinement stages, when cfg.refine asks for them (STAGES, next_stage)
+        self.coarse_end: int | None = None  # the step at which the coarse stage ended, once it has
         self.bad_steps = 0
         self.skipped_steps = 0
         self.timings: dict[str, float] = defaultdict(float)
@@ -123,11 +131,15 @@ class Trainer:
                 **({"cuda_rng": torch.cuda.get_rng_state(self.device)} if self.device.type == "cuda" else {}),
                 "skipped_steps": self.skipped_steps, "timings": dict(self.timings), "history": self.history,
                 "convergence": self.convergence.state_dict(), "phases": self.timer.seconds(6),
-                "schedule_steps": self.schedule_steps}
+                "schedule_steps": self.schedule_steps, "stage": self.stage, "coarse_end": self.coarse_end}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore everything, or raise before changing anything."""
-        scene = build_run_scene(self.cfg.scene, self.cfg.seed).to(self.device)
+        stage = state.get("stage", "coarse")  # checkpoints from before refinement: the coarse stage
+        if stage not in STAGES:
+            raise CheckpointError(f"checkpoint stage {stage!r} is unknown; valid: {', '.join(STAGES)}")
+        scene = (build_run_scene(self.cfg.scene, self.cfg.seed) if stage == "coarse"
+                 else MeshScene(self.cfg.refine.mesh)).to(self.device)  # the mesh's own state restores the frozen geometry
         # checkpoints from before shares of the run: the length their config had
         schedule_steps = state.get("schedule_steps") or state.get("config", {}).get("train", {}).get("steps")
         guidance = build_guidance(self.cfg.guidance, self.prior, self.run_context(schedule_steps)).to(self.device)
@@ -141,7 +153,8 @@ class Trainer:
         self.scene, self.guidance, self.optimizer = scene, guidance, optimizer
         self.schedule_steps = schedule_steps
         self.step, self.skipped_steps = state["step"], state.get("skipped_steps", 0)
-        self.scene.begin_step(self.step)
+        self.stage, self.coarse_end = stage, state.get("coarse_end")
+        self.scene.begin_step(self.scene_step)
         self.generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
         if self.device.type == "cuda" and "cuda_rng" in state:  # absent when the run moved here from the CPU
@@ -157,24 +170,86 @@ class Trainer:
         with self.timer("checkpoints"):
             return self.run_dir.save_checkpoint(self.state_dict())
 
+    # -- stages ----------------------------------------------------------------------------
+    @property
+    def stage_start(self) -> int:
+        """The step at which the current stage began."""
+        if self.stage == "coarse":
+            return 0
+        return self.coarse_end + (self.cfg.refine.geometry_steps if self.stage == "texture" else 0)
+
+    @property
+    def stage_end(self) -> int:
+        """The step at which the current stage ends (the coarse stage may end sooner: converged)."""
+        r = self.cfg.refine
+        if self.stage == "coarse":
+            return self.cfg.train.steps
+        return self.stage_start + (r.geometry_steps if self.stage == "geometry" else r.texture_steps)
+
+    @property
+    def scene_step(self) -> int:
+        """The step within the current stage: a scene's own schedules count from its stage's start."""
+        return self.step - self.stage_start
+
+    @property
+    def resolution(self) -> int:
+        """Render resolution of the current stage's training steps and validation checks."""
+        return self.cfg.train.resolution if self.stage == "coarse" else self.cfg.refine.resolution
+
+    @property
+    def total_steps(self) -> int:
+        """The run's length as far as it is known: where the coarse stage ends (train.steps, or the step
+        it converged at) plus the refinement's steps."""
+        coarse = self.coarse_end if self.coarse_end is not None else (self.step if self.converged else self.cfg.train.steps)
+        return coarse + self.cfg.refine.geometry_steps + self.cfg.refine.texture_steps
+
+    def stage_done(self) -> bool:
+        return self.step >= self.stage_end or (self.stage == "coarse" and self.converged)
+
+    def next_stage(self) -> bool:
+        """Start the next refinement stage (cfg.refine) once the current one is done; False when none is
+        left. Coarse -> geometry: a DMTet mesh scene starts from the coarse scene's surface as its export
+        would extract it (dream3d.refine.coarse_sdf). Geometry -> texture: the mesh is frozen and only its
+        albedo learns. Each stage gets a fresh optimiser (the guidance's own trainables included)."""
+        r = self.cfg.refine
+        if self.stage == "coarse":
+            if not r.enabled:
+                return False
+            self.coarse_end = self.step
+            with self.timer("refine_sdf"):
+                sdf = coarse_sdf(self.scene, self.cfg.output.export, tuple(self.cfg.camera.elevation_range),
+                                 r.sdf_resolution)
+            self.scene = MeshScene(r.mesh, SceneInit(sdf=sdf)).to(self.device)
+            self.stage = "geometry"
+            if r.geometry_steps > 0:
+                self.optimizer = make_optimizer(self.scene, self.guidance)
+                return True
+        if self.stage == "geometry" and r.texture_steps > 0:
+            self.scene.freeze_geometry()
+            self.stage = "texture"
+            self.optimizer = make_optimizer(self.scene, self.guidance)
+            return True
+        return False
+
     # -- one step --------------------------------------------------------------------------
     def train_step(self) -> dict:
         cfg, gen = self.cfg, self.generator
         t0 = time.perf_counter()
         cams = self.camera_sampler.sample(cfg.train.batch_size, gen).to(self.device)
-        self.scene.begin_step(self.step)
-        out = self.scene.render(cams, cfg.train.resolution, cfg.train.resolution, gen)
+        self.scene.begin_step(self.scene_step)
+        res = self.resolution
+        out = self.scene.render(cams, res, res, gen)
         t1 = time.perf_counter()
         g = self.guidance(out.rgb, cams, self.cond, self.step, gen)
         t2 = time.perf_counter()
-        losses = {"guidance": g.loss, **g.aux_losses, **self.scene.regularizers(out, self.step)}
+        losses = {"guidance": g.loss, **g.aux_losses, **self.scene.regularizers(out, self.scene_step)}
         total = sum(losses.values())
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         finite = all(torch.isfinite(p.grad).all() for grp in self.optimizer.param_groups
                      for p in grp["params"] if p.grad is not None)
         if finite:
-            self.scene.post_backward(self.step, out, self.optimizer)
+            self.scene.post_backward(self.scene_step, out, self.optimizer)
             self.optimizer.step()
             self.bad_steps = 0
         else:
@@ -201,7 +276,10 @@ class Trainer:
 
     @torch.no_grad()
     def check_convergence(self) -> bool:
-        """Feed the convergence monitor its validation renders when due; True once converged."""
+        """Feed the convergence monitor its validation renders when due; True once the coarse stage has
+        converged. Refinement stages run all their steps: False there."""
+        if self.stage != "coarse":
+            return False
         if not self.convergence.due(self.step):
             return self.converged
         with self.timer("convergence"):
@@ -218,8 +296,8 @@ class Trainer:
             res = self.cfg.output.val_resolution
             out = self.scene.render(self.validation_cameras, res, res, train=False)
             grid = torch.cat([out.rgb, out.alpha.expand_as(out.rgb)], dim=2)  # colour over opacity
-            if self.truth is not None and self.validation_iou is None:  # at train.resolution, as the convergence check's
-                res = self.cfg.train.resolution
+            if self.truth is not None and self.validation_iou is None:  # at the training resolution, as the convergence check's
+                res = self.resolution
                 self.validation_iou = self.truth.iou(self.scene.render(self.validation_cameras, res, res, train=False).alpha)
             if self.train_log is not None:
                 self.train_log.image(self.step, "validation", to_uint8(grid))
@@ -260,7 +338,8 @@ class Trainer:
         stop = self.stop_reason(status)
         write_json(self.run_dir.metrics, {
             "status": status, "prompt": self.cfg.prompt, "seed": self.cfg.seed, "step": self.step,
-            "steps": self.cfg.train.steps, "stop": stop, "convergence": self.convergence.summary(),
+            "steps": self.cfg.train.steps, "stage": self.stage, "total_steps": self.total_steps, "stop": stop,
+            "convergence": self.convergence.summary(),
             "wall_time_s": round(wall, 2), "phases_s": phases, "skipped_steps": self.skipped_steps,
             "ms_per_step": {k: round(1000 * v / n, 2) for k, v in self.timings.items() if k != "steps"},
             "history": self.history, **extra,
@@ -272,14 +351,19 @@ class Trainer:
 
     # -- the loop --------------------------------------------------------------------------
     @property
+    def progress_label(self) -> str:
+        """The progress bar's label: "dream3d", or the stage while a run refines ("dream3d geometry")."""
+        return "dream3d" if not self.cfg.refine.enabled else f"dream3d {self.stage}"
+
+    @property
     def train_seconds(self) -> float:
         """Time spent in training steps (render, guidance, backward and step), over every session."""
         return sum(v for k, v in self.timings.items() if k != "steps")
 
     def fit(self, stop: threading.Event | None = None, on_step: Callable[[dict], None] | None = None,
             evaluation: Evaluation | None = None) -> dict:
-        """Train until converged (train.convergence) or cfg.train.steps, then preview, checkpoint,
-        turntable, export, metrics.
+        """Train until converged (train.convergence) or cfg.train.steps, then through the refinement
+        stages cfg.refine asks for (next_stage), then preview, checkpoint, turntable, export, metrics.
 
         `stop` set (e.g. by the web UI's Stop button): finish the current step, checkpoint, export
         what exists and return with status "stopped". Set after training ended (during the export):
@@ -293,40 +377,50 @@ class Trainer:
         A failed write (disk full, read-only): stop at once with OutputWriteError; the previous
         checkpoint is intact (all writes are atomic)."""
         cfg, start = self.cfg, time.perf_counter()
-        bar = tqdm(total=cfg.train.steps, initial=self.step, disable=not self.progress, desc="dream3d", unit="step",
-                   dynamic_ncols=True)
+        bar = tqdm(total=self.total_steps, initial=self.step, disable=not self.progress, desc=self.progress_label,
+                   unit="step", dynamic_ncols=True)
         status = "finished"
         pending = None
         try:
             atomic_write_text(self.run_dir.config, to_yaml(cfg))
             self.train_log = TrainLog(self.run_dir, cfg.output.logger, self.step, to_dict(cfg))
             preview = None
-            while self.step < cfg.train.steps and not self.converged:
-                if stop is not None and stop.is_set():
-                    status = "stopped"
+            while True:
+                while not self.stage_done():
+                    if stop is not None and stop.is_set():
+                        status = "stopped"
+                        break
+                    stats = self.train_step()
+                    pending = stats  # logged below; by the Ctrl-C handler if it comes first (the checkpoint holds this step)
+                    bar.update(1)
+                    bar.set_postfix(grad=f"{stats['grad_norm']:.3g}", alpha=f"{stats['alpha']:.2f}", refresh=False)
+                    self.validation_iou = None
+                    last = self.check_convergence() or self.step == self.stage_end
+                    if self.step % cfg.output.val_every == 0 or last:
+                        self.history.append({"step": self.step, "stage": self.stage, **{
+                            k: round(v, 5) for k, v in stats.items() if not k.startswith(LOG_ONLY)}})
+                        preview = self.save_preview()
+                    self.train_log.scalars(self.step, {**stats, "iou": self.validation_iou})
+                    pending = None
+                    if on_step is not None:
+                        on_step({"step": self.step, "steps": self.total_steps, "stage": self.stage, "preview": preview,
+                                 **stats})
+                    if evaluation is not None and (self.step % evaluation.every == 0 or last):
+                        evaluation.measure(self)
+                    if self.step % cfg.output.checkpoint_every == 0 and not last:
+                        self.save_checkpoint()
+                if status == "stopped":
                     break
-                stats = self.train_step()
-                pending = stats  # logged below; by the Ctrl-C handler if it comes first (the checkpoint holds this step)
-                bar.update(1)
-                bar.set_postfix(grad=f"{stats['grad_norm']:.3g}", alpha=f"{stats['alpha']:.2f}", refresh=False)
-                self.validation_iou = None
-                last = self.check_convergence() or self.step == cfg.train.steps
-                if self.step % cfg.output.val_every == 0 or last:
-                    self.history.append({"step": self.step, **{k: round(v, 5) for k, v in stats.items()
-                                                               if not k.startswith(LOG_ONLY)}})
-                    preview = self.save_preview()
-                self.train_log.scalars(self.step, {**stats, "iou": self.validation_iou})
-                pending = None
-                if on_step is not None:
-                    on_step({"step": self.step, "steps": cfg.train.steps, "preview": preview, **stats})
-                if evaluation is not None and (self.step % evaluation.every == 0 or last):
-                    evaluation.measure(self)
-                if self.step % cfg.output.checkpoint_every == 0 and not last:
-                    self.save_checkpoint()
-            if self.converged:
-                log.info("converged at step %d of %d (validation renders changed by %.4f < %g); "
-                         "train.convergence.enabled=false trains every step", self.step, cfg.train.steps,
-                         self.convergence.change, cfg.train.convergence.tolerance)
+                if self.stage == "coarse" and self.converged:
+                    log.info("converged at step %d of %d (validation renders changed by %.4f < %g); "
+                             "train.convergence.enabled=false trains every step", self.step, cfg.train.steps,
+                             self.convergence.change, cfg.train.convergence.tolerance)
+                if not self.next_stage():
+                    break
+                self.save_checkpoint()  # the new stage's start: a resumed run does not convert the scene again
+                bar.total = self.total_steps
+                bar.set_description(self.progress_label)
+                bar.refresh()
             self.save_checkpoint()
         except KeyboardInterrupt:
             status = "interrupted"
@@ -358,4 +452,4 @@ class Trainer:
         if status == "interrupted":
             raise KeyboardInterrupt
         return {"status": status, "run_dir": str(self.run_dir.path), "export": export, "step": self.step,
-                "steps": cfg.train.steps, "stop": self.stop_reason(status)}
+                "steps": self.total_steps, "stage": self.stage, "stop": self.stop_reason(status)}

@@ -23,7 +23,9 @@ PRESET_ROOTS = (Path("configs"), Path(__file__).resolve().parent.parent / "confi
 # simple caps on what a shared UI lets a visitor ask for (the CLI has no such caps); the
 # RequestBudget below bounds every combination of keys by estimated memory and time
 UI_LIMITS = {"train.steps": 5000, "train.batch_size": 8, "train.resolution": 128, "output.export.resolution": 256,
-             "output.turntable_frames": 120, "output.turntable_resolution": 512, "output.val_resolution": 256}
+             "output.turntable_frames": 120, "output.turntable_resolution": 512, "output.val_resolution": 256,
+             "refine.geometry_steps": 2000, "refine.texture_steps": 2000, "refine.resolution": 128,
+             "refine.sdf_resolution": 128, "refine.mesh.grid_resolution": 64}
 SET_BY_UI = ("prompt", "negative_prompt", "seed")
 DEFAULT_UI_STEPS = 400  # the steps field's starting value
 CHOSEN_BY_PRESET = ("prior.name",)  # the preset's prior (a switch to Stable Diffusion would download weights)
@@ -170,14 +172,18 @@ def result_note(export: dict) -> str:
     return "no mesh format asked for" + (" (splats written)" if splats else "")
 
 
+STAGE_LABELS = {"coarse": "", "geometry": " · refining the mesh: geometry", "texture": " · refining the mesh: texture"}
+
+
 def status_text(stats: dict | None, started: float, run_dir: Path | None) -> str:
     if not stats:
         return "Preparing the prior and the scene…"
     step, steps = stats["step"], stats["steps"]
     elapsed = time.time() - started
     eta = elapsed / max(step, 1) * (steps - step)
-    return (f"**Step {step} / {steps}** — {elapsed:.0f} s elapsed, at most {eta:.0f} s left (it stops sooner once "
-            "converged) · "
+    stage = STAGE_LABELS.get(stats.get("stage", "coarse"), "")
+    return (f"**Step {step} / {steps}**{stage} — {elapsed:.0f} s elapsed, at most {eta:.0f} s left (training stops "
+            "sooner once converged) · "
             f"|G| {stats.get('grad_norm', float('nan')):.3g} · opacity {stats.get('alpha', float('nan')):.2f}"
             + (f"\n\nRun folder: `{run_dir}`" if run_dir else ""))
 
@@ -296,7 +302,8 @@ def build_app(runs_dir: str | Path = "runs", concurrency: int = 1, root: Path | 
                 worker.join(timeout=1.0)
                 stats = state["stats"]
                 if stats:
-                    progress((stats["step"], stats["steps"]), desc="training")
+                    progress((stats["step"], stats["steps"]),
+                             desc="training" if stats.get("stage", "coarse") == "coarse" else f"refining ({stats['stage']})")
                     last_preview = str(stats["preview"]) if stats.get("preview") else last_preview
                 yield status_text(stats, started, state["run_dir"]), last_preview, None, None, None
         finally:

@@ -2,9 +2,10 @@
 from dream3d.kernel.schema import registry
 from renderers.base import DensifyInfo, RenderOutput, Scene, SceneInit
 from renderers.gaussians.scene import GaussianConfig, GaussianScene
+from renderers.mesh.scene import MeshConfig, MeshScene
 from renderers.nerf.scene import NeRFConfig, NeRFScene
 
-SCENES = registry((NeRFScene, NeRFConfig), (GaussianScene, GaussianConfig))
+SCENES = registry((NeRFScene, NeRFConfig), (GaussianScene, GaussianConfig), (MeshScene, MeshConfig))
 
 
 def build_scene(cfg, init: SceneInit | None = None) -> Scene:
@@ -13,4 +14,4 @@ def build_scene(cfg, init: SceneInit | None = None) -> Scene:
 
 
 __all__ = ["DensifyInfo", "RenderOutput", "Scene", "SceneInit", "NeRFScene", "NeRFConfig", "GaussianScene",
-           "GaussianConfig", "SCENES", "build_scene"]
+           "GaussianConfig", "MeshScene", "MeshConfig", "SCENES", "build_scene"]

@@ -53,11 +53,14 @@ class RenderOutput:
 @dataclass
 class SceneInit:
     """What a scene starts from, given by its caller: a generator for random initial values (None:
-    torch's global generator) and, for point-based scenes, initial points [N,3] (e.g. sampled inside
-    a ToyWorld shape by the app; renderers know nothing of ToyWorld)."""
+    torch's global generator), for point-based scenes initial points [N,3] (e.g. sampled inside
+    a ToyWorld shape by the app; renderers know nothing of ToyWorld), and for surface scenes an
+    initial signed distance grid [N,N,N] (< 0 inside, indexed x, y, z over the scene's box; e.g.
+    from a finished NeRF or Gaussian stage, dream3d.refine)."""
 
     generator: torch.Generator | None = None
     points: Tensor | None = None
+    sdf: Tensor | None = None
 
 
 class Scene(nn.Module):
@@ -125,6 +128,12 @@ class Scene(nn.Module):
         """Whether each point [P,3] may have density, from the scene's own empty-space skipping (the
         NeRF's occupancy grid, which its renders skip too), [P] bool; None (the default): no such
         knowledge, every point may. Lets the exporter skip density queries the renders skip."""
+        return None
+
+    def surface_mesh(self) -> tuple[Tensor, Tensor] | None:
+        """The scene's own surface, for export: vertices [V,3] and triangles [F,3] wound
+        counter-clockwise from outside (mesh scenes). None (the default): the exporter extracts an
+        isosurface of `density` instead."""
         return None
 
     def surface_maps(self, cameras: Cameras, resolution: int, surface_opacity: float = 0.05

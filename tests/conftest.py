@@ -76,6 +76,9 @@ def tiny_overrides(preset: str, tiny_sd: dict | None = None) -> list[str]:
         model = tiny_sd["xl"] if "tsm" in str(preset) else tiny_sd["eps"]
         bank = ["guidance.bank_size=2", "guidance.bank_sampler_steps=2"] if "fdiv" in str(preset) else []
         out = [o for o in out if not o.startswith("prior.")] + [f"prior.model={model}", "prior.resolution=32", *bank]
+    if "refine" in str(preset):  # a few steps of each mesh stage on a small grid
+        out += ["refine.geometry_steps=2", "refine.texture_steps=2", "refine.resolution=16", "refine.sdf_resolution=24",
+                "refine.mesh.grid_resolution=8", "refine.mesh.max_resolution=32"]
     if "configs/if/" in str(preset):
         out = [o for o in out if not o.startswith("prior.")] + [f"prior.model={tiny_sd['if']}", "prior.resolution=32"]
     return out

@@ -1,4 +1,5 @@
 """Every preset under configs/ runs end to end (tiny sizes) and resumes exactly."""
+import threading
 from pathlib import Path
 
 import pytest
@@ -17,8 +18,15 @@ def test_preset_runs_and_resumes_exactly(tmp_path, preset, tiny_sd):
                                                 "output.export.formats=[glb]"]
     full = start_run(load_config(preset, common + ["output.name=full"]))
     assert full["status"] == "finished"
-    half = start_run(load_config(preset, common + ["output.name=half", "train.steps=3"]))
-    resume_run(half["run_dir"], ("train.steps=6",), progress=False)
+    if load_config(preset, common).refine.enabled:  # stopped inside the geometry stage (train.steps is the coarse stage's)
+        stop = threading.Event()
+        half = start_run(load_config(preset, common + ["output.name=half"]), stop=stop,
+                         on_step=lambda s: stop.set() if s["stage"] == "geometry" else None)
+        assert half["status"] == "stopped" and half["stage"] == "geometry"
+        resume_run(half["run_dir"], progress=False)
+    else:
+        half = start_run(load_config(preset, common + ["output.name=half", "train.steps=3"]))
+        resume_run(half["run_dir"], ("train.steps=6",), progress=False)
     a, _ = load_run(full["run_dir"])
     b, _ = load_run(half["run_dir"])
     assert_same_state(a.scene.state_dict(), b.scene.state_dict())

@@ -186,3 +186,19 @@ def test_text_conditioned_denoiser_matches_brute_force():
     assert torch.allclose(got.double(), want, atol=1e-4)
     unconditioned = brute_force_eps(prior, x_t, t, lambda b, el, az, i: True)
     assert (got.double() - unconditioned).abs().max() > 1e-2  # the buckets matter at these points
+
+
+def test_chamfer_distance_to_the_true_surface():
+    """A sphere of radius 0.55 is 0.05 from the true one (radius 0.5) everywhere; the true cube is ~0 from itself."""
+    import trimesh
+
+    from dream3d.toyworld.geometry import CUBE_HALF
+    from dream3d.toyworld.metrics import chamfer_distance
+
+    big = trimesh.creation.icosphere(subdivisions=5, radius=0.55)
+    assert abs(chamfer_distance(big.vertices, big.faces, "sphere", n=5000) - 0.05) < 0.003
+    box = trimesh.creation.box(extents=[2 * CUBE_HALF] * 3)
+    assert chamfer_distance(box.vertices, box.faces, "cube", n=5000) < 0.004
+    shifted = box.copy()
+    shifted.apply_translation([0.1, 0, 0])
+    assert chamfer_distance(shifted.vertices, shifted.faces, "cube", n=5000) > 0.03

@@ -197,3 +197,25 @@ def test_a_second_job_waits_in_the_queue(server):
     first.predict(api_name="/stop")
     assert a.result(timeout=300)[0].startswith("**Stopped**")
     assert b.result(timeout=300)[0].startswith("**Finished**")
+
+
+def test_refinement_is_capped_priced_and_shown(tmp_path):
+    """The refine preset is offered; its stages count in the request's price, their knobs have caps, and
+    the status names the stage."""
+    from dream3d.cost import estimate_cost
+    from dream3d.webapp import status_text
+
+    assert "toy/sds-nerf-refine" in list_presets()
+    plain = make_config("toy/sds-nerf", "a red cube", "", 400, 0, None, "", tmp_path)
+    refined = make_config("toy/sds-nerf-refine", "a red cube", "", 400, 0, None, "", tmp_path)
+    assert "refine" in estimate_cost(refined).phases and "refine" not in estimate_cost(plain).phases
+    assert estimate_cost(refined).seconds > estimate_cost(plain).seconds
+    longer = make_config("toy/sds-nerf-refine", "a red cube", "", 400, 0, None, "refine.geometry_steps=1000", tmp_path)
+    assert estimate_cost(longer).phases["refine"][0] > estimate_cost(refined).phases["refine"][0]
+    with pytest.raises(UserInputError, match="refine.geometry_steps = 100000 is above"):
+        make_config("toy/sds-nerf-refine", "a red cube", "", 100, 0, None, "refine.geometry_steps=100000", tmp_path)
+    with pytest.raises(UserInputError, match="refine.mesh.grid_resolution = 256 is above"):
+        make_config("toy/sds-nerf-refine", "a red cube", "", 100, 0, None, "refine.mesh.grid_resolution=256", tmp_path)
+    mesh = make_config("toy/sds-nerf", "a red cube", "", 100, 0, None, "scene.name=mesh", tmp_path)
+    assert estimate_cost(mesh).seconds > 0  # a mesh scene is priced too
+    assert "geometry" in status_text({"step": 5, "steps": 10, "stage": "geometry"}, 0.0, None)

@@ -7,9 +7,11 @@ face budget (decimate.py) -> xatlas UVs and a baked base-colour texture, or vert
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import trimesh
 
 from dream3d.export.config import ISOSURFACE_METHODS, SPLAT_FILE_KEYS, ExportConfig, asset_path, splat_path
 from dream3d.export.decimate import decimate, decimate_to_error
@@ -51,33 +53,42 @@ def _check(cancel) -> None:
                               "writes the assets from it")
 
 
+def surface_field(scene: Scene, cfg: ExportConfig, elevation_range=(-10.0, 45.0)
+                  ) -> tuple[Callable[[Grid], np.ndarray], float]:
+    """The field whose isosurface is the scene's exported surface, as (field(grid) -> values [X,Y,Z],
+    level): cfg.method "density": the density at cfg.level ("auto": where renders reach 50% opacity,
+    see auto_level); "visibility": the carving field (visibility_grid), solid behind whatever the
+    renders show as surface, at level 0."""
+    if cfg.method not in ISOSURFACE_METHODS:  # validate_export checks configs; this guards direct callers
+        raise ValueError(f"unknown isosurface method {cfg.method!r}; valid: {', '.join(ISOSURFACE_METHODS)}")
+    cams = surface_cameras(elevation_range)
+    if cfg.method == "visibility":
+        return lambda grid: visibility_grid(scene, grid, cams, surface_opacity=cfg.surface_opacity), 0.0
+    level = auto_level(scene, cams) if cfg.level == "auto" else float(cfg.level)
+    return lambda grid: density_grid(scene, grid), level
+
+
 def scene_mesh(scene: Scene, cfg: ExportConfig, elevation_range=(-10.0, 45.0), cancel=None,
                timer: PhaseTimer | None = None):
     """The scene's surface as a vertex-coloured trimesh, within cfg.max_faces; returns (mesh, info)
     with info's "level" (of the field), "grid_step" (the fine grid's cell, world units) and, when
     decimated by error, "surface_error_cells" (the decimated surface's distance from the full one).
 
-    method "density": marching cubes of the density at cfg.level ("auto": the density where
-    renders reach 50% opacity, see auto_level). method "visibility": marching cubes of the
+    A scene with its own surface (Scene.surface_mesh: mesh scenes) exports that surface; "grid_step"
+    is then the box over cfg.resolution, and info's "method" is "surface". Otherwise, method
+    "density": marching cubes of the density at cfg.level ("auto": the density where renders reach
+    50% opacity, see auto_level). method "visibility": marching cubes of the
     carving field (visibility_grid) at 0, solid behind whatever the renders show as surface.
     Coarse to fine: the field on a grid of resolution/4 finds the occupied box, then the full
     resolution covers that box only. Raises EmptySceneError when there is no surface, and
     ExportCancelled when `cancel()` is true between phases. `timer` (if given) records the seconds
     of the phases field, mesh, decimate and paint."""
     timer = timer or PhaseTimer()
-    if cfg.method not in ISOSURFACE_METHODS:  # validate_export checks configs; this guards direct callers
-        raise ValueError(f"unknown isosurface method {cfg.method!r}; valid: {', '.join(ISOSURFACE_METHODS)}")
-    cams = surface_cameras(elevation_range)
-    if cfg.method == "visibility":
-        level = 0.0
-
-        def field(grid):
-            return visibility_grid(scene, grid, cams, surface_opacity=cfg.surface_opacity)
-    else:
-        level = auto_level(scene, cams) if cfg.level == "auto" else float(cfg.level)
-
-        def field(grid):
-            return density_grid(scene, grid)
+    own = scene.surface_mesh()
+    if own is not None:  # a mesh scene: its own surface, decimated and painted like an extracted one
+        return _finish_mesh(scene, cfg, trimesh.Trimesh(own[0].cpu().numpy(), own[1].cpu().numpy()),
+                            {"level": 0.0, "grid_step": 2 * scene.bound / cfg.resolution, "method": "surface"}, timer)
+    field, level = surface_field(scene, cfg, elevation_range)
     with timer("field"):
         coarse = Grid.cube(scene.bound, max(16, cfg.resolution // 4))
         lo, hi = coarse.occupied_box(field(coarse), level, COARSE_MARGIN, scene.bound)
@@ -87,11 +98,18 @@ def scene_mesh(scene: Scene, cfg: ExportConfig, elevation_range=(-10.0, 45.0), c
     with timer("mesh"):
         mesh = extract_mesh(values, fine, level, cfg.min_component_fraction)
     _check(cancel)
-    info = {"level": float(level), "grid_step": fine.step}
+    return _finish_mesh(scene, cfg, mesh, {"level": float(level), "grid_step": fine.step}, timer)
+
+
+def _finish_mesh(scene: Scene, cfg: ExportConfig, mesh, info: dict, timer: PhaseTimer):
+    """scene_mesh's last phases: decimation (by error in grid cells, or to the face budget), small
+    pieces dropped, vertices kept in the box, vertex colours from the scene."""
+    if len(mesh.faces) == 0:
+        raise EmptySceneError("the scene's surface has no triangles: nothing to export")
     with timer("decimate"):
         if cfg.max_error > 0:
-            mesh, error = decimate_to_error(mesh, cfg.max_error * fine.step, cfg.max_faces)
-            info["surface_error_cells"] = round(error / fine.step, 3)
+            mesh, error = decimate_to_error(mesh, cfg.max_error * info["grid_step"], cfg.max_faces)
+            info["surface_error_cells"] = round(error / info["grid_step"], 3)
         elif cfg.max_faces:
             mesh = decimate(mesh, cfg.max_faces)
         mesh = keep_large_pieces(mesh, cfg.min_component_fraction)  # collapses can pinch off specks
@@ -137,6 +155,7 @@ def export_scene(scene: Scene, out_base: str | Path, cfg: ExportConfig | None = 
                                  scene.bound)
             files[fmt] = str(written[-1])
             files.update({f"{fmt}_{p.suffix.lstrip('.')}": str(p) for p in written[:-1]})
+    info["method"] = surface.get("method", cfg.method)  # "surface": the scene's own mesh (Scene.surface_mesh)
     info.update(level=surface["level"], vertices=len(mesh.vertices), faces=len(mesh.faces), colors=cfg.colors,
                 **{k: surface[k] for k in ("grid_step", "surface_error_cells") if k in surface},
                 texture_size=baked.visual.material.baseColorTexture.size[0] if baked is not None else None,
@@ -145,4 +164,4 @@ def export_scene(scene: Scene, out_base: str | Path, cfg: ExportConfig | None = 
 
 
 __all__ = ["EmptySceneError", "ExportError", "ExportCancelled", "export_scene", "scene_mesh", "load_mesh", "write_mesh",
-           "extract_mesh", "auto_level", "Grid"]
+           "extract_mesh", "auto_level", "surface_field", "Grid"]

@@ -1,0 +1,65 @@
+"""Surface regularisers for mesh refinement (Magic3D, Fantasia3D and threestudio use these): vertex
+normals, normal consistency between neighbouring faces and uniform Laplacian smoothing, for a mesh
+of vertices [V,3] and triangles [F,3]."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def face_normals(verts: Tensor, faces: Tensor, unit: bool = True) -> Tensor:
+    """[F,3]: (v1 - v0) x (v2 - v0), unit length or (unit=False) twice the face's area long."""
+    p = verts[faces]
+    n = torch.linalg.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0])
+    return torch.nn.functional.normalize(n, dim=-1) if unit else n
+
+
+def vertex_normals(verts: Tensor, faces: Tensor) -> Tensor:
+    """[V,3] unit normals: the area-weighted sum of the normals of the faces around each vertex."""
+    n = face_normals(verts, faces, unit=False)
+    out = torch.zeros_like(verts).index_add(0, faces.reshape(-1), n.repeat_interleave(3, 0))
+    return torch.nn.functional.normalize(out, dim=-1)
+
+
+def _edge_keys(faces: Tensor) -> Tensor:
+    """[3F] one integer per (undirected) edge of each face: min * n + max for n = 1 + largest index."""
+    edges = torch.cat([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]).sort(1).values
+    n = int(faces.max()) + 1 if faces.numel() else 1
+    return edges[:, 0] * n + edges[:, 1]
+
+
+def _edge_faces(faces: Tensor) -> Tensor:
+    """[K,2] pairs of faces that share an edge (edges with exactly two faces)."""
+    owner = torch.arange(faces.shape[0], device=faces.device).repeat(3)
+    _, inverse, counts = torch.unique(_edge_keys(faces), return_inverse=True, return_counts=True)
+    order = torch.argsort(inverse, stable=True)
+    sorted_inv = inverse[order]
+    first = torch.ones_like(sorted_inv, dtype=torch.bool)
+    first[1:] = sorted_inv[1:] != sorted_inv[:-1]
+    start = torch.nonzero(first).squeeze(1)
+    two = counts[sorted_inv[start]] == 2
+    a = order[start[two]]
+    return torch.stack([owner[a], owner[order[start[two] + 1]]], 1)
+
+
+def normal_consistency(verts: Tensor, faces: Tensor) -> Tensor:
+    """Mean of 1 - cos(angle between the normals of two faces sharing an edge): 0 for a plane."""
+    pairs = _edge_faces(faces)
+    if pairs.shape[0] == 0:
+        return verts.sum() * 0
+    n = face_normals(verts, faces)
+    return (1 - (n[pairs[:, 0]] * n[pairs[:, 1]]).sum(-1)).mean()
+
+
+def laplacian_loss(verts: Tensor, faces: Tensor) -> Tensor:
+    """Mean squared distance of each vertex from the mean of its neighbours (uniform weights)."""
+    n = int(faces.max()) + 1 if faces.numel() else 1
+    keys = _edge_keys(faces).unique()
+    a, b = keys // n, keys % n
+    i, j = torch.cat([a, b]), torch.cat([b, a])
+    total = torch.zeros_like(verts).index_add(0, i, verts[j])
+    ones = torch.ones_like(i, dtype=verts.dtype)
+    degree = torch.zeros(verts.shape[0], device=verts.device, dtype=verts.dtype).index_add(0, i, ones)
+    used = degree > 0
+    mean = total[used] / degree[used, None]
+    return ((verts[used] - mean) ** 2).sum(-1).mean()
