@@ -32,8 +32,10 @@ def _cmd_resume(args) -> int:
 
 def _print_result(result: dict) -> None:
     print(f"run folder: {result['run_dir']}")
-    if result.get("stop") == "converged":
-        print(f"converged at step {result['step']} of {result['steps']} (train.convergence.enabled=false trains every step)")
+    from dream3d.trainer import Trainer
+
+    if note := Trainer.stop_note(result):
+        print(f"{note} (train.convergence.enabled=false trains every step)")
     _print_export(result["export"])
 
 

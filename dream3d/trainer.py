@@ -345,6 +345,16 @@ class Trainer:
             "history": self.history, **extra,
         })
 
+    @staticmethod
+    def stop_note(result: dict) -> str:
+        """How a fit result's training stopped, for people: "" unless the coarse stage converged early,
+        else "converged at step 330 of 1000" (", then 200 refinement steps" for a refined run)."""
+        if result.get("stop") != "converged":
+            return ""
+        end = result.get("coarse_end")
+        note = f"converged at step {end if end is not None else result['step']} of {result.get('train_steps', result['steps'])}"
+        return note + (f", then {result['step'] - end} refinement steps" if end is not None else "")
+
     def stop_reason(self, status: str) -> str:
         """Why training ended: converged | steps (all train.steps) | stopped | interrupted | non_finite."""
         return status if status != "finished" else ("converged" if self.converged else "steps")
@@ -452,4 +462,5 @@ class Trainer:
         if status == "interrupted":
             raise KeyboardInterrupt
         return {"status": status, "run_dir": str(self.run_dir.path), "export": export, "step": self.step,
-                "steps": self.total_steps, "stage": self.stage, "stop": self.stop_reason(status)}
+                "steps": self.total_steps, "stage": self.stage, "stop": self.stop_reason(status),
+                "coarse_end": self.coarse_end, "train_steps": cfg.train.steps}

@@ -250,6 +250,7 @@ def build_app(runs_dir: str | Path = "runs", concurrency: int = 1, root: Path | 
 
     from dream3d.lifecycle import start_run
     from dream3d.runs import RunDir
+    from dream3d.trainer import Trainer
 
     runs_dir = Path(runs_dir).resolve()
     root = root or preset_root()
@@ -315,8 +316,8 @@ def build_app(runs_dir: str | Path = "runs", concurrency: int = 1, root: Path | 
         logs = [folder.step_log] if folder.step_log.exists() else []
         files = [*folder.assets(), *logs, zip_run(folder.path)]
         glb, video = folder.asset("glb"), folder.turntable()
-        converged = (f" (converged at step {result['step']} of {result['steps']})"
-                     if result.get("stop") == "converged" else "")
+        note = Trainer.stop_note(result)
+        converged = f" ({note})" if note else ""
         tensorboard = (f"; TensorBoard: `tensorboard --logdir {folder.path.parent}`"
                        if any(folder.logs.glob("events.out.tfevents.*")) else "")
         done = (f"**{result['status'].capitalize()}**{converged} after {time.time() - started:.0f} s — "

@@ -12,6 +12,7 @@ from dream3d.config import ConfigError, build_config
 from dream3d.export import load_mesh
 from dream3d.lifecycle import is_finished, load_run, resume_run, start_run
 from dream3d.runs import RunDir
+from dream3d.trainer import Trainer
 from renderers import MeshScene
 
 REFINE = ["refine.geometry_steps=4", "refine.texture_steps=3", "refine.resolution=24", "refine.sdf_resolution=32",
@@ -86,6 +87,7 @@ def test_a_converged_coarse_stage_hands_over_to_full_refinement_stages(tmp_path)
     assert metrics["stop"] == "converged" and metrics["convergence"]["converged_at"] < 40
     coarse_end = metrics["convergence"]["converged_at"]
     assert result["step"] == coarse_end + 4 + 3 == metrics["total_steps"] and result["stage"] == "texture"
+    assert Trainer.stop_note(result) == f"converged at step {coarse_end} of 40, then 7 refinement steps"
     steps = sorted(int(p.stem.split("_")[1]) for p in RunDir(result["run_dir"]).previews.iterdir())
     after = [s for s in steps if s > coarse_end]
     assert after == sorted({s for s in range(coarse_end + 1, coarse_end + 8) if s % 3 == 0} | {coarse_end + 4, coarse_end + 7})
