@@ -2,8 +2,9 @@
 surface, rendered by the mesh rasteriser (renderers/mesh/rasterize_torch.py).
 
 The refinement stages of Magic3D (Lin et al. 2023) and Fantasia3D (Chen et al. 2023): geometry
-(SDF and vertex offsets on the tetrahedral grid, seen through shaded and textureless renders) and
-then texture (`freeze_geometry()`: only the albedo field learns). The surface is explicit, so the
+(SDF and vertex offsets on the tetrahedral grid; with shading=diffuse, seen through DreamFusion's
+shaded and textureless renders, as for Stable Diffusion) and then texture (`freeze_geometry()`:
+only the albedo field learns, on plain albedo renders). The surface is explicit, so the
 exported mesh is the rendered one (`surface_mesh`), watertight where the grid's surface is closed.
 """
 from __future__ import annotations
