@@ -80,3 +80,9 @@ def test_occupancy_sdf_drops_floaters_and_measures_distance():
     assert sdf[10, 10, 10] == pytest.approx(-(5 - 0.5) * 0.1)  # 5 cells from the outside, surface half a cell out
     assert sdf[2, 10, 10] == pytest.approx((3 - 0.5) * 0.1)
 
+
+
+def test_density_is_one_inside_the_surface():
+    scene = MeshScene(MeshConfig(grid_resolution=16), SceneInit(sdf=true_sdf("cube")))
+    points = torch.tensor([[0.0, 0.0, 0.0], [0.3, -0.2, 0.1], [0.55, 0.0, 0.0], [0.0, 0.5, 0.5]])
+    assert scene.density(points).tolist() == [1.0, 1.0, 0.0, 0.0]

@@ -201,9 +201,7 @@ class MeshScene(Scene):
         """A density-like field for tools that march one: 1 inside the surface, 0 outside (the SDF read
         trilinearly from the undeformed grid, so it ignores the offsets)."""
         r = self.cfg.grid_resolution + 1
-        grid = self.sdf.detach().reshape(1, 1, r, r, r)
-        x = (points.to(self.device) / self.bound).flip(-1).reshape(1, -1, 1, 1, 3)  # grid_sample reads (z, y, x)
-        s = torch.nn.functional.grid_sample(grid, x, align_corners=True, padding_mode="border").reshape(-1)
+        s = sample_grid(self.sdf.detach().reshape(r, r, r), points.to(self.device) / self.bound)
         return (s < 0).float().to(points.device)
 
     @torch.no_grad()
