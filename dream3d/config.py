@@ -93,9 +93,24 @@ class RefineConfig:
 
 
 @dataclass
+class ReferenceConfig:
+    """Image-to-3D (`image=ref.png`, dream3d/reference.py): where the reference camera is and how strongly the
+    scene must reproduce the reference view (DreamGaussian's losses: RGB and mask MSE)."""
+
+    elevation: float = bounded(15.0, -90.0, 90.0)  # the reference camera's elevation (degrees); it sees the front (azimuth 0)
+    rgb_weight: float = bounded(1000.0, 0.0, None)
+    mask_weight: float = bounded(1000.0, 0.0, None)
+    resolution: int = bounded(64, 8, 1024)  # the reference image and its renders are this size
+
+
+@dataclass
 class RunConfig:
     prompt: str = "a red cube"
     negative_prompt: str = ""
+    # image-to-3D: a reference view (PNG/JPEG; RGBA or a plain background), copied into the run folder; on
+    # ToyWorld it conditions the prior in place of the prompt, which then only names the run (and eval's truth)
+    image: str | None = server_only(None)
+    reference: ReferenceConfig = field(default_factory=ReferenceConfig)
     seed: int = bounded(0, 0, 2**63 - 1)
     camera: CameraConfig = field(default_factory=CameraConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -201,11 +216,20 @@ def validate(cfg: RunConfig) -> None:
                           "a copy of the UNet, and an offloaded UNet has no weights on the device to copy. Set "
                           "prior.cpu_offload=false (for less memory: prior.attention=slicing, a smaller train.resolution, "
                           "train.batch_size=1)")
+    if cfg.prior.name == "mvdream" and cfg.guidance.trains_prior_copy():
+        raise ConfigError(f"guidance.name={cfg.guidance.name} trains a LoRA copy of the prior's UNet as its fake score; "
+                          "with MVDream that copy would need the views' cameras and groups, which is not supported yet: "
+                          "use guidance.name=sds or asd with prior.name=mvdream")
     if cfg.train.batch_size < cfg.guidance.min_batch_size():
         raise ConfigError(f"guidance.name={cfg.guidance.name} needs train.batch_size >= {cfg.guidance.min_batch_size()} "
                           f"(got {cfg.train.batch_size}): with fewer views per step it is another method (f-div's weights "
                           "are normalised over the batch, so one view is VSD); raise train.batch_size or use "
                           "guidance.divergence=reverse_kl")
+    views = cfg.prior.joint_views()
+    if cfg.train.batch_size % views:
+        fit = views * max(1, round(cfg.train.batch_size / views))
+        raise ConfigError(f"prior.views={views} denoises groups of {views} views, so train.batch_size must be a multiple "
+                          f"of {views} (got {cfg.train.batch_size}); set train.batch_size={fit}")
     check_scene_config(cfg.scene)
     if cfg.refine.enabled:
         if cfg.scene.name == "mesh":

@@ -130,6 +130,16 @@ def prior_cost(cfg) -> tuple[float, float, float]:
     from dream3d.toyworld.catalogue import COLOURS, SHAPES
 
     dim = 3 * p.resolution**2
+    if p.views > 1:  # the multi-view prior: candidates from a camera grid, one group of views at a time
+        from dream3d.toyworld.dataset import grid_elevations
+
+        grid = grid_elevations(p.grid_elevation_step) * p.grid_azimuth_steps
+        turns = 1 if p.view_conditioning == "camera" else p.grid_azimuth_steps
+        candidates = len(SHAPES) * len(COLOURS) * turns  # the unconditional prompt's: the most
+        build = len(SHAPES) * grid * (2 * p.dataset_resolution) ** 2 * SECONDS_PER_DATASET_RAY
+        layers = len(SHAPES) * grid * 3 * (p.dataset_resolution**2 * 2 + p.resolution**2 * 4)  # cached, then resized
+        work = 2 * candidates * p.views * dim * 4  # one group's candidate views and their squares, float32
+        return 2.0 * candidates * dim * SECONDS_PER_PRIOR_FLOP, build, layers + work
     cond = VIEW_COLOURS * p.num_views
     uncond = len(SHAPES) * len(COLOURS) * min(p.uncond_views_per_item, p.num_views)
     per_image = 2.0 * max(cond, uncond) * dim * SECONDS_PER_PRIOR_FLOP  # logits + weighted sum over a view set
@@ -169,6 +179,9 @@ def estimate_cost(cfg) -> Cost:
     g = cfg.guidance
     bank = g.prior_calls_at_start()  # f-divergence's teacher samples
     step_s, step_b = render_cost(scene, t.batch_size, t.resolution, train=True)
+    if cfg.image:  # image-to-3D also renders the reference view every step
+        ref_s, ref_b = render_cost(scene, 1, cfg.reference.resolution, train=True)
+        step_s, step_b = step_s + ref_s, step_b + ref_b
     guidance_s = t.batch_size * per_image * (g.prior_calls_per_image() + g.perp_neg_calls())
     cost.add("training", t.steps * (step_s + guidance_s) + bank * per_image, resident + step_b)
     checkpoints = t.steps // max(1, o.checkpoint_every) + 1

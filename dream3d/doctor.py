@@ -359,6 +359,8 @@ def preset_fit(path: Path, name: str, hw: dict[str, Any], models: dict[str, dict
         if sd:
             found = models.get(cfg.prior.model) or check_weights(cfg.prior.model)
             entry.update(model=cfg.prior.model, family=found["family"], weights_present=found["present"])
+        elif cfg.prior.name == "mvdream":  # a folder that `dream3d convert-mvdream` writes
+            entry.update(model=cfg.prior.model, weights_present=(Path(cfg.prior.model).expanduser() / "unet").is_dir())
         cost = estimate_cost(cfg)
         scene_on = resolve_device(cfg.train.device)
         prior_on = prior_device(scene_on, getattr(cfg.prior, "device", None))
@@ -387,6 +389,8 @@ def preset_fit(path: Path, name: str, hw: dict[str, Any], models: dict[str, dict
         verdict = f"no: needs ~{host / GIB:.1f} GiB of RAM (estimate), this machine has {ram / GIB:.1f} GiB"
     elif sd and not entry["weights_present"]:
         verdict = "needs weights (see above)"
+    elif entry["prior"] == "mvdream" and not entry["weights_present"]:
+        verdict = f"needs weights: `dream3d convert-mvdream sd-v2.1-base-4view.pt {cfg.prior.model}`"
     else:
         verdict = "yes"
     if entry["fits"] and sd and prior_on.type == "cpu":

@@ -30,10 +30,11 @@ from dream3d.config import RunConfig, to_dict, to_yaml
 from dream3d.convergence import ConvergenceMonitor
 from dream3d.export import EmptySceneError, ExportError, export_scene
 from dream3d.kernel.atomic_io import atomic_write_text, write_json
-from dream3d.kernel.cameras import CameraSampler
+from dream3d.kernel.cameras import Cameras, CameraSampler
 from dream3d.kernel.device import resolve_device
 from dream3d.kernel.schema import ConfigError
 from dream3d.kernel.timing import PhaseTimer
+from dream3d.reference import reference_loss
 from dream3d.refine import coarse_sdf
 from dream3d.runs import CheckpointError, RunDir, to_uint8, write_image, write_video
 from dream3d.scenes import build_run_scene
@@ -101,7 +102,9 @@ class Trainer:
                               "(train.device); build it with build_prior(..., device=)")
         self.schedule_steps = cfg.train.steps
         self.guidance = build_guidance(cfg.guidance, self.prior, self.run_context(self.schedule_steps)).to(self.device)
-        self.cond = self.guidance.embed(cfg.prompt, cfg.negative_prompt)
+        self.reference = self.load_reference() if cfg.image else None  # image-to-3D: (rgb, mask, camera)
+        image = self.prior.embed_image(self.reference[0], self.reference[2]) if self.reference else None
+        self.cond = self.guidance.embed(cfg.prompt, cfg.negative_prompt, image)
         self.scene = build_run_scene(cfg.scene, cfg.seed).to(self.device)
         self.optimizer = make_optimizer(self.scene, self.guidance)
         self.convergence = ConvergenceMonitor(cfg.train.convergence)
@@ -116,6 +119,24 @@ class Trainer:
         self.validation_cameras = self.camera_sampler.orbit(4, 15.0).to(self.device)  # convergence checks, previews
         self.truth = TruthMasks.for_run(cfg.prompt, cfg.prior.name, self.validation_cameras)
         self.validation_iou: float | None = None  # of the last validation render, when a truth exists
+
+    def load_reference(self) -> tuple[torch.Tensor, torch.Tensor, Cameras]:
+        """Image-to-3D's reference view (dream3d/reference.py): rgb [3,r,r] on white, mask [1,r,r] and its camera
+        [1] (azimuth 0). Read from the run folder's copy when it has one (a resumed run), else from `image`, which
+        is then copied there."""
+        from dream3d.reference import keep_copy, load_reference
+
+        cfg = self.cfg
+        if not self.prior.supports("embed_image"):
+            raise ConfigError(f"image=... needs a prior that conditions on an image; prior.name={cfg.prior.name} does "
+                              "not (ToyWorld's does; Zero123 is not supported yet)")
+        kept = sorted(self.run_dir.path.glob("reference.*"))
+        source = kept[0] if kept else Path(cfg.image).expanduser()
+        rgb, mask = load_reference(source, cfg.reference.resolution)
+        if not kept:
+            keep_copy(source, self.run_dir.path)
+        camera = Cameras.make([cfg.reference.elevation], [0.0], cfg.camera.distance, cfg.camera.fovy)
+        return rgb.to(self.device), mask.to(self.device), camera.to(self.device)
 
     def run_context(self, schedule_steps: int) -> RunContext:
         """What the guidance may know of this run: its length and camera distribution. The length is the
@@ -235,7 +256,9 @@ class Trainer:
     def train_step(self) -> dict:
         cfg, gen = self.cfg, self.generator
         t0 = time.perf_counter()
-        cams = self.camera_sampler.sample(cfg.train.batch_size, gen).to(self.device)
+        views = self.prior.joint_views  # a multi-view prior denoises groups of views: render such groups
+        cams = (self.camera_sampler.sample(cfg.train.batch_size, gen) if views == 1 else
+                self.camera_sampler.sample_groups(cfg.train.batch_size // views, views, gen)).to(self.device)
         self.scene.begin_step(self.scene_step)
         res = self.resolution
         out = self.scene.render(cams, res, res, gen)
@@ -243,6 +266,12 @@ class Trainer:
         g = self.guidance(out.rgb, cams, self.cond, self.step, gen)
         t2 = time.perf_counter()
         losses = {"guidance": g.loss, **g.aux_losses, **self.scene.regularizers(out, self.scene_step)}
+        if self.reference is not None:  # image-to-3D: the reference view itself, as DreamGaussian and Magic123
+            rgb, mask, camera = self.reference
+            r = cfg.reference.resolution
+            ref = self.scene.render(camera, r, r, gen)
+            losses["reference"] = reference_loss(ref.rgb, ref.alpha, rgb, mask, cfg.reference.rgb_weight,
+                                                 cfg.reference.mask_weight)
         total = sum(losses.values())
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()

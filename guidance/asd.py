@@ -9,7 +9,6 @@ from dataclasses import dataclass
 
 import torch
 
-from dream3d.kernel import draws
 from dream3d.kernel.schema import bounded
 from guidance.core import GuidanceConfig, ScoreDistillation, batch_stats, cfg_predict
 
@@ -26,7 +25,7 @@ class ASD(ScoreDistillation):
         t_min, _ = self.timesteps.range(step)
         T = self.prior.num_timesteps
         span = torch.minimum(self.cfg.rho * (t - t_min).float(), (T - 1 - t).float())
-        t_d = t + torch.floor(draws.rand(t.shape, generator, t.device) * span).long()
+        t_d = t + torch.floor(self.group_rand(t.shape[0], generator, t.device) * span).long()
         x_d = self.prior.add_noise(x, t_d, noise)
         # one call: cond and uncond at t, and the delayed conditional target at t + D
         eps_w, _, _, eps_d = cfg_predict(self.prior, x_t, t, cond, cameras, self.guidance_scale(step),

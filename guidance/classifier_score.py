@@ -44,7 +44,7 @@ class CSDConfig(GuidanceConfig):
 
 
 class CSD(ScoreDistillation):
-    def embed(self, prompt: str, negative: str = "") -> Conditioning:
+    def embed(self, prompt: str, negative: str = "", image: Any = None) -> Conditioning:
         a_neg = self.cfg.negative_weight
         if a_neg is not None and a_neg != 0.0 and not negative:
             raise ConfigError(f"guidance.negative_weight={a_neg} weighs a negative prompt: set negative_prompt, or leave "
@@ -52,7 +52,7 @@ class CSD(ScoreDistillation):
         if a_neg == 0.0 and negative:
             raise ConfigError("guidance.negative_weight=0 would ignore negative_prompt: leave negative_weight unset (-1: "
                               "eps_y - eps_neg) or pick another non-zero weight")
-        return super().embed(prompt, negative)
+        return super().embed(prompt, negative, image)
 
     def gradient(self, x, cameras, cond, step, generator):
         t, _, x_t = self.noised(x, step, generator)
@@ -80,7 +80,7 @@ class CSMConfig(GuidanceConfig):
 
 class CSM(ScoreDistillation):
     def gradient(self, x, cameras, cond, step, generator):
-        t = self.timesteps.sample(x.shape[0], step, generator, x.device)
+        t = self.sample_t(x.shape[0], step, generator, x.device)
         x_t, _ = ddim_invert(self.prior, x, t, cond.empty(cameras), cameras, self.cfg.inversion_stride,
                              self.cfg.inversion_max_steps)
         eps_y, eps_u = predict_cond_uncond(self.prior, x_t, t, cond, cameras)
@@ -110,8 +110,8 @@ class NFSD(ScoreDistillation):
         """eps_neg's prompt: the run's negative prompt, else guidance.realism_negative."""
         return cond.negative or self.cfg.realism_negative
 
-    def embed(self, prompt: str, negative: str = "") -> Conditioning:
-        cond = super().embed(prompt, negative)
+    def embed(self, prompt: str, negative: str = "", image: Any = None) -> Conditioning:
+        cond = super().embed(prompt, negative, image)
         try:
             cond.embedding(self.negative_text(cond))
         except ValueError as e:

@@ -170,10 +170,13 @@ class TimestepSampler:
         return lo, max(lo, hi)
 
     def sample(self, batch: int, step: int, generator: torch.Generator | None = None,
-               device: torch.device | str | None = None) -> Tensor:
-        """Integer timesteps [B] on `device` (drawn on the CPU: dream3d/kernel/draws.py)."""
+               device: torch.device | str | None = None, group: int = 1) -> Tensor:
+        """Integer timesteps [B] on `device` (drawn on the CPU: dream3d/kernel/draws.py), one per
+        `group` consecutive elements (a multi-view prior's views share their timestep)."""
+        if batch % group:
+            raise ValueError(f"a batch of {batch} is not made of groups of {group} views")
         lo, hi = self.range(step)
-        return draws.randint(lo, hi + 1, (batch,), generator, device)
+        return draws.randint(lo, hi + 1, (batch // group,), generator, device).repeat_interleave(group)
 
 
 def _decay(f: tuple[float, float, float], r: Tensor) -> Tensor:
@@ -228,11 +231,16 @@ class Conditioning:
     view buckets' thresholds, and Perp-Neg's weights when it is on."""
 
     def __init__(self, prior: DiffusionPrior, prompt: str, negative: str = "", view_dependent: bool = True,
-                 thresholds: ViewThresholds = DEFAULT_VIEW_THRESHOLDS, perp_neg: PerpNegWeights | None = None):
+                 thresholds: ViewThresholds = DEFAULT_VIEW_THRESHOLDS, perp_neg: PerpNegWeights | None = None,
+                 image: Any = None):
+        """`image`: a reference view's embedding (prior.embed_image, image-to-3D); the conditional branch then
+        uses it for every camera in place of the (view-dependent) prompt."""
         if perp_neg is not None and not view_dependent:
             raise ValueError("Perp-Neg needs view-dependent prompts: its negatives are the view prompts")
+        if perp_neg is not None and image is not None:
+            raise ValueError("Perp-Neg's negatives are view prompts; an image-conditioned run has none")
         self.prior, self.prompt, self.negative, self.view_dependent = prior, prompt, negative, view_dependent
-        self.thresholds, self.perp_neg = thresholds, perp_neg
+        self.thresholds, self.perp_neg, self.image = thresholds, perp_neg, image
         self._cache: dict[str, Any] = {}
         self.embedding(prompt)  # validate early: a bad prompt fails before any work
 
@@ -248,6 +256,8 @@ class Conditioning:
         return self.view_text(view_bucket(elevation, azimuth, self.thresholds)) if self.view_dependent else self.prompt
 
     def cond(self, cameras: Cameras) -> list[Any]:
+        if self.image is not None:
+            return [self.image] * len(cameras)
         return [self.embedding(self.view_prompt(float(e), float(a))) for e, a in zip(cameras.elevation, cameras.azimuth)]
 
     def plain(self, cameras: Cameras) -> list[Any]:
@@ -368,17 +378,29 @@ class ScoreDistillation(nn.Module):
         """A scheduled knob, its "N%" steps resolved against the run's length."""
         return Schedule.parse(value, name, self.run.total_steps)
 
-    def embed(self, prompt: str, negative: str = "") -> Conditioning:
+    def embed(self, prompt: str, negative: str = "", image: Any = None) -> Conditioning:
+        """The run's conditioning; `image`: a reference view's embedding (prior.embed_image) for image-to-3D."""
         return Conditioning(self.prior, prompt, negative, self.cfg.view_dependent_prompt, self.cfg.view_thresholds(),
-                            self.cfg.perp_neg_weights())
+                            self.cfg.perp_neg_weights(), image)
 
     def weight(self, t: Tensor, ndim: int) -> Tensor:
         """w(t) of the configured weighting, shaped [B,1,...] to broadcast over x."""
         return per_sample(weighting(self.cfg.weighting, self.prior.alphas_cumprod, t), ndim)
 
+    def group_rand(self, batch: int, generator: torch.Generator | None, device: torch.device) -> Tensor:
+        """U[0,1) draws [B], one per group of the prior's joint views (for a guidance's own random
+        timestep offsets, which a multi-view group shares like its timestep)."""
+        n = self.prior.joint_views
+        return draws.rand((batch // n,), generator, device).repeat_interleave(n)
+
+    def sample_t(self, batch: int, step: int, generator: torch.Generator | None, device: torch.device) -> Tensor:
+        """Timesteps [B] from the timestep sampler, one per group of the prior's joint views (MVDream
+        noises a group's views at one timestep)."""
+        return self.timesteps.sample(batch, step, generator, device, self.prior.joint_views)
+
     def noised(self, x: Tensor, step: int, generator: torch.Generator | None) -> tuple[Tensor, Tensor, Tensor]:
-        """(t [B], noise [B,...], x_t [B,...]) with t from the timestep sampler and fresh Gaussian noise."""
-        t = self.timesteps.sample(x.shape[0], step, generator, x.device)
+        """(t [B], noise [B,...], x_t [B,...]) with t from `sample_t` and fresh Gaussian noise."""
+        t = self.sample_t(x.shape[0], step, generator, x.device)
         noise = draws.randn(x.shape, generator, x.device)
         return t, noise, self.prior.add_noise(x, t, noise)
 

@@ -42,7 +42,7 @@ class ISM(ScoreDistillation):
     def invert(self, x, cameras, cond, step, generator):
         """(t [B], s [B], x_s, eps_s = eps(x_s, s, empty), x_t), each x-shaped [B,...]: the deterministic
         points ISM and TSM share."""
-        t = self.timesteps.sample(x.shape[0], step, generator, x.device)
+        t = self.sample_t(x.shape[0], step, generator, x.device)
         s = (t - int(round(self.delta_t(step)))).clamp(min=0)
         empty = cond.empty(cameras)
         x_s, _ = ddim_invert(self.prior, x, s, empty, cameras, self.cfg.inversion_stride, self.cfg.inversion_max_steps)

@@ -56,13 +56,14 @@ def tiny_config(tmp_path, *extra):
 
 @pytest.fixture(scope="session")
 def tiny_sd(tmp_path_factory):
-    """Tiny random Stable Diffusion pipelines (SD epsilon, SD v-prediction, SDXL) and a DeepFloyd IF stage I
-    pipeline ("if") in diffusers layout."""
+    """Tiny random Stable Diffusion pipelines (SD epsilon, SD v-prediction, SDXL, an MVDream-style UNet with a
+    camera embedding: "mv") and a DeepFloyd IF stage I pipeline ("if") in diffusers layout."""
     from tiny_diffusers import build_tiny_if_pipeline, build_tiny_pipeline
 
     root = tmp_path_factory.mktemp("tiny_sd")
     return {"eps": build_tiny_pipeline(root / "eps"), "v": build_tiny_pipeline(root / "v", prediction_type="v_prediction"),
-            "xl": build_tiny_pipeline(root / "xl", xl=True), "if": build_tiny_if_pipeline(root / "if")}
+            "xl": build_tiny_pipeline(root / "xl", xl=True), "if": build_tiny_if_pipeline(root / "if"),
+            "mv": build_tiny_pipeline(root / "mv", camera_dim=16)}
 
 
 def tiny_overrides(preset: str, tiny_sd: dict | None = None) -> list[str]:
@@ -73,12 +74,17 @@ def tiny_overrides(preset: str, tiny_sd: dict | None = None) -> list[str]:
         out = [o for o in out if not o.startswith("scene.")] + ["scene.num_points=300", "scene.densify_from=2",
                                                                 "scene.densify_every=2"]
     if "configs/sd/" in str(preset):
-        model = tiny_sd["xl"] if "tsm" in str(preset) else tiny_sd["eps"]
+        model = tiny_sd["xl"] if "tsm" in str(preset) else tiny_sd["mv"] if "mvdream" in str(preset) else tiny_sd["eps"]
         bank = ["guidance.bank_size=2", "guidance.bank_sampler_steps=2"] if "fdiv" in str(preset) else []
         out = [o for o in out if not o.startswith("prior.")] + [f"prior.model={model}", "prior.resolution=32", *bank]
     if "refine" in str(preset):  # a few steps of each mesh stage on a small grid
         out += ["refine.geometry_steps=2", "refine.texture_steps=2", "refine.resolution=16", "refine.sdf_resolution=24",
                 "refine.mesh.grid_resolution=8", "refine.mesh.max_resolution=32"]
+    if "mvdream" in str(preset):  # one group of 4 views
+        out = [o for o in out if o != "train.batch_size=2"] + ["train.batch_size=4"]
+    if "multiview" in str(preset):  # groups of 4 views; a coarse camera grid instead of the single-view dataset
+        out = [o for o in out if o not in ("prior.num_views=64", "train.batch_size=2")] + [
+            "train.batch_size=4", "prior.grid_elevation_step=27.5", "prior.grid_azimuth_steps=8"]
     if "configs/if/" in str(preset):
         out = [o for o in out if not o.startswith("prior.")] + [f"prior.model={tiny_sd['if']}", "prior.resolution=32"]
     return out

@@ -219,3 +219,18 @@ def test_refinement_is_capped_priced_and_shown(tmp_path):
     mesh = make_config("toy/sds-nerf", "a red cube", "", 100, 0, None, "scene.name=mesh", tmp_path)
     assert estimate_cost(mesh).seconds > 0  # a mesh scene is priced too
     assert "geometry" in status_text({"step": 5, "steps": 10, "stage": "geometry"}, 0.0, None)
+
+
+def test_multiview_prior_is_offered_and_priced(tmp_path):
+    """The multi-view preset fits the budget; its grid and candidate knobs are priced, so a visitor cannot ask
+    for a grid or a candidate set the server cannot hold."""
+    from dream3d.cost import estimate_cost
+
+    assert "toy/sds-nerf-multiview" in list_presets()
+    mv = make_config("toy/sds-nerf-multiview", "a blue cube with a yellow front", "", 400, 0, None, "", tmp_path)
+    relative = make_config("toy/sds-nerf-multiview", "a blue cube", "", 400, 0, None, "prior.view_conditioning=none",
+                           tmp_path)
+    assert estimate_cost(relative).seconds > estimate_cost(mv).seconds  # a candidate per grid azimuth turn
+    with pytest.raises(UserInputError, match="this request would take"):
+        make_config("toy/sds-nerf-multiview", "a cube", "", 400, 0, None, "prior.views=8\nprior.grid_azimuth_steps=720\n"
+                    "prior.view_conditioning=none\nprior.resolution=64\ntrain.batch_size=8", tmp_path)

@@ -25,8 +25,9 @@ def byte_level_vocab() -> dict[str, int]:
 
 
 def build_tiny_pipeline(path: Path, *, xl: bool = False, prediction_type: str = "epsilon", max_tokens: int = 24,
-                        seed: int = 0) -> Path:
-    """Save unet/ vae/ text_encoder/ tokenizer/ scheduler/ (and the SDXL pair) under `path`."""
+                        seed: int = 0, camera_dim: int | None = None) -> Path:
+    """Save unet/ vae/ text_encoder/ tokenizer/ scheduler/ (and the SDXL pair) under `path`; `camera_dim`: an
+    MVDream-style UNet with a camera embedding of that many inputs (diffusers' projection class embedding)."""
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
@@ -57,6 +58,8 @@ def build_tiny_pipeline(path: Path, *, xl: bool = False, prediction_type: str = 
     if xl:
         unet_kw.update(addition_embed_type="text_time", addition_time_embed_dim=4,
                        projection_class_embeddings_input_dim=6 * 4 + 16)
+    if camera_dim:
+        unet_kw.update(class_embed_type="projection", projection_class_embeddings_input_dim=camera_dim)
     UNet2DConditionModel(**unet_kw).save_pretrained(path / "unet")
     AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16), norm_num_groups=8,
                   down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,

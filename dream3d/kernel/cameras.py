@@ -150,6 +150,17 @@ class CameraSampler:
         (e0, e1), (a0, a1) = self.elevation_range, self.azimuth_range
         return Cameras.make(e0 + (e1 - e0) * u[:, 0], a0 + (a1 - a0) * u[:, 1], self.distance, self.fovy)
 
+    def sample_groups(self, groups: int, views: int, generator: torch.Generator) -> Cameras:
+        """Cameras for a multi-view prior, as MVDream samples them: per group one elevation (uniform in
+        the range) and `views` azimuths 360/views degrees apart from a random offset (uniform in
+        azimuth_range; the views go round the full circle whatever the range). [groups*views], the views
+        of a group consecutive."""
+        u = torch.rand(groups, 2, generator=generator)
+        (e0, e1), (a0, a1) = self.elevation_range, self.azimuth_range
+        el = (e0 + (e1 - e0) * u[:, 0]).repeat_interleave(views)
+        az = (a0 + (a1 - a0) * u[:, 1])[:, None] + torch.arange(views, dtype=torch.float32) * (360.0 / views)
+        return Cameras.make(el, wrap_degrees(az.reshape(-1)), self.distance, self.fovy)
+
     def orbit(self, n: int, elevation: float = 15.0, offset: float = 0.0) -> Cameras:
         """n cameras evenly spaced in azimuth at one elevation (turntables, previews)."""
         az = offset + torch.arange(n, dtype=torch.float32) * (360.0 / n)

@@ -18,12 +18,13 @@ from torch import Tensor
 
 from dream3d.kernel.atomic_io import atomic_torch_save
 from dream3d.kernel.cache import cache_root, prune
-from dream3d.kernel.cameras import Cameras
+from dream3d.kernel.cameras import Cameras, wrap_degrees
 from dream3d.toyworld.catalogue import COLOURS, Item
 from dream3d.toyworld.geometry import LIGHT, intersect
 
 CACHE_VERSION = "v1"
 MARKER_NZ = 0.7
+DATASET_ELEVATIONS = (-10.0, 45.0)  # the dataset cameras' elevation range (toyworld.md)
 
 
 def cache_dir() -> Path:
@@ -46,8 +47,8 @@ def render_layers(shape: str, cameras: Cameras, resolution: int, supersample: in
 
 def tint(layers: Tensor, item_colour: str, marker: str | None = None) -> Tensor:
     """Images in [0,1] [B,3,H,W] from geometry layers [B,3,H,W]."""
-    body = torch.tensor(COLOURS[item_colour])[None, :, None, None]
-    mark = torch.tensor(COLOURS[marker or item_colour])[None, :, None, None]
+    body = torch.tensor(COLOURS[item_colour], device=layers.device)[None, :, None, None]
+    mark = torch.tensor(COLOURS[marker or item_colour], device=layers.device)[None, :, None, None]
     cov, base, mk = layers[:, 0:1].float(), layers[:, 1:2].float(), layers[:, 2:3].float()
     return (1 - cov) + base * body + mk * mark
 
@@ -60,7 +61,7 @@ def render_gt(item: Item, cameras: Cameras, resolution: int, colour: str | None 
 
 def sample_dataset_cameras(
     n: int, seed: int, distribution: str = "uniform", kappa: float = 2.0, uniform_floor: float = 0.2,
-    elevation_range: tuple[float, float] = (-10.0, 45.0), distance: float = 2.5, fovy: float = 40.0,
+    elevation_range: tuple[float, float] = DATASET_ELEVATIONS, distance: float = 2.5, fovy: float = 40.0,
 ) -> Cameras:
     """Dataset cameras: elevation U[range]; azimuth uniform or front-biased (von Mises around 0
     with concentration kappa, mixed with a uniform floor)."""
@@ -91,14 +92,42 @@ class ShapeViews:
         return tint(layers, colour, marker)
 
 
+def grid_elevations(elevation_step: float, elevation_range: tuple[float, float] = DATASET_ELEVATIONS) -> int:
+    """E, the number of grid elevations: from the range's low end every `elevation_step` degrees."""
+    return int((elevation_range[1] - elevation_range[0]) / elevation_step + 1e-6) + 1
+
+
+def grid_cameras(elevation_step: float, azimuth_steps: int, elevation_range: tuple[float, float] = DATASET_ELEVATIONS,
+                 distance: float = 2.5, fovy: float = 40.0) -> Cameras:
+    """A regular grid of cameras, elevation-major [E*A]: `grid_elevations` elevations, azimuths k * 360/A
+    from 0 (the multi-view prior's candidate views, guidance/priors/toyworld_multiview.py)."""
+    el = elevation_range[0] + elevation_step * torch.arange(grid_elevations(elevation_step, elevation_range),
+                                                            dtype=torch.float32)
+    az = wrap_degrees(torch.arange(azimuth_steps, dtype=torch.float32) * (360.0 / azimuth_steps))
+    return Cameras.make(el.repeat_interleave(azimuth_steps), az.repeat(len(el)), distance, fovy)
+
+
 def load_shape_views(
     shape: str, num_views: int = 1024, resolution: int = 64, seed: int = 0,
     distribution: str = "uniform", kappa: float = 2.0, progress: bool = False,
 ) -> ShapeViews:
     """Build (once) or load the cached views of a shape; deterministic in the seed."""
     key = f"{shape}-n{num_views}-r{resolution}-s{seed}-{distribution}" + (f"-k{kappa}" if distribution != "uniform" else "")
+    return load_views(shape, key, sample_dataset_cameras(num_views, seed, distribution, kappa), resolution, progress)
+
+
+def load_grid_views(shape: str, elevation_step: float, azimuth_steps: int, resolution: int = 64,
+                    progress: bool = False) -> ShapeViews:
+    """Build (once) or load the cached views of a shape from the `grid_cameras` grid."""
+    key = f"{shape}-grid-e{elevation_step:g}-a{azimuth_steps}-r{resolution}"
+    return load_views(shape, key, grid_cameras(elevation_step, azimuth_steps), resolution, progress)
+
+
+def load_views(shape: str, key: str, cams: Cameras, resolution: int, progress: bool = False) -> ShapeViews:
+    """A shape's geometry layers from `cams`, rendered once and cached on disk under `key` (which must
+    name everything the cameras are made from)."""
+    num_views = len(cams)
     path = cache_dir() / f"{key}.pt"
-    cams = sample_dataset_cameras(num_views, seed, distribution, kappa)
     if path.exists():
         try:
             data = torch.load(path, weights_only=True)

@@ -4,11 +4,12 @@ import torch
 from dream3d.kernel.schema import registry
 from guidance.priors.base import DiffusionPrior, scaled_linear_alphas_cumprod
 from guidance.priors.deepfloyd_if import DeepFloydIFPrior, DeepFloydIFPriorConfig
+from guidance.priors.mvdream import MVDreamPrior, MVDreamPriorConfig
 from guidance.priors.stable_diffusion import StableDiffusionPrior, StableDiffusionPriorConfig
 from guidance.priors.toyworld import ToyWorldPrior, ToyWorldPriorConfig
 
 PRIORS = registry((ToyWorldPrior, ToyWorldPriorConfig), (StableDiffusionPrior, StableDiffusionPriorConfig),
-                   (DeepFloydIFPrior, DeepFloydIFPriorConfig))
+                   (DeepFloydIFPrior, DeepFloydIFPriorConfig), (MVDreamPrior, MVDreamPriorConfig))
 
 
 def build_prior(cfg, progress: bool = False, device: torch.device | None = None) -> DiffusionPrior:
@@ -18,5 +19,5 @@ def build_prior(cfg, progress: bool = False, device: torch.device | None = None)
     return cls(cfg, progress=progress, device=device)
 
 
-__all__ = ["DiffusionPrior", "StableDiffusionPrior", "StableDiffusionPriorConfig", "ToyWorldPrior", "ToyWorldPriorConfig",
-           "PRIORS", "build_prior", "scaled_linear_alphas_cumprod"]
+__all__ = ["DiffusionPrior", "MVDreamPrior", "MVDreamPriorConfig", "StableDiffusionPrior", "StableDiffusionPriorConfig",
+           "ToyWorldPrior", "ToyWorldPriorConfig", "PRIORS", "build_prior", "scaled_linear_alphas_cumprod"]

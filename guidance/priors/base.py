@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from dream3d.kernel.cameras import Cameras
+from dream3d.kernel.schema import SectionConfig
 
 
 def scaled_linear_alphas_cumprod(T: int = 1000, beta_start: float = 0.00085, beta_end: float = 0.012) -> Tensor:
@@ -34,6 +35,15 @@ def q_sample(alphas_cumprod: Tensor, x: Tensor, t: Tensor, noise: Tensor) -> Ten
     return a * x + s * noise
 
 
+class PriorConfig(SectionConfig):
+    """Base of the prior sections of a run config."""
+
+    def joint_views(self) -> int:
+        """How many views the configured prior denoises jointly (1: a single-view prior); a run renders
+        train.batch_size views a step, so that must be a multiple of it (dream3d/config.py)."""
+        return 1
+
+
 class DiffusionPrior(ABC):
     """A noise predictor eps(x_t, t, y[, camera]) with DDPM marginals x_t = a_t x + s_t eps.
 
@@ -44,7 +54,15 @@ class DiffusionPrior(ABC):
 
     alphas_cumprod: Tensor
     device: torch.device  # where predict_eps computes; predictions come back on x_t's device
-    OPTIONAL = ("log_prob", "trainable_copy")
+    OPTIONAL = ("log_prob", "trainable_copy", "embed_image")
+
+    @property
+    def joint_views(self) -> int:
+        """N > 1 for a multi-view prior (MVDream's kind): `predict_eps` then takes B = groups x N samples,
+        each group's N views consecutive, and predicts each group's noise jointly, from all its views and
+        their cameras. Whoever renders for it sends such groups (CameraSampler.sample_groups), and a
+        guidance draws one timestep per group (ScoreDistillation.sample_t). 1 here."""
+        return 1
 
     @property
     def num_timesteps(self) -> int:
@@ -101,6 +119,13 @@ class DiffusionPrior(ABC):
         (f-div's exact ratio). Implemented by ToyWorldPrior and GaussianMixturePrior."""
         raise NotImplementedError(f"{type(self).__name__} has no closed-form density: log_prob is implemented by "
                                   "the closed-form priors only (ToyWorldPrior, GaussianMixturePrior)")
+
+    def embed_image(self, image: Tensor, camera: Cameras) -> Any:
+        """Optional: an embedding of a reference view, image [3,H,W] in [0,1] on a white background seen from
+        camera [1] (the run's azimuth 0), that conditions `predict_eps` on it in place of a prompt's
+        (image-to-3D, Zero123's kind of prior). Implemented by ToyWorldPrior."""
+        raise NotImplementedError(f"{type(self).__name__} cannot condition on an image: image-to-3D runs need a prior "
+                                  "with embed_image (ToyWorld's)")
 
     def trainable_copy(self) -> nn.Module:
         """Optional: a trainable copy of the denoiser network (the base of the LoRA fake score of

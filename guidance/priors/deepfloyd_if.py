@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dream3d.kernel.cache import cache_root
+from dream3d.kernel.cameras import Cameras
 from dream3d.kernel.device import prior_device, resolve_device
 from dream3d.kernel.schema import ConfigError, bounded, server_only
 from guidance.priors.diffusers_unet import DiffusersPriorConfig, DiffusersUNetPrior, is_local_model
@@ -229,7 +230,7 @@ class DeepFloydIFPrior(DiffusersUNetPrior):
         return files
 
     # -- the network -----------------------------------------------------------------------
-    def unet_inputs(self, text: Sequence[T5Embedding]) -> dict[str, Any]:
+    def unet_inputs(self, text: Sequence[T5Embedding], cameras: Cameras | None = None) -> dict[str, Any]:
         """The UNet's conditioning for one embedding per batch element: T5 hidden states [B,77,D], no mask
         (as IFPipeline)."""
         return {"encoder_hidden_states": torch.stack([e.hidden for e in text]).to(self.device, self.dtype)}

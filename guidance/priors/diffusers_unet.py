@@ -18,8 +18,8 @@ from dream3d.kernel.atomic_io import atomic_torch_save
 from dream3d.kernel.cache import prune
 from dream3d.kernel.cameras import Cameras
 from dream3d.kernel.device import check_device_name
-from dream3d.kernel.schema import SectionConfig, choice, server_only
-from guidance.priors.base import DiffusionPrior
+from dream3d.kernel.schema import choice, server_only
+from guidance.priors.base import DiffusionPrior, PriorConfig
 
 log = logging.getLogger("dream3d")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -32,7 +32,7 @@ def is_local_model(model: str) -> bool:
 
 
 @dataclass
-class DiffusersPriorConfig(SectionConfig):
+class DiffusersPriorConfig(PriorConfig):
     """The keys every diffusers prior takes; a subclass adds `model` (its default id) and its own."""
 
     revision: str | None = server_only(None)  # hub branch, tag or commit
@@ -94,8 +94,8 @@ class DiffusersUNetPrior(DiffusionPrior):
             self._embeddings[prompt] = emb
         return self._embeddings[prompt]
 
-    def unet_inputs(self, text: Sequence[Any]) -> dict[str, Any]:
-        """The UNet's conditioning keyword arguments for one embedding per batch element."""
+    def unet_inputs(self, text: Sequence[Any], cameras: Cameras | None = None) -> dict[str, Any]:
+        """The UNet's conditioning keyword arguments for one embedding (and camera) per batch element."""
         raise NotImplementedError
 
     def output_to_eps(self, out: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
@@ -113,5 +113,5 @@ class DiffusersUNetPrior(DiffusionPrior):
         x = x_t.to(self.device, self.dtype)
         if self.cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        out = self._unet_fn(x, t.to(self.device), **self.unet_inputs(text)).sample
+        out = self._unet_fn(x, t.to(self.device), **self.unet_inputs(text, cameras)).sample
         return self.output_to_eps(out.float().to(x_t.device), x_t, t)

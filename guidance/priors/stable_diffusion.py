@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dream3d.kernel.cache import cache_root
+from dream3d.kernel.cameras import Cameras
 from dream3d.kernel.device import prior_device, resolve_device
 from dream3d.kernel.schema import ConfigError, bounded, choice, server_only
 from guidance.priors.diffusers_unet import DTYPES, DiffusersPriorConfig, DiffusersUNetPrior, is_local_model
@@ -305,8 +306,8 @@ class StableDiffusionPrior(DiffusersUNetPrior):
         return files
 
     # -- the network -----------------------------------------------------------------------
-    def unet_inputs(self, text: Sequence[TextEmbedding]) -> dict[str, Any]:
-        """The UNet's conditioning keyword arguments for one embedding per batch element."""
+    def unet_inputs(self, text: Sequence[TextEmbedding], cameras: Cameras | None = None) -> dict[str, Any]:
+        """The UNet's conditioning keyword arguments for one embedding per batch element (no cameras)."""
         kw: dict[str, Any] = {"encoder_hidden_states": torch.stack([e.hidden for e in text]).to(self.device, self.dtype)}
         if self.is_xl:
             r = self.resolution

@@ -9,6 +9,9 @@ names (", back view"), else the query camera's. The prior's buckets are the defa
 (`DEFAULT_VIEW_THRESHOLDS`): like a trained text-to-image model, the prior has one fixed meaning of
 "front view", and a guidance's own thresholds (guidance.view_*) only choose which prompt a camera
 gets. With the defaults the two agree, so a view-dependent prompt selects its camera's bucket.
+
+With `views` > 1 the prior is multi-view: it denoises groups of that many views jointly, exactly
+(guidance/priors/toyworld_multiview.py), like MVDream's 4-view model.
 """
 from __future__ import annotations
 
@@ -22,16 +25,21 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dream3d.kernel.cameras import VIEW_BUCKETS, Cameras, view_bucket, wrap_degrees
-from dream3d.kernel.schema import SectionConfig, bounded, choice
-from dream3d.toyworld.catalogue import VIEW_SUFFIX, Item, all_items, parse_prompt
-from dream3d.toyworld.dataset import ShapeViews, load_shape_views
-from guidance.priors.base import DiffusionPrior, scaled_linear_alphas_cumprod
+from dream3d.kernel.schema import ConfigError, bounded, choice
+from dream3d.toyworld.catalogue import COLOURS, SHAPES, VIEW_SUFFIX, Item, all_items, parse_prompt
+from dream3d.toyworld.dataset import ShapeViews, load_grid_views, load_shape_views
+from guidance.priors.base import DiffusionPrior, PriorConfig, scaled_linear_alphas_cumprod
+from guidance.priors.toyworld_multiview import JOINT_VIEW_CONDITIONING, JointDenoiser, ReferencePosterior
 
 VIEW_CONDITIONING = ("none", "text", "camera")
 
 
+SINGLE_VIEW_KEYS = ("num_views", "dataset_seed", "camera_distribution", "kappa", "window_azimuth", "window_elevation",
+                    "min_views", "uncond_views_per_item")  # the single-view dataset's knobs
+
+
 @dataclass
-class ToyWorldPriorConfig(SectionConfig):
+class ToyWorldPriorConfig(PriorConfig):
     name: str = "toyworld"
     resolution: int = bounded(32, 8, 64)  # the prior's pixel resolution; renders are area-resized to it
     num_views: int = bounded(2048, 8, 16384)  # dataset views per shape
@@ -44,6 +52,31 @@ class ToyWorldPriorConfig(SectionConfig):
     window_elevation: float = bounded(10.0, 0.1, 90.0)
     min_views: int = bounded(4, 1, 16384)  # fewer views in the window -> the nearest `min_views` are used
     uncond_views_per_item: int = bounded(256, 1, 16384)  # unconditional set: views of every catalogue item
+    # > 1: multi-view, the exact joint denoiser of groups of this many views (view_conditioning camera or none)
+    views: int = bounded(1, 1, 12)
+    grid_elevation_step: float = bounded(2.5, 0.5, 55.0)  # multi-view: the candidate cameras' grid (degrees)
+    grid_azimuth_steps: int = bounded(72, 4, 720)  # multi-view: grid azimuths over 360 degrees
+    image_sigma: float = bounded(0.05, 0.001, 1.0)  # image-to-3D: the reference view's noise in the posterior ([-1,1] units)
+    image_max_turn: float = bounded(45.0, 0.0, 180.0)  # image-to-3D: the reference shows the front within this (degrees)
+
+    def joint_views(self) -> int:
+        return self.views
+
+    def validate(self) -> None:
+        base = ToyWorldPriorConfig()
+        if self.views == 1:  # the camera grid also serves image-to-3D runs (embed_image)
+            return
+        if self.view_conditioning not in JOINT_VIEW_CONDITIONING:
+            raise ConfigError(f"prior.views={self.views} (multi-view) takes prior.view_conditioning "
+                              f"{' or '.join(JOINT_VIEW_CONDITIONING)}, got {self.view_conditioning!r}")
+        if self.grid_azimuth_steps % self.views:
+            raise ConfigError(f"prior.grid_azimuth_steps ({self.grid_azimuth_steps}) must be a multiple of prior.views "
+                              f"({self.views}): a group's views lie 360/{self.views} degrees apart on the grid")
+        for key in SINGLE_VIEW_KEYS:
+            if getattr(self, key) != getattr(base, key):
+                raise ConfigError(f"prior.{key} is a knob of the single-view dataset; the multi-view prior "
+                                  f"(prior.views={self.views}) renders its candidates from a camera grid "
+                                  f"(prior.grid_elevation_step, prior.grid_azimuth_steps): remove it")
 
 
 @dataclass(frozen=True)
@@ -82,6 +115,37 @@ class ToyWorldPrior(DiffusionPrior):
         self.progress = progress
         self._sets: dict[str, _ViewSet] = {}
         self._shapes: dict[str, ShapeViews] = {}
+        self._grid: JointDenoiser | None = None  # the camera-grid closed form: multi-view and image-to-3D
+        self.joint = self.grid_denoiser() if self.cfg.views > 1 else None
+
+    @property
+    def joint_views(self) -> int:
+        return self.cfg.views
+
+    def grid_denoiser(self) -> JointDenoiser:
+        """The closed form over the camera grid's candidates (guidance/priors/toyworld_multiview.py), built once."""
+        if self._grid is None:
+            c = self.cfg
+            self._grid = JointDenoiser(
+                lambda shape: load_grid_views(shape, c.grid_elevation_step, c.grid_azimuth_steps, c.dataset_resolution,
+                                              self.progress),
+                c.resolution, c.grid_elevation_step, c.grid_azimuth_steps,
+                c.view_conditioning if c.views > 1 else "camera", device=self.device)
+        return self._grid
+
+    def embed_image(self, image: Tensor, camera: Cameras) -> ReferencePosterior:
+        """Image-to-3D: the posterior over catalogue objects (every shape, body colour and front marker) and
+        their turns that a reference view explains, image [3,H,W] in [0,1] on white, seen from camera [1]
+        (azimuth 0 of the run). Predictions with this embedding are the exact denoiser of a novel view (or a
+        group of views) given the reference: Zero123's kind of prior. The prompt plays no part. The reference
+        is taken to show the object's front, turned by at most prior.image_max_turn: from the front alone, a
+        cube's plain back and the same cube turned round with a coloured front behind it look alike."""
+        r = self.cfg.resolution
+        img = F.interpolate(image[None].float(), size=(r, r), mode="area" if image.shape[-1] > r else "bilinear")[0]
+        objects = [(shape, colour, marker) for shape in SHAPES for colour in COLOURS
+                   for marker in (None, *(m for m in COLOURS if m != colour))]
+        return self.grid_denoiser().reference_posterior(img, camera.to(self.device), self.cfg.image_sigma, objects,
+                                                        self.cfg.image_max_turn)
 
     # -- prior-space mapping -------------------------------------------------------------
     @property
@@ -182,7 +246,10 @@ class ToyWorldPrior(DiffusionPrior):
         return (w @ vs.x.to(w.dtype)).reshape(x_t.shape)
 
     def log_prob(self, x_t: Tensor, t: Tensor, emb: ToyWorldEmbedding, cameras: Cameras | None = None) -> Tensor:
-        """log p_t(x_t) [B] of the (camera-weighted) mixture."""
+        """log p_t(x_t) [B] of the (camera-weighted) mixture; single-view priors only."""
+        if self.joint is not None:
+            raise NotImplementedError("log_prob is the single-view mixture's density; the multi-view prior "
+                                      "(prior.views > 1) has a joint one per group: use prior.views=1")
         vs = self.view_set(emb)
         log_w = self.view_log_weights(vs, cameras, x_t.shape[0], [emb.view] * x_t.shape[0])
         log_w = log_w - torch.logsumexp(log_w, -1, keepdim=True)
@@ -196,10 +263,31 @@ class ToyWorldPrior(DiffusionPrior):
         cameras = cameras.to(self.device) if cameras is not None else None
         eps = torch.empty_like(x)
         a, s = self.coefficients(t, x.ndim)
+        if self.joint is not None:
+            return ((x - a * self._denoise_grouped(x, t, text, cameras, self.cfg.views)) / s).to(x_t.device)
         for key in dict.fromkeys(e.key for e in text):
             idx = torch.tensor([i for i, e in enumerate(text) if e.key == key], device=self.device)
             emb = next(e for e in text if e.key == key)
             cams = cameras[idx] if cameras is not None else None
-            d = self.denoise(x[idx], t[idx], emb, cams, [text[i].view for i in idx.tolist()])
+            if isinstance(emb, ReferencePosterior):  # image-to-3D: each view alone, given the reference
+                d = self._denoise_grouped(x[idx], t[idx], [emb] * len(idx), cams, 1)
+            else:
+                d = self.denoise(x[idx], t[idx], emb, cams, [text[i].view for i in idx.tolist()])
             eps[idx] = (x[idx] - a[idx] * d) / s[idx]
         return eps.to(x_t.device)
+
+    def _denoise_grouped(self, x_t: Tensor, t: Tensor, text: Sequence, cameras: Cameras | None, n: int) -> Tensor:
+        """The camera grid's posterior mean [B,...] over groups of `n` consecutive samples, one prompt or
+        reference image per group (view suffixes are ignored: the cameras say where each view is)."""
+        if cameras is None or x_t.shape[0] % n:
+            raise ValueError(f"the multi-view and image-conditioned ToyWorld prior denoises groups of {n} view(s) with "
+                             f"their cameras; got {x_t.shape[0]} samples{' and no cameras' if cameras is None else ''}")
+        out = torch.empty_like(x_t)
+        for g in range(0, x_t.shape[0], n):
+            keys = {e.key for e in text[g:g + n]}
+            if len(keys) > 1:
+                raise ValueError(f"the views of one group must share a prompt; group {g // n} has {sorted(keys)}")
+            sl = slice(g, g + n)
+            cond = text[g] if isinstance(text[g], ReferencePosterior) else text[g].item
+            out[sl] = self.grid_denoiser().denoise_group(x_t[sl], self.alphas_cumprod[t[sl]], cond, cameras[sl])
+        return out
