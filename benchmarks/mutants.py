@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # the fast guidance tests: every formula, prior and DDIM check (about a minute on 2 cores)
 TESTS = ("tests/test_guidance_known_answers.py", "tests/test_guidance.py", "tests/test_guidance_family.py",
          "tests/test_perp_neg.py", "tests/test_prior.py", "tests/test_toyworld.py", "tests/test_stable_diffusion.py",
-         "tests/test_multiview_prior.py", "tests/test_mvdream.py", "tests/test_image_to_3d.py")
+         "tests/test_multiview_prior.py", "tests/test_mvdream.py", "tests/test_image_to_3d.py", "tests/test_zero123.py")
 
 
 @dataclass(frozen=True)
@@ -148,8 +148,8 @@ MUTANTS: tuple[Mutant, ...] = (
       "return self.timesteps.sample(batch, step, generator, device)", "a multi-view group's views noised at different t"),
     M("image-sigma-not-squared", "guidance/priors/toyworld_multiview.py", "/ (2 * sigma**2))", "/ (2 * sigma))",
       "image-to-3D: the reference likelihood divides by 2 sigma, not 2 sigma^2"),
-    M("image-turn-reversed", "guidance/priors/toyworld_multiview.py", "az = (a[None] + turns[:, None]) % self.azimuth_steps",
-      "az = (a[None] - turns[:, None]) % self.azimuth_steps", "image-to-3D: candidates turned the wrong way"),
+    M("image-turn-reversed", "guidance/priors/toyworld_multiview.py", "self.object_views(obj, e, a[None] + turns[:, None])",
+      "self.object_views(obj, e, a[None] - turns[:, None])", "image-to-3D: candidates turned the wrong way"),
     M("image-reference-ignored", "guidance/priors/toyworld_multiview.py", "w = torch.softmax(log_prior - (d2",
       "w = torch.softmax(0 * log_prior - (d2", "image-to-3D: the novel view's posterior forgets the reference"),
     M("mvdream-groups-strided", "guidance/priors/mvdream.py",
@@ -160,6 +160,20 @@ MUTANTS: tuple[Mutant, ...] = (
       '"class_labels": 0 * mvdream_camera(cameras).to(', "MVDream's camera embedding gets zeros"),
     M("mvdream-camera-z-up", "guidance/priors/mvdream.py", "torch.stack([c2w[:, 0], -c2w[:, 2], c2w[:, 1], c2w[:, 3]], 1)",
       "torch.stack([c2w[:, 0], c2w[:, 2], c2w[:, 1], c2w[:, 3]], 1)", "MVDream's camera turned to Z-up with a reflection"),
+    M("zero123-latent-scaled", "guidance/priors/zero123.py",
+      "latent = self.vae.encode((img * 2 - 1).to(self.device, self.vae.dtype)).latent_dist.mode()[0]",
+      "latent = self.vae.encode((img * 2 - 1).to(self.device, self.vae.dtype)).latent_dist.mode()[0]"
+      " * self.vae.config.scaling_factor", "Zero123's reference latent scaled like x (it is concatenated unscaled)"),
+    M("zero123-polar-sign", "guidance/priors/zero123.py", "torch.deg2rad(ref_elev - elev)", "torch.deg2rad(elev - ref_elev)",
+      "Zero123's polar change with the elevation's sign"),
+    M("zero123-sin-cos", "guidance/priors/zero123.py", "torch.sin(d_az), torch.cos(d_az)", "torch.cos(d_az), torch.sin(d_az)",
+      "Zero123's azimuth sine and cosine swapped"),
+    M("zero123-uncond-latent", "guidance/priors/zero123.py",
+      "torch.stack([e.latent if e.clip is not None else torch.zeros(shape) for e in text])",
+      "torch.stack([text[0].latent if text[0].clip is not None else torch.zeros(shape) for e in text])",
+      "Zero123's unconditional branch keeps the reference latent"),
+    M("zero123-stable-polar", "guidance/priors/zero123.py", "torch.deg2rad(90 - ref_elev) if stable",
+      "torch.deg2rad(ref_elev) if stable", "Stable Zero123's 4th number is the elevation, not the polar angle"),
     M("gmm-score-factor", "guidance/priors/gaussian_mixture.py", "(r[..., None] * (-diff / var[..., None])).sum(1)",
       "(r[..., None] * (-diff / var[..., None].sqrt())).sum(1)", "Gaussian-mixture score divided by the std"),
     M("sd-encode-scaling", "guidance/priors/stable_diffusion.py",

@@ -105,7 +105,7 @@ def _cmd_config(args) -> int:
 def _cmd_models(args) -> int:
     from huggingface_hub import constants
 
-    from guidance.priors import deepfloyd_if
+    from guidance.priors import deepfloyd_if, zero123
     from guidance.priors.stable_diffusion import KNOWN_MODELS, cached_locally
 
     rows = [("toyworld", "(embedded)", "yes", "closed-form ToyWorld prior: CPU, no download")]
@@ -113,6 +113,7 @@ def _cmd_models(args) -> int:
     rows += [("deepfloyd_if", m, "cached" if cached_locally(m) else "no", what)
              for m, what in deepfloyd_if.KNOWN_MODELS.items()]
     rows.append(("mvdream", "(a converted folder)", "-", "MVDream's 4-view SD 2.1: `dream3d convert-mvdream` its released .pt"))
+    rows += [("zero123", m, "cached" if cached_locally(m) else "no", what) for m, what in zero123.KNOWN_MODELS.items()]
     rows.insert(0, ("prior.name", "prior.model", "local", "what"))
     widths = [max(len(r[i]) for r in rows) + 2 for i in range(3)]
     for r in rows:

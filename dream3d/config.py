@@ -220,6 +220,16 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"guidance.name={cfg.guidance.name} trains a LoRA copy of the prior's UNet as its fake score; "
                           "with MVDream that copy would need the views' cameras and groups, which is not supported yet: "
                           "use guidance.name=sds or asd with prior.name=mvdream")
+    if cfg.prior.name == "zero123":
+        if not cfg.image:
+            raise ImageRequiredError("prior.name=zero123 makes novel views of a reference image: give one, image=ref.png "
+                                     "(for text-to-3D use prior.name=stable_diffusion)")
+        if cfg.negative_prompt:
+            raise ConfigError("Zero123 has no text encoder, so negative_prompt would do nothing: remove it")
+        if cfg.guidance.trains_prior_copy():
+            raise ConfigError(f"guidance.name={cfg.guidance.name} trains a LoRA copy of the prior's UNet as its fake "
+                              "score; Zero123's UNet also needs the reference latent and camera, which that copy does "
+                              "not take yet: use guidance.name=sds or asd with prior.name=zero123")
     if cfg.train.batch_size < cfg.guidance.min_batch_size():
         raise ConfigError(f"guidance.name={cfg.guidance.name} needs train.batch_size >= {cfg.guidance.min_batch_size()} "
                           f"(got {cfg.train.batch_size}): with fewer views per step it is another method (f-div's weights "
@@ -361,6 +371,23 @@ def _merged(base: dict, extra: dict) -> dict:
     for k, v in extra.items():
         out[k] = _merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
+
+
+class ImageRequiredError(ConfigError):
+    """A config whose prior conditions on an image only (Zero123), without `image`."""
+
+
+IMAGE_PLACEHOLDER = "reference.png"  # `image` of a preset loaded to be priced or reported, never read
+
+
+def load_preset(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """A preset as it would run, for reports and prices (dream3d doctor, the web UI's preset list): one whose
+    prior needs a reference image gets IMAGE_PLACEHOLDER as `image`, so it loads and is priced as an
+    image-to-3D run."""
+    try:
+        return load_config(path, overrides)
+    except ImageRequiredError:
+        return load_config(path, [*overrides, f"image={IMAGE_PLACEHOLDER}"])
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:

@@ -344,7 +344,7 @@ def _duration(seconds: float) -> str:
 def preset_fit(path: Path, name: str, hw: dict[str, Any], models: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """One preset: where it would run, its estimated peak memory there, and a one-line verdict. `models` maps a
     Stable Diffusion model to its check_weights entry. A preset that fails to load is reported, never raised."""
-    from dream3d.config import load_config
+    from dream3d.config import load_preset
     from dream3d.cost import SD_HOST_BYTES, estimate_cost
     from dream3d.kernel.device import DeviceUnavailableError, prior_device, resolve_device
 
@@ -353,7 +353,7 @@ def preset_fit(path: Path, name: str, hw: dict[str, Any], models: dict[str, dict
                              "host_fits": None, "gpu_bytes_estimate": None, "gpu_fits": None, "fits": False,
                              "weights_present": None, "seconds_estimate": None, "error": None}
     try:
-        cfg = load_config(str(path), [])
+        cfg = load_preset(str(path))  # an image-to-3D preset that needs an image is reported as an image run
         sd = cfg.prior.name == "stable_diffusion"
         entry.update(prior=cfg.prior.name, scene=cfg.scene.name)
         if sd:
@@ -361,6 +361,10 @@ def preset_fit(path: Path, name: str, hw: dict[str, Any], models: dict[str, dict
             entry.update(model=cfg.prior.model, family=found["family"], weights_present=found["present"])
         elif cfg.prior.name == "mvdream":  # a folder that `dream3d convert-mvdream` writes
             entry.update(model=cfg.prior.model, weights_present=(Path(cfg.prior.model).expanduser() / "unet").is_dir())
+        elif cfg.prior.name == "zero123":  # a hub id or diffusers-layout folder
+            from guidance.priors.stable_diffusion import cached_locally
+
+            entry.update(model=cfg.prior.model, weights_present=cached_locally(cfg.prior.model))
         cost = estimate_cost(cfg)
         scene_on = resolve_device(cfg.train.device)
         prior_on = prior_device(scene_on, getattr(cfg.prior, "device", None))
@@ -391,6 +395,8 @@ def preset_fit(path: Path, name: str, hw: dict[str, Any], models: dict[str, dict
         verdict = "needs weights (see above)"
     elif entry["prior"] == "mvdream" and not entry["weights_present"]:
         verdict = f"needs weights: `dream3d convert-mvdream sd-v2.1-base-4view.pt {cfg.prior.model}`"
+    elif entry["prior"] == "zero123" and not entry["weights_present"]:
+        verdict = f"needs weights: `hf download {cfg.prior.model}` where there is internet"
     else:
         verdict = "yes"
     if entry["fits"] and sd and prior_on.type == "cpu":

@@ -2,7 +2,8 @@
 the scene reproduce it from the reference camera (DreamGaussian and Magic123 supervise the reference view so).
 
 Input images: any size and aspect (padded to a square with the background, then resized), 8 or 16 bit, grey,
-RGB or RGBA. The object is cut out by the alpha channel when there is one, else from a plain background (every
+RGB or RGBA. The object is cut out by the alpha channel when there is one (and it is not opaque everywhere, as a photo
+converted to RGBA is), else from a plain background (every
 border pixel within 0.05 of their median colour; the object is what differs from it by more than 0.1); an image
 with neither is refused with a message, as are unreadable files and images with no object.
 """
@@ -20,16 +21,34 @@ from dream3d.kernel.schema import ConfigError
 
 BORDER_TOLERANCE = 0.05  # a plain background: every border pixel this close to the border's median (0-1 units)
 OBJECT_THRESHOLD = 0.1  # a pixel this far from a plain background's colour belongs to the object
+OPAQUE = 0.99  # an alpha channel at least this everywhere cuts nothing out: the plain background is used instead
 
 
 class ReferenceImageError(ConfigError):
     """An image that cannot be a reference view; the message says why and what to do."""
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Pixels [H,W,C] as float in [0,1] (C = 1..4)."""
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) from the file's header, without decoding the pixels."""
+    from PIL import Image
+
+    try:
+        with Image.open(Path(path).expanduser()) as im:
+            return im.size
+    except Exception as e:  # noqa: BLE001 - a missing, truncated or unknown file: one message
+        raise ReferenceImageError(f"cannot read the reference image {str(path)!r} ({type(e).__name__}: {str(e)[:200]}); "
+                                  "give a PNG or JPEG file") from None
+
+
+def read_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
+    """Pixels [H,W,C] as float in [0,1] (C = 1..4); an image over `max_pixels` is refused before it is decoded."""
     import imageio.v3 as iio
 
+    if max_pixels is not None:
+        w, h = image_size(path)
+        if w * h > max_pixels:
+            raise ReferenceImageError(f"the reference image is {w} x {h} pixels; the limit here is {max_pixels:,} pixels "
+                                      f"(e.g. {int(max_pixels ** 0.5)} x {int(max_pixels ** 0.5)}): send a smaller one")
     try:
         img = np.asarray(iio.imread(Path(path).expanduser(), plugin="pillow"))
     except Exception as e:  # noqa: BLE001 - a missing, truncated or unknown file: one message
@@ -47,7 +66,7 @@ def cut_out(img: np.ndarray, path: str | Path = "image") -> tuple[np.ndarray, np
     """(rgb [H,W,3] on white, mask [H,W]) from pixels [H,W,C] in [0,1]: by alpha, else by a plain background."""
     channels = img.shape[-1]
     rgb = np.repeat(img[..., :1], 3, -1) if channels in (1, 2) else img[..., :3]
-    if channels in (2, 4):
+    if channels in (2, 4) and img[..., -1].min() < OPAQUE:
         mask = img[..., -1]
     else:
         border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]])
@@ -64,10 +83,10 @@ def cut_out(img: np.ndarray, path: str | Path = "image") -> tuple[np.ndarray, np
     return rgb * mask[..., None] + (1 - mask[..., None]), mask
 
 
-def load_reference(path: str | Path, resolution: int) -> tuple[Tensor, Tensor]:
+def load_reference(path: str | Path, resolution: int, max_pixels: int | None = None) -> tuple[Tensor, Tensor]:
     """(rgb [3,r,r] on white, mask [1,r,r]) in [0,1]: cut out, padded to a square with white around the centre,
     area-resized to `resolution`."""
-    rgb, mask = cut_out(read_image(path), path)
+    rgb, mask = cut_out(read_image(path, max_pixels), path)
     h, w = mask.shape
     side = max(h, w)
     top, left = (side - h) // 2, (side - w) // 2

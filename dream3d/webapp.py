@@ -11,6 +11,7 @@ import argparse
 import itertools
 import logging
 import os
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -31,7 +32,8 @@ DEFAULT_UI_STEPS = 400  # the steps field's starting value
 CHOSEN_BY_PRESET = ("prior.name",)  # the preset's prior (a switch to Stable Diffusion would download weights)
 MAX_ADVANCED_CHARS = 4000
 PREVIEWS_PER_RUN = 20
-MAX_UPLOAD = "1mb"  # the UI takes no files; Gradio's upload route still exists, so cap it
+MAX_UPLOAD = "10mb"  # the largest file a visitor may upload (the reference image of image-to-3D)
+MAX_IMAGE_PIXELS = 4096 * 4096  # a reference image's pixels; larger ones are refused before they are decoded
 
 
 @dataclass(frozen=True)
@@ -65,24 +67,43 @@ def offered_presets(runs_dir: str | Path, root: Path | None = None, budget: Requ
     """(presets this UI accepts as they are, {preset: why not} for the others): a preset is offered only
     when its own settings, with its own prompt, pass the UI's limits and the request budget on this
     server (make_config's checks), so a visitor never picks one that is then refused."""
-    from dream3d.config import load_config
     from dream3d.kernel.schema import ConfigError
 
     root = root or preset_root()
     offered, hidden = [], {}
-    for name in list_presets(root):
-        try:
-            own = load_config(root / f"{name}.yaml", [])
-            steps = min(own.train.steps, DEFAULT_UI_STEPS)  # the visitor picks the steps: priced at the form's default
-            make_config(name, own.prompt, own.negative_prompt, steps, own.seed, None, "", runs_dir, root, budget)
-        except (UserInputError, ConfigError) as e:
-            hidden[name] = str(e)
-            continue
-        except Exception as e:  # noqa: BLE001 - one broken YAML must not stop the server: it is not offered
-            hidden[name] = f"{type(e).__name__}: {e}"
-            continue
-        offered.append(name)
+    with tempfile.TemporaryDirectory(prefix="dream3d-ui-") as tmp:
+        sample = write_sample_image(Path(tmp) / "reference.png")
+        for name in list_presets(root):
+            try:
+                offered.append(_offer(name, root, runs_dir, budget, sample))
+            except (UserInputError, ConfigError) as e:
+                hidden[name] = str(e)
+            except Exception as e:  # noqa: BLE001 - one broken YAML must not stop the server: it is not offered
+                hidden[name] = f"{type(e).__name__}: {e}"
     return offered, hidden
+
+
+def _offer(name: str, root: Path, runs_dir: str | Path, budget: RequestBudget | None, sample: Path) -> str:
+    """`name` if make_config accepts the preset as it is (an image-to-3D preset that needs an image: with
+    `sample`), else the refusal."""
+    from dream3d.config import load_preset
+
+    own = load_preset(root / f"{name}.yaml")
+    image = sample if own.image else None  # a preset that runs only with an image (Zero123) is priced with one
+    steps = min(own.train.steps, DEFAULT_UI_STEPS)  # the visitor picks the steps: priced at the form's default
+    make_config(name, own.prompt, own.negative_prompt, steps, own.seed, None, "", runs_dir, root, budget, image)
+    return name
+
+
+def write_sample_image(path: Path) -> Path:
+    """A small RGBA reference view (a grey square on transparent) to price image-to-3D presets with."""
+    import imageio.v3 as iio
+    import numpy as np
+
+    img = np.zeros((64, 64, 4), np.uint8)
+    img[16:48, 16:48] = 128, 128, 128, 255
+    iio.imwrite(path, img)
+    return path
 
 
 def _get(cfg: Any, dotted: str) -> Any:
@@ -97,11 +118,14 @@ def _touches(key: str, keys) -> bool:
 
 
 def make_config(preset: str, prompt: str, negative: str, steps: int, seed: int, guidance_scale: float | None,
-                advanced: str, runs_dir: str | Path, root: Path | None = None, budget: RequestBudget | None = None):
+                advanced: str, runs_dir: str | Path, root: Path | None = None, budget: RequestBudget | None = None,
+                image: str | Path | None = None):
     """A validated RunConfig from the UI's fields; `advanced` holds one key=value override per line,
-    a guidance scale of None or 0 keeps the preset's. Raises UserInputError (bad preset, a key the
-    UI sets or that names a server file, limits, over budget) or ConfigError (bad keys or values)."""
-    from dream3d.config import RunConfig, load_config, validate
+    a guidance scale of None or 0 keeps the preset's; `image`: the uploaded reference view of an image-to-3D
+    run (a file Gradio saved), checked here. Raises UserInputError (bad preset, a key the UI sets or that
+    names a server file, limits, over budget, an image the preset's prior cannot take) or ConfigError (bad
+    keys or values, an unusable image)."""
+    from dream3d.config import IMAGE_PLACEHOLDER, RunConfig, load_config, validate
     from dream3d.cost import estimate_cost
     from dream3d.kernel.schema import server_only_keys
     from guidance import GUIDANCES
@@ -136,8 +160,11 @@ def make_config(preset: str, prompt: str, negative: str, steps: int, seed: int, 
     except (TypeError, ValueError, OverflowError):
         raise UserInputError(f"steps ({steps!r}) and seed ({seed!r}) must be whole numbers, the guidance scale "
                              f"({guidance_scale!r}) a number") from None
-    cfg = load_config(root / f"{preset}.yaml", overrides)  # strings are literal: no ${...} is ever resolved
+    cfg = load_config(root / f"{preset}.yaml", overrides + ([f"image={IMAGE_PLACEHOLDER}"] if image else []))
+    # (strings are literal: no ${...} is ever resolved; the upload's own path is set below, never parsed)
     cfg.prompt, cfg.negative_prompt = prompt or "", negative or ""
+    if image:  # set here, never from text: `image` is a server-side key
+        cfg.image = str(check_image(image, cfg, preset))
     validate(cfg)  # the prompt checks (empty, too long) run here
     for key, cap in UI_LIMITS.items():
         if _get(cfg, key) > cap:
@@ -153,6 +180,21 @@ def make_config(preset: str, prompt: str, negative: str, steps: int, seed: int, 
             f"{cost.largest()}). Lower the steps, resolutions, texture size or dataset size, or run it with "
             "the `dream3d run` CLI on your own machine")
     return cfg
+
+
+def check_image(image: str | Path, cfg: Any, preset: str) -> Path:
+    """An uploaded reference image that this preset's prior can take, within MAX_IMAGE_PIXELS (checked from the
+    header before any decoding), with an object that can be cut out (dream3d/reference.py's refusals)."""
+    from dream3d.reference import load_reference
+    from guidance.priors import PRIORS
+
+    prior_cls, _ = PRIORS[cfg.prior.name]
+    if not prior_cls.supports("embed_image"):
+        takers = [n for n in list_presets() if n.endswith("-image") or "zero123" in n]
+        raise UserInputError(f"preset {preset} (prior {cfg.prior.name}) makes 3D from text only and cannot take an "
+                             f"image; remove the image or choose an image-to-3D preset ({', '.join(takers)})")
+    load_reference(image, cfg.reference.resolution, MAX_IMAGE_PIXELS)
+    return Path(image)
 
 
 def zip_run(run_dir: Path) -> Path:
@@ -246,12 +288,19 @@ class Jobs:
 def build_app(runs_dir: str | Path = "runs", concurrency: int = 1, root: Path | None = None,
               budget: RequestBudget | None = None):
     """The Gradio Blocks (not launched); `.jobs` holds the Jobs of this app, `.runs_dir` its folder."""
+    import warnings
+
     import gradio as gr
+    from PIL import Image
 
     from dream3d.lifecycle import start_run
     from dream3d.runs import RunDir
     from dream3d.trainer import Trainer
 
+    # Gradio decodes an uploaded image with PIL before any of our code sees it: refuse decompression bombs there
+    # (PIL warns above MAX_IMAGE_PIXELS and refuses above twice that; the warning is made an error)
+    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+    warnings.simplefilter("error", Image.DecompressionBombWarning)
     runs_dir = Path(runs_dir).resolve()
     root = root or preset_root()
     presets, hidden = offered_presets(runs_dir, root, budget)
@@ -262,10 +311,11 @@ def build_app(runs_dir: str | Path = "runs", concurrency: int = 1, root: Path | 
                            "raise the budget")
     jobs = Jobs(concurrency)
 
-    def generate(preset, prompt, negative, steps, seed, guidance_scale, advanced, request: gr.Request,
+    def generate(preset, prompt, negative, steps, seed, guidance_scale, advanced, image=None, request: gr.Request = None,
                  progress=gr.Progress()):  # noqa: B008 - Gradio injects progress through this default
         try:
-            cfg = make_config(preset, prompt, negative, steps, seed, guidance_scale, advanced, runs_dir, root, budget)
+            cfg = make_config(preset, prompt, negative, steps, seed, guidance_scale, advanced, runs_dir, root, budget,
+                              image or None)
         except ValueError as e:
             raise gr.Error(user_message(e)) from None
         session = getattr(request, "session_hash", None) or "default"
@@ -344,6 +394,14 @@ def build_app(runs_dir: str | Path = "runs", concurrency: int = 1, root: Path | 
                     steps = gr.Slider(10, UI_LIMITS["train.steps"], value=DEFAULT_UI_STEPS, step=10, label="Steps")
                     seed = gr.Number(value=0, precision=0, label="Seed")
                 scale = gr.Number(value=0, label="Guidance scale (0 = the preset's)")
+                with gr.Accordion("Image to 3D (optional)", open=False):
+                    # type=filepath: the upload is checked (size, object) and copied into the run folder by the run;
+                    # image_mode=None keeps the file's alpha channel (the cut-out) and a photo's plain background
+                    image = gr.Image(label=f"Reference view (PNG with transparency, or a plain background; at most "
+                                     f"{int(MAX_IMAGE_PIXELS ** 0.5)} px a side) — with an image-to-3D preset "
+                                     f"({', '.join(n for n in presets if n.endswith('-image') or 'zero123' in n)})",
+                                     type="filepath", image_mode=None, sources=["upload"], format="png",
+                                     elem_id="image")
                 with gr.Accordion("Advanced overrides", open=False):
                     advanced = gr.Textbox(label="key=value, one per line", lines=4, elem_id="advanced",
                                           placeholder="train.resolution=64\nscene.sparsity_weight=0.01")
@@ -360,7 +418,7 @@ def build_app(runs_dir: str | Path = "runs", concurrency: int = 1, root: Path | 
                 files = gr.File(label="Downloads", file_count="multiple")
         # Gradio 6.31's Model3D does not draw a value set by a generator, so the streaming event
         # returns the GLB as a file and a plain follow-up event hands it to the viewer
-        go.click(generate, [preset, prompt, negative, steps, seed, scale, advanced], [status, preview, video, glb, files],
+        go.click(generate, [preset, prompt, negative, steps, seed, scale, advanced, image], [status, preview, video, glb, files],
                  api_name="generate", concurrency_limit=concurrency).then(lambda f: f, glb, model, api_name=False)
         # not queued: Stop must work when the queue is full
         halt.click(stop_run, None, status, api_name="stop", queue=False)

@@ -57,13 +57,20 @@ def tiny_config(tmp_path, *extra):
 @pytest.fixture(scope="session")
 def tiny_sd(tmp_path_factory):
     """Tiny random Stable Diffusion pipelines (SD epsilon, SD v-prediction, SDXL, an MVDream-style UNet with a
-    camera embedding: "mv") and a DeepFloyd IF stage I pipeline ("if") in diffusers layout."""
-    from tiny_diffusers import build_tiny_if_pipeline, build_tiny_pipeline
+    camera embedding: "mv"), a Zero123 pipeline ("zero123") and a DeepFloyd IF stage I pipeline ("if") in diffusers
+    layout, and a reference image for image-to-3D ("ref")."""
+    import imageio.v3 as iio
+    import numpy as np
+    from tiny_diffusers import build_tiny_if_pipeline, build_tiny_pipeline, build_tiny_zero123_pipeline
 
     root = tmp_path_factory.mktemp("tiny_sd")
+    ref = np.zeros((24, 24, 4), np.uint8)  # a reference view for image-to-3D presets: an orange square on transparent
+    ref[6:18, 6:18] = (230, 120, 20, 255)
+    iio.imwrite(root / "ref.png", ref)
     return {"eps": build_tiny_pipeline(root / "eps"), "v": build_tiny_pipeline(root / "v", prediction_type="v_prediction"),
             "xl": build_tiny_pipeline(root / "xl", xl=True), "if": build_tiny_if_pipeline(root / "if"),
-            "mv": build_tiny_pipeline(root / "mv", camera_dim=16)}
+            "mv": build_tiny_pipeline(root / "mv", camera_dim=16), "zero123": build_tiny_zero123_pipeline(root / "zero123"),
+            "ref": root / "ref.png"}
 
 
 def tiny_overrides(preset: str, tiny_sd: dict | None = None) -> list[str]:
@@ -74,12 +81,15 @@ def tiny_overrides(preset: str, tiny_sd: dict | None = None) -> list[str]:
         out = [o for o in out if not o.startswith("scene.")] + ["scene.num_points=300", "scene.densify_from=2",
                                                                 "scene.densify_every=2"]
     if "configs/sd/" in str(preset):
-        model = tiny_sd["xl"] if "tsm" in str(preset) else tiny_sd["mv"] if "mvdream" in str(preset) else tiny_sd["eps"]
+        model = {"tsm": tiny_sd["xl"], "mvdream": tiny_sd["mv"], "zero123": tiny_sd["zero123"]}.get(
+            next((k for k in ("tsm", "mvdream", "zero123") if k in str(preset)), ""), tiny_sd["eps"])
         bank = ["guidance.bank_size=2", "guidance.bank_sampler_steps=2"] if "fdiv" in str(preset) else []
         out = [o for o in out if not o.startswith("prior.")] + [f"prior.model={model}", "prior.resolution=32", *bank]
     if "refine" in str(preset):  # a few steps of each mesh stage on a small grid
         out += ["refine.geometry_steps=2", "refine.texture_steps=2", "refine.resolution=16", "refine.sdf_resolution=24",
                 "refine.mesh.grid_resolution=8", "refine.mesh.max_resolution=32"]
+    if "zero123" in str(preset):  # image-to-3D: a small reference view
+        out += [f"image={tiny_sd['ref']}", "reference.resolution=16"]
     if "mvdream" in str(preset):  # one group of 4 views
         out = [o for o in out if o != "train.batch_size=2"] + ["train.batch_size=4"]
     if "multiview" in str(preset):  # groups of 4 views; a coarse camera grid instead of the single-view dataset

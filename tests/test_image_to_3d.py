@@ -45,6 +45,9 @@ def test_a_plain_background_is_cut_out_and_16_bit_grey_reads(tmp_path):
     rgb8[8:24, 8:24] = (250, 250, 20)
     rgb, mask = load_reference(write_png(tmp_path / "c.png", rgb8), 32)
     assert mask.sum() == 256 and torch.allclose(rgb[:, 0, 0], torch.ones(3))
+    opaque = np.concatenate([rgb8, np.full((32, 32, 1), 255, np.uint8)], -1)  # a photo saved as RGBA: alpha cuts nothing
+    rgb, mask = load_reference(write_png(tmp_path / "d.png", opaque), 32)
+    assert mask.sum() == 256 and torch.allclose(rgb[:, 0, 0], torch.ones(3))
 
 
 @pytest.mark.parametrize("make, message", [

@@ -38,6 +38,24 @@ def test_a_refined_run_ends_as_a_textured_watertight_mesh(tmp_path):
     assert {g["name"] for g in trainer.optimizer.param_groups} == {"encoding", "network"}
 
 
+def test_the_refined_glb_imports_into_blender_with_its_texture(tmp_path):
+    """Blender's own glTF importer (bpy) reads the refined asset: one mesh with its faces, a UV map, and the baked
+    texture as the material's base colour (mean colour equal to the texture trimesh reads from the file)."""
+    import numpy as np
+    from blender_import import blender_report
+
+    result = start_run(tiny(tmp_path, *REFINE))
+    glb = RunDir(result["run_dir"]).asset("glb")
+    report = blender_report(glb)
+    mesh = load_mesh(glb)
+    [imported] = report["meshes"]
+    assert imported["faces"] == len(mesh.faces) and imported["uv_layers"]
+    [material] = imported["materials"]
+    texture = np.asarray(mesh.visual.material.baseColorTexture)[..., :3] / 255.0
+    assert material["image"]["size"] == [texture.shape[1], texture.shape[0]] and material["image"]["packed"]
+    assert np.allclose(material["image"]["mean_rgb"], texture.mean((0, 1)), atol=2e-3)
+
+
 def test_kill_and_resume_inside_the_geometry_stage_gives_the_same_asset(tmp_path):
     whole = start_run(tiny(tmp_path, "output.name=whole", *REFINE))
     stop = threading.Event()

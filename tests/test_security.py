@@ -543,10 +543,11 @@ def test_a_run_with_no_mesh_format_finishes_in_the_ui(small_server):
 
 
 def test_uploads_are_size_limited(small_server):
+    """MAX_UPLOAD is 10 MB (a reference image); 11 MB is refused."""
     url, _ = small_server
     boundary = "dream3dboundary"
     body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"big.bin\"\r\n"
-            "Content-Type: application/octet-stream\r\n\r\n").encode() + b"\0" * (3 * 2**20) + f"\r\n--{boundary}--\r\n".encode()
+            "Content-Type: application/octet-stream\r\n\r\n").encode() + b"\0" * (11 * 2**20) + f"\r\n--{boundary}--\r\n".encode()
     req = urllib.request.Request(f"{url}gradio_api/upload", data=body, method="POST",
                                  headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
     try:

@@ -234,3 +234,61 @@ def test_multiview_prior_is_offered_and_priced(tmp_path):
     with pytest.raises(UserInputError, match="this request would take"):
         make_config("toy/sds-nerf-multiview", "a cube", "", 400, 0, None, "prior.views=8\nprior.grid_azimuth_steps=720\n"
                     "prior.view_conditioning=none\nprior.resolution=64\ntrain.batch_size=8", tmp_path)
+
+
+def rgba_png(path, size=64):
+    import imageio.v3 as iio
+    import numpy as np
+
+    img = np.zeros((size, size, 4), np.uint8)
+    img[size // 4:3 * size // 4, size // 4:3 * size // 4] = 40, 200, 60, 255
+    iio.imwrite(path, img)
+    return path
+
+
+def test_an_uploaded_image_makes_an_image_run_and_is_checked(tmp_path, monkeypatch):
+    """The upload becomes `image` (never an override: a visitor cannot name a server file), is priced, and is
+    refused with a message when the preset cannot take it, it is too large or it is not an image."""
+    import dream3d.webapp as webapp
+    from dream3d.cost import estimate_cost
+
+    ref = rgba_png(tmp_path / "ref.png")
+    text = make_config("toy/sds-nerf-image", "a green cylinder", "", 200, 0, None, "", tmp_path)
+    cfg = make_config("toy/sds-nerf-image", "a green cylinder", "", 200, 0, None, "", tmp_path, image=str(ref))
+    assert text.image is None and cfg.image == str(ref)
+    assert estimate_cost(cfg).seconds > estimate_cost(text).seconds  # the reference view is rendered every step
+    with pytest.raises(UserInputError, match="names a file"):
+        make_config("toy/sds-nerf-image", "a cube", "", 200, 0, None, f"image={ref}", tmp_path)
+    with pytest.raises(UserInputError, match="cannot take an image; remove the image or choose"):
+        make_config("sd/sds-nerf", "a hamburger", "", 200, 0, None, "", tmp_path, image=str(ref))
+    (tmp_path / "junk.png").write_bytes(b"\x89PNG not really")
+    with pytest.raises(ValueError, match="cannot read the reference image"):
+        make_config("toy/sds-nerf-image", "a cube", "", 200, 0, None, "", tmp_path, image=str(tmp_path / "junk.png"))
+    monkeypatch.setattr(webapp, "MAX_IMAGE_PIXELS", 1000)
+    with pytest.raises(ValueError, match="64 x 64 pixels; the limit here is 1,000 pixels"):
+        make_config("toy/sds-nerf-image", "a cube", "", 200, 0, None, "", tmp_path, image=str(ref))
+
+
+def test_presets_that_need_an_image_are_priced_with_one(tmp_path):
+    """Zero123's preset cannot run without an image; the UI prices it with one instead of hiding it for that
+    (on this CPU server it is hidden for its cost, like every Stable Diffusion preset)."""
+    from dream3d.webapp import offered_presets
+
+    offered, hidden = offered_presets(tmp_path)
+    assert "toy/sds-nerf-image" in offered
+    assert "this request would take" in hidden["sd/zero123-sds-nerf"], hidden["sd/zero123-sds-nerf"]
+
+
+def test_client_uploads_an_image_and_gets_an_image_run(server, tmp_path):
+    from gradio_client import Client, handle_file
+
+    url, runs = server
+    advanced = "\n".join([o for o in TINY_RUN if not o.startswith(("train.steps", "prior.num_views"))] + [
+        "prior.grid_elevation_step=27.5", "prior.grid_azimuth_steps=8", "reference.elevation=17.5",
+        "reference.resolution=16"])
+    job = Client(url, verbose=False).submit("toy/sds-nerf-image", "a green cylinder", "", 10, 0, None, advanced,
+                                            handle_file(str(rgba_png(tmp_path / "ref.png"))), api_name="/generate")
+    status, *_ = job.result(timeout=300)
+    assert status.startswith("**Finished**"), status
+    copies = list(runs.glob("*/reference.png"))
+    assert copies, "the run folder has no copy of the uploaded image"

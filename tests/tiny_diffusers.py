@@ -146,3 +146,37 @@ def build_tiny_if_pipeline(path: Path, *, spiece_only: bool = False, resolution:
         "scheduler": ["diffusers", "DDPMScheduler"], "safety_checker": [None, None], "feature_extractor": [None, None],
         "watermarker": [None, None], "requires_safety_checker": False}))
     return path
+
+
+def build_tiny_zero123_pipeline(path: Path, *, projection_folder: str = "clip_camera_projection", seed: int = 0) -> Path:
+    """A tiny random Zero123 pipeline in the diffusers layout: unet/ (8 input channels: the noisy and the reference
+    latent), vae/, scheduler/, image_encoder/ (a 2-layer CLIP vision model with projection), feature_extractor/ (a
+    CLIPImageProcessor for 32 px inputs) and the camera projection (one linear layer [D, D+4], saved as
+    safetensors under `projection_folder`, as ashawkey's and kxic's ports name it)."""
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from safetensors.torch import save_file
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    torch.manual_seed(seed)
+    path = Path(path)
+    d = 16  # the UNet's cross-attention width
+    UNet2DConditionModel(sample_size=16, in_channels=8, out_channels=4, layers_per_block=1, block_out_channels=(16, 32),
+                         norm_num_groups=8, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=4,
+                         cross_attention_dim=d).save_pretrained(path / "unet")
+    AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16), norm_num_groups=8,
+                  down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                  sample_size=16).save_pretrained(path / "vae")
+    DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012).save_pretrained(path / "scheduler")
+    clip_dim = d  # the released models' CLIP embedding is as wide as the UNet's cross-attention (768)
+    CLIPVisionModelWithProjection(CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_attention_heads=2,
+                                                   num_hidden_layers=2, image_size=32, patch_size=8,
+                                                   projection_dim=clip_dim)).save_pretrained(path / "image_encoder")
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(
+        path / "feature_extractor")
+    (path / projection_folder).mkdir(parents=True)
+    save_file({"proj.weight": torch.randn(d, clip_dim + 4) * 0.3, "proj.bias": torch.randn(d) * 0.1},
+              str(path / projection_folder / "diffusion_pytorch_model.safetensors"))
+    (path / projection_folder / "config.json").write_text(json.dumps({"embedding_dim": clip_dim, "additional_embeddings": 4}))
+    (path / "model_index.json").write_text(json.dumps({"_class_name": "Zero123Pipeline"}))
+    return path

@@ -7,9 +7,11 @@ from guidance.priors.deepfloyd_if import DeepFloydIFPrior, DeepFloydIFPriorConfi
 from guidance.priors.mvdream import MVDreamPrior, MVDreamPriorConfig
 from guidance.priors.stable_diffusion import StableDiffusionPrior, StableDiffusionPriorConfig
 from guidance.priors.toyworld import ToyWorldPrior, ToyWorldPriorConfig
+from guidance.priors.zero123 import Zero123Prior, Zero123PriorConfig
 
 PRIORS = registry((ToyWorldPrior, ToyWorldPriorConfig), (StableDiffusionPrior, StableDiffusionPriorConfig),
-                   (DeepFloydIFPrior, DeepFloydIFPriorConfig), (MVDreamPrior, MVDreamPriorConfig))
+                   (DeepFloydIFPrior, DeepFloydIFPriorConfig), (MVDreamPrior, MVDreamPriorConfig),
+                   (Zero123Prior, Zero123PriorConfig))
 
 
 def build_prior(cfg, progress: bool = False, device: torch.device | None = None) -> DiffusionPrior:
@@ -20,4 +22,5 @@ def build_prior(cfg, progress: bool = False, device: torch.device | None = None)
 
 
 __all__ = ["DiffusionPrior", "MVDreamPrior", "MVDreamPriorConfig", "StableDiffusionPrior", "StableDiffusionPriorConfig",
-           "ToyWorldPrior", "ToyWorldPriorConfig", "PRIORS", "build_prior", "scaled_linear_alphas_cumprod"]
+           "ToyWorldPrior", "ToyWorldPriorConfig", "Zero123Prior",
+           "Zero123PriorConfig", "PRIORS", "build_prior", "scaled_linear_alphas_cumprod"]

@@ -108,11 +108,12 @@ class DiffusionPrior(ABC):
         Nothing by default."""
 
     # -- optional capabilities -----------------------------------------------------------
-    def supports(self, method: str) -> bool:
-        """Whether this prior implements the optional `method` (one of OPTIONAL)."""
-        if method not in self.OPTIONAL:
-            raise ValueError(f"{method!r} is not an optional prior method; optional: {', '.join(self.OPTIONAL)}")
-        return getattr(type(self), method) is not getattr(DiffusionPrior, method)
+    @classmethod
+    def supports(cls, method: str) -> bool:
+        """Whether this prior (class or instance) implements the optional `method` (one of OPTIONAL)."""
+        if method not in cls.OPTIONAL:
+            raise ValueError(f"{method!r} is not an optional prior method; optional: {', '.join(cls.OPTIONAL)}")
+        return getattr(cls, method) is not getattr(DiffusionPrior, method)
 
     def log_prob(self, x_t: Tensor, t: Tensor, text: Any, cameras: Cameras | None = None) -> Tensor:
         """Optional: the closed-form log p_t(x_t | y) [B] for x_t [B,...], t [B] and one embedding

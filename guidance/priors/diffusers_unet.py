@@ -98,6 +98,11 @@ class DiffusersUNetPrior(DiffusionPrior):
         """The UNet's conditioning keyword arguments for one embedding (and camera) per batch element."""
         raise NotImplementedError
 
+    def sample_condition(self, text: Sequence[Any]) -> Tensor | None:
+        """Channels concatenated to x_t before the UNet, [B,C',h,w] for one embedding per element (Zero123's
+        reference latent); None: the UNet takes x_t alone (text-conditioned models)."""
+        return None
+
     def output_to_eps(self, out: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
         """The UNet's output in its parameterisation -> eps (guidance.md: eps = s_t x_t + a_t v)."""
         if self.prediction_type == "epsilon":
@@ -111,6 +116,9 @@ class DiffusersUNetPrior(DiffusionPrior):
     def predict_eps(self, x_t: Tensor, t: Tensor, text: Sequence[Any], cameras: Cameras | None = None) -> Tensor:
         """eps [B,...] (float32, on x_t's device) from one UNet call on the prior's device and dtype."""
         x = x_t.to(self.device, self.dtype)
+        extra = self.sample_condition(text)
+        if extra is not None:
+            x = torch.cat([x, extra.to(x)], 1)
         if self.cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         out = self._unet_fn(x, t.to(self.device), **self.unet_inputs(text, cameras)).sample

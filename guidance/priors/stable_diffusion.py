@@ -135,7 +135,7 @@ def load_component(cls, cfg: StableDiffusionPriorConfig, subfolder: str, **kwarg
                                         "pipeline folder has unet/, vae/, text_encoder/, tokenizer/ and scheduler/ "
                                         "(SDXL also text_encoder_2/, tokenizer_2/).")
     opts = {"subfolder": subfolder, "revision": cfg.revision, "local_files_only": cfg.local_files_only, **kwargs}
-    if cfg.variant and subfolder not in ("tokenizer", "tokenizer_2", "scheduler"):
+    if cfg.variant and subfolder not in ("tokenizer", "tokenizer_2", "scheduler", "feature_extractor"):
         opts["variant"] = cfg.variant
     try:
         with warnings.catch_warnings():
@@ -166,7 +166,6 @@ class StableDiffusionPrior(DiffusersUNetPrior):
         CUDA device (kernel/device.py prior_device). Latents and predictions come back on the device
         of the renders they were made from."""
         from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-        from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
         cfg = cfg or StableDiffusionPriorConfig()
         cfg.validate()
@@ -188,22 +187,17 @@ class StableDiffusionPrior(DiffusersUNetPrior):
             scheduler = load_component(DDPMScheduler, cfg, "scheduler")
             self.unet = load_component(UNet2DConditionModel, cfg, "unet", torch_dtype=self.dtype)
             self.vae = load_component(AutoencoderKL, cfg, "vae", torch_dtype=vae_dtype)
-            self.tokenizers = [load_component(CLIPTokenizer, cfg, "tokenizer")]
-            self.text_encoders = [load_component(CLIPTextModel, cfg, "text_encoder", torch_dtype=self.dtype)]
-            if self.unet.config.addition_embed_type == "text_time":
-                self.tokenizers.append(load_component(CLIPTokenizer, cfg, "tokenizer_2"))
-                self.text_encoders.append(load_component(CLIPTextModelWithProjection, cfg, "text_encoder_2",
-                                                         torch_dtype=self.dtype))
+            self._load_encoders(cfg)
         self.prediction_type = scheduler.config.prediction_type
         if self.prediction_type not in ("epsilon", "v_prediction", "sample"):
             raise ModelUnavailableError(f"'{cfg.model}' predicts {self.prediction_type!r}; supported: epsilon, "
                                         "v_prediction, sample")
         self.alphas_cumprod = scheduler.alphas_cumprod.float().to(device or self.device)  # where t lives
         self.is_xl = self.unet.config.addition_embed_type == "text_time"
-        for m in (self.unet, self.vae, *self.text_encoders):
+        for m in (self.unet, self.vae, *self.encoders()):
             m.requires_grad_(False).eval()
         self.vae.to(self.device)
-        self._place(self.unet, *self.text_encoders)
+        self._place(self.unet, *self.encoders())
         if cfg.attention == "slicing":
             self.unet.set_attention_slice("auto")
         elif cfg.attention == "sdpa":
@@ -222,6 +216,22 @@ class StableDiffusionPrior(DiffusersUNetPrior):
                                   or (cfg.empty_prompt == "auto" and self.is_xl and forces_zeros_for_empty_prompt(index_cfg)))
         self._embeddings: dict[str, TextEmbedding] = {}
         self._warned_truncation = False
+
+    def _load_encoders(self, cfg: StableDiffusionPriorConfig) -> None:
+        """The conditioning models beside the UNet and VAE of a diffusers-layout folder: the CLIP tokenizer and
+        text encoder (SDXL: and the second pair)."""
+        from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+        self.tokenizers = [load_component(CLIPTokenizer, cfg, "tokenizer")]
+        self.text_encoders = [load_component(CLIPTextModel, cfg, "text_encoder", torch_dtype=self.dtype)]
+        if self.unet.config.addition_embed_type == "text_time":
+            self.tokenizers.append(load_component(CLIPTokenizer, cfg, "tokenizer_2"))
+            self.text_encoders.append(load_component(CLIPTextModelWithProjection, cfg, "text_encoder_2",
+                                                     torch_dtype=self.dtype))
+
+    def encoders(self) -> list[torch.nn.Module]:
+        """The frozen conditioning networks, placed with the UNet (the text encoders)."""
+        return list(self.text_encoders)
 
     def _place(self, *modules) -> None:
         if self.cfg.cpu_offload:

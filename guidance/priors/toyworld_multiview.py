@@ -71,6 +71,14 @@ class JointDenoiser:
             return [(it.shape, it.colours[0], None) for it in all_items()]
         return [(item.shape, colour, item.marker) for colour in item.colours]
 
+    def object_views(self, obj: tuple, e: Tensor, az: Tensor) -> Tensor:
+        """One catalogue object's (shape, colour, marker) views [J,N,D] in [0,1] at grid elevation indices e [N]
+        and azimuth indices az [J,N] (taken modulo the grid)."""
+        shape, colour, marker = obj
+        az = az % self.azimuth_steps
+        layers = self.grid(shape)[e[None].expand_as(az), az]  # [J,N,3,r,r]
+        return tint(layers.flatten(0, 1), colour, marker).reshape(*az.shape, -1)
+
     def candidates(self, item: Item | None, e: Tensor, a: Tensor) -> Tensor:
         """The candidates' views [K,N,D] in [-1,1] for one group's grid indices e, a [N]: per object, one
         candidate (`camera`) or one per grid azimuth turn (`none`)."""
@@ -78,23 +86,16 @@ class JointDenoiser:
             az = a[None]  # [1,N]
         else:
             az = (a - a[0])[None] + torch.arange(self.azimuth_steps, device=a.device)[:, None]  # [A,N]
-        az = az % self.azimuth_steps
-        out = []
-        for shape, colour, marker in self.objects(item):
-            layers = self.grid(shape)[e[None].expand_as(az), az]  # [J,N,3,r,r]
-            out.append(tint(layers.flatten(0, 1), colour, marker).reshape(*az.shape, -1))
-        return torch.cat(out) * 2 - 1
+        return torch.cat([self.object_views(obj, e, az) for obj in self.objects(item)]) * 2 - 1
 
     def image_candidates(self, ref: "ReferencePosterior", e: Tensor, a: Tensor) -> Tensor:
         """The views [K,N,D] in [-1,1] of an image-conditioned posterior's candidates from a group's grid
         indices e, a [N] (run azimuths, the reference at 0): candidate K is its object turned by its turn."""
         out = []
-        for i, (shape, colour, marker) in enumerate(ref.objects):
+        for i, obj in enumerate(ref.objects):
             turns = ref.turns[ref.object_index == i]
             if len(turns):
-                az = (a[None] + turns[:, None]) % self.azimuth_steps  # [J,N]
-                layers = self.grid(shape)[e[None].expand_as(az), az]
-                out.append(tint(layers.flatten(0, 1), colour, marker).reshape(*az.shape, -1))
+                out.append(self.object_views(obj, e, a[None] + turns[:, None]))  # [J,N]
         return torch.cat(out) * 2 - 1
 
     def reference_posterior(self, image: Tensor, camera: Cameras, sigma: float, objects,
