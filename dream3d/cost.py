@@ -125,7 +125,8 @@ def prior_cost(cfg) -> tuple[float, float, float]:
         device = "cuda" if name.startswith("cuda") or (name == "auto" and torch.cuda.is_available()) else "cpu"
         if p.name == "deepfloyd_if":  # a pixel-space 64 px UNet of billions of parameters and a T5-XXL: no resizing
             return IF_SECONDS_PER_PREDICTION[device], 0.0, IF_HOST_BYTES[device]
-        res = p.resolution or (1024 if "xl" in p.model.lower() else 512)  # unset: the model's own (SDXL 1024)
+        # unset: the model's own (Zero123 256, SDXL 1024, SD 512; zero123-xl is Zero123's, not SDXL's size)
+        res = p.resolution or (256 if p.name == "zero123" else 1024 if "xl" in p.model.lower() else 512)
         return SD_SECONDS_PER_PREDICTION[device] * (res / 512) ** 2, 0.0, SD_HOST_BYTES[device]
     from dream3d.toyworld.catalogue import COLOURS, SHAPES
 

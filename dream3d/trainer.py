@@ -92,6 +92,11 @@ class Trainer:
         self.cfg, self.run_dir = cfg, run_dir
         self.progress = cfg.output.progress if progress is None else progress
         self.device = resolve_device(cfg.train.device)
+        if self.device.type == "cpu":
+            # PyTorch's CPU index_put_ with accumulate (the backward of indexing: the mesh scene's geometry gradients)
+            # adds with atomics on several threads above 32k elements, so two runs differed in the last bits and then
+            # diverged; its deterministic kernels are serial (measured: no slower, README "Determinism")
+            torch.use_deterministic_algorithms(True, warn_only=True)
         torch.manual_seed(cfg.seed)  # parameter initialisation and library draws (gsplat's split; CUDA's too)
         self.generator = torch.Generator().manual_seed(cfg.seed)  # the loop's own random draws (CPU, moved over)
         self.camera_sampler = CameraSampler(tuple(cfg.camera.elevation_range), tuple(cfg.camera.azimuth_range),

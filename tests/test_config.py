@@ -9,7 +9,16 @@ PRESETS = sorted(Path("configs").rglob("*.yaml"))
 
 @pytest.mark.parametrize("preset", PRESETS, ids=str)
 def test_every_preset_loads(preset):
-    load_config(preset)
+    """As is, or (a prior that conditions on an image only: Zero123) refused without an image and loaded with one."""
+    from dream3d.config import IMAGE_PLACEHOLDER, ImageRequiredError, load_preset
+
+    cfg = load_preset(preset)
+    if cfg.image == IMAGE_PLACEHOLDER:
+        assert cfg.prior.name == "zero123"
+        with pytest.raises(ImageRequiredError, match="image=ref.png"):
+            load_config(preset)
+    else:
+        load_config(preset)
 
 
 def test_overrides_are_typed_and_applied():

@@ -86,3 +86,34 @@ def test_density_is_one_inside_the_surface():
     scene = MeshScene(MeshConfig(grid_resolution=16), SceneInit(sdf=true_sdf("cube")))
     points = torch.tensor([[0.0, 0.0, 0.0], [0.3, -0.2, 0.1], [0.55, 0.0, 0.0], [0.0, 0.5, 0.5]])
     assert scene.density(points).tolist() == [1.0, 1.0, 0.0, 0.0]
+
+
+def test_geometry_gradients_repeat_exactly_in_a_cpu_run(tmp_path):
+    """The mesh's vertex gradients sum many contributions with index_put_(accumulate=True); on several CPU threads
+    PyTorch adds those with atomics above 32k elements, in a varying order. A CPU run switches to the deterministic
+    kernels (Trainer setup), so the same step gives the same gradients bit for bit (a 32^3 grid: 36k vertices)."""
+    from conftest import tiny_config
+
+    from dream3d.runs import RunDir
+    from dream3d.trainer import Trainer
+
+    was = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(False)
+    try:
+        Trainer(tiny_config(tmp_path), RunDir(tmp_path / "run"), progress=False)  # a CPU run sets it
+        torch.set_num_threads(max(2, torch.get_num_threads()))
+        scene = MeshScene(MeshConfig(grid_resolution=32), SceneInit(sdf=true_sdf("cube")))
+        cams = CameraSampler().held_out(4)
+        weights = torch.randn(4, 4, 64, 64, generator=torch.Generator().manual_seed(0))
+
+        def grads():
+            scene.zero_grad(set_to_none=True)
+            out = scene.render(cams, 64, 64, train=True)
+            (torch.cat([out.rgb, out.alpha], 1) * weights).sum().backward()
+            return scene.sdf.grad.clone(), scene.offset.grad.clone()
+
+        first = grads()
+        for _ in range(3):
+            assert all(torch.equal(a, b) for a, b in zip(first, grads()))
+    finally:
+        torch.use_deterministic_algorithms(was)

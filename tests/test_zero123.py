@@ -125,3 +125,12 @@ def test_image_run_trains_on_the_reference(tiny_sd, tmp_path):
     trainer, _ = load_run(run["run_dir"])
     assert all("loss_reference" in h and np.isfinite(h["loss"]) for h in trainer.history)
     assert (trainer.run_dir.path / "reference.png").exists()
+
+
+def test_requests_are_priced_at_zero123s_own_resolution(tiny_sd):
+    """An unset prior.resolution is the model's own: 256 for Zero123(-XL), not SDXL's 1024 ("xl" in the name)."""
+    from dream3d.cost import prior_cost
+
+    cfg = load_config("configs/sd/zero123-sds-nerf.yaml", [f"image={tiny_sd['ref']}"])
+    at_256 = load_config("configs/sd/zero123-sds-nerf.yaml", [f"image={tiny_sd['ref']}", "prior.resolution=256"])
+    assert cfg.prior.resolution is None and prior_cost(cfg)[0] == prior_cost(at_256)[0]
