@@ -33,7 +33,8 @@ CHOSEN_BY_PRESET = ("prior.name",)  # the preset's prior (a switch to Stable Dif
 MAX_ADVANCED_CHARS = 4000
 PREVIEWS_PER_RUN = 20
 MAX_UPLOAD = "10mb"  # the largest file a visitor may upload (the reference image of image-to-3D)
-MAX_IMAGE_PIXELS = 4096 * 4096  # a reference image's pixels; larger ones are refused before they are decoded
+MAX_IMAGE_PIXELS = 2048 * 2048  # a reference image's pixels (it is resized to <= 256 px); larger ones are refused
+# from the file's header, before any decoding (~64 MB as float RGBA at the limit)
 
 
 @dataclass(frozen=True)
@@ -164,7 +165,7 @@ def make_config(preset: str, prompt: str, negative: str, steps: int, seed: int, 
     # (strings are literal: no ${...} is ever resolved; the upload's own path is set below, never parsed)
     cfg.prompt, cfg.negative_prompt = prompt or "", negative or ""
     if image:  # set here, never from text: `image` is a server-side key
-        cfg.image = str(check_image(image, cfg, preset))
+        cfg.image = str(check_image(image, cfg, preset, root))
     validate(cfg)  # the prompt checks (empty, too long) run here
     for key, cap in UI_LIMITS.items():
         if _get(cfg, key) > cap:
@@ -182,7 +183,12 @@ def make_config(preset: str, prompt: str, negative: str, steps: int, seed: int, 
     return cfg
 
 
-def check_image(image: str | Path, cfg: Any, preset: str) -> Path:
+def image_presets(names: list[str]) -> list[str]:
+    """The image-to-3D presets among `names` (by name: `*-image`, and Zero123's)."""
+    return [n for n in names if n.endswith("-image") or "zero123" in n]
+
+
+def check_image(image: str | Path, cfg: Any, preset: str, root: Path | None = None) -> Path:
     """An uploaded reference image that this preset's prior can take, within MAX_IMAGE_PIXELS (checked from the
     header before any decoding), with an object that can be cut out (dream3d/reference.py's refusals)."""
     from dream3d.reference import load_reference
@@ -190,9 +196,9 @@ def check_image(image: str | Path, cfg: Any, preset: str) -> Path:
 
     prior_cls, _ = PRIORS[cfg.prior.name]
     if not prior_cls.supports("embed_image"):
-        takers = [n for n in list_presets() if n.endswith("-image") or "zero123" in n]
         raise UserInputError(f"preset {preset} (prior {cfg.prior.name}) makes 3D from text only and cannot take an "
-                             f"image; remove the image or choose an image-to-3D preset ({', '.join(takers)})")
+                             f"image; remove the image or choose an image-to-3D preset "
+                             f"({', '.join(image_presets(list_presets(root)))})")
     load_reference(image, cfg.reference.resolution, MAX_IMAGE_PIXELS)
     return Path(image)
 
@@ -288,19 +294,12 @@ class Jobs:
 def build_app(runs_dir: str | Path = "runs", concurrency: int = 1, root: Path | None = None,
               budget: RequestBudget | None = None):
     """The Gradio Blocks (not launched); `.jobs` holds the Jobs of this app, `.runs_dir` its folder."""
-    import warnings
-
     import gradio as gr
-    from PIL import Image
 
     from dream3d.lifecycle import start_run
     from dream3d.runs import RunDir
     from dream3d.trainer import Trainer
 
-    # Gradio decodes an uploaded image with PIL before any of our code sees it: refuse decompression bombs there
-    # (PIL warns above MAX_IMAGE_PIXELS and refuses above twice that; the warning is made an error)
-    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
-    warnings.simplefilter("error", Image.DecompressionBombWarning)
     runs_dir = Path(runs_dir).resolve()
     root = root or preset_root()
     presets, hidden = offered_presets(runs_dir, root, budget)
@@ -395,13 +394,12 @@ def build_app(runs_dir: str | Path = "runs", concurrency: int = 1, root: Path | 
                     seed = gr.Number(value=0, precision=0, label="Seed")
                 scale = gr.Number(value=0, label="Guidance scale (0 = the preset's)")
                 with gr.Accordion("Image to 3D (optional)", open=False):
-                    # type=filepath: the upload is checked (size, object) and copied into the run folder by the run;
-                    # image_mode=None keeps the file's alpha channel (the cut-out) and a photo's plain background
-                    image = gr.Image(label=f"Reference view (PNG with transparency, or a plain background; at most "
-                                     f"{int(MAX_IMAGE_PIXELS ** 0.5)} px a side) — with an image-to-3D preset "
-                                     f"({', '.join(n for n in presets if n.endswith('-image') or 'zero123' in n)})",
-                                     type="filepath", image_mode=None, sources=["upload"], format="png",
-                                     elem_id="image")
+                    # a file, not gr.Image: Gradio would decode an image upload before any check; this one is read
+                    # by check_image (its header first, then the pixels), then copied into the run folder by the run
+                    image = gr.File(label=f"Reference view (PNG with transparency, or an object on a plain background; "
+                                    f"at most {int(MAX_IMAGE_PIXELS ** 0.5)} px a side) — with an image-to-3D preset "
+                                    f"({', '.join(image_presets(presets))})", file_types=["image"], type="filepath",
+                                    elem_id="image")
                 with gr.Accordion("Advanced overrides", open=False):
                     advanced = gr.Textbox(label="key=value, one per line", lines=4, elem_id="advanced",
                                           placeholder="train.resolution=64\nscene.sparsity_weight=0.01")
