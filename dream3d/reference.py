@@ -28,6 +28,12 @@ class ReferenceImageError(ConfigError):
     """An image that cannot be a reference view; the message says why and what to do."""
 
 
+def unreadable(path: str | Path, e: Exception) -> ReferenceImageError:
+    """The one refusal of a file that cannot be opened as an image."""
+    return ReferenceImageError(f"cannot read the reference image {str(path)!r} ({type(e).__name__}: {str(e)[:200]}); "
+                               "give a PNG or JPEG file")
+
+
 def image_size(path: str | Path) -> tuple[int, int]:
     """(width, height) from the file's header, without decoding the pixels."""
     from PIL import Image
@@ -36,8 +42,7 @@ def image_size(path: str | Path) -> tuple[int, int]:
         with Image.open(Path(path).expanduser()) as im:
             return im.size
     except Exception as e:  # noqa: BLE001 - a missing, truncated or unknown file: one message
-        raise ReferenceImageError(f"cannot read the reference image {str(path)!r} ({type(e).__name__}: {str(e)[:200]}); "
-                                  "give a PNG or JPEG file") from None
+        raise unreadable(path, e) from None
 
 
 def read_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
@@ -52,8 +57,7 @@ def read_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
     try:
         img = np.asarray(iio.imread(Path(path).expanduser(), plugin="pillow"))
     except Exception as e:  # noqa: BLE001 - a missing, truncated or unknown file: one message
-        raise ReferenceImageError(f"cannot read the reference image {str(path)!r} ({type(e).__name__}: {str(e)[:200]}); "
-                                  "give a PNG or JPEG file") from None
+        raise unreadable(path, e) from None
     if img.ndim == 2:
         img = img[..., None]
     if img.ndim != 3 or img.shape[-1] not in (1, 2, 3, 4) or min(img.shape[:2]) < 1:

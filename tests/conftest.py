@@ -81,8 +81,8 @@ def tiny_overrides(preset: str, tiny_sd: dict | None = None) -> list[str]:
         out = [o for o in out if not o.startswith("scene.")] + ["scene.num_points=300", "scene.densify_from=2",
                                                                 "scene.densify_every=2"]
     if "configs/sd/" in str(preset):
-        model = {"tsm": tiny_sd["xl"], "mvdream": tiny_sd["mv"], "zero123": tiny_sd["zero123"]}.get(
-            next((k for k in ("tsm", "mvdream", "zero123") if k in str(preset)), ""), tiny_sd["eps"])
+        model = next((tiny_sd[key] for word, key in (("tsm", "xl"), ("mvdream", "mv"), ("zero123", "zero123"))
+                      if word in str(preset)), tiny_sd["eps"])
         bank = ["guidance.bank_size=2", "guidance.bank_sampler_steps=2"] if "fdiv" in str(preset) else []
         out = [o for o in out if not o.startswith("prior.")] + [f"prior.model={model}", "prior.resolution=32", *bank]
     if "refine" in str(preset):  # a few steps of each mesh stage on a small grid

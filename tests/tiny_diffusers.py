@@ -24,11 +24,29 @@ def byte_level_vocab() -> dict[str, int]:
     return vocab
 
 
+TINY_UNET = dict(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(16, 32),
+                 norm_num_groups=8, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                 up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=4)
+
+
+def save_latent_parts(path: Path, unet_kw: dict, prediction_type: str = "epsilon") -> None:
+    """unet/ (a UNet2DConditionModel of `unet_kw`), vae/ (a 2-level AutoencoderKL, 4 latent channels) and scheduler/
+    (SD's scaled-linear DDPM schedule) of a latent diffusion pipeline, built in that order (so, from one seed,
+    the same weights whichever builder calls it)."""
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+
+    UNet2DConditionModel(**unet_kw).save_pretrained(path / "unet")
+    AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16), norm_num_groups=8,
+                  down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                  sample_size=16).save_pretrained(path / "vae")
+    DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+                  prediction_type=prediction_type).save_pretrained(path / "scheduler")
+
+
 def build_tiny_pipeline(path: Path, *, xl: bool = False, prediction_type: str = "epsilon", max_tokens: int = 24,
                         seed: int = 0, camera_dim: int | None = None) -> Path:
     """Save unet/ vae/ text_encoder/ tokenizer/ scheduler/ (and the SDXL pair) under `path`; `camera_dim`: an
     MVDream-style UNet with a camera embedding of that many inputs (diffusers' projection class embedding)."""
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
     torch.manual_seed(seed)
@@ -51,21 +69,13 @@ def build_tiny_pipeline(path: Path, *, xl: bool = False, prediction_type: str = 
                  "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>", "pad_token": "<|endoftext|>"}))
         else:  # a tokenizers-format save
             CLIPTokenizer(vocab=vocab, merges=[], model_max_length=max_tokens).save_pretrained(path / tok_dir)
-    unet_kw = dict(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(16, 32),
-                   norm_num_groups=8, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-                   up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=4,
-                   cross_attention_dim=16 * len(encoders))
+    unet_kw = dict(TINY_UNET, cross_attention_dim=16 * len(encoders))
     if xl:
         unet_kw.update(addition_embed_type="text_time", addition_time_embed_dim=4,
                        projection_class_embeddings_input_dim=6 * 4 + 16)
     if camera_dim:
         unet_kw.update(class_embed_type="projection", projection_class_embeddings_input_dim=camera_dim)
-    UNet2DConditionModel(**unet_kw).save_pretrained(path / "unet")
-    AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16), norm_num_groups=8,
-                  down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-                  sample_size=16).save_pretrained(path / "vae")
-    DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
-                  prediction_type=prediction_type).save_pretrained(path / "scheduler")
+    save_latent_parts(path, unet_kw, prediction_type)
     (path / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionXLPipeline" if xl
                                                       else "StableDiffusionPipeline"}))
     return path
@@ -153,21 +163,13 @@ def build_tiny_zero123_pipeline(path: Path, *, projection_folder: str = "clip_ca
     latent), vae/, scheduler/, image_encoder/ (a 2-layer CLIP vision model with projection), feature_extractor/ (a
     CLIPImageProcessor for 32 px inputs) and the camera projection (one linear layer [D, D+4], saved as
     safetensors under `projection_folder`, as ashawkey's and kxic's ports name it)."""
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from safetensors.torch import save_file
     from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
 
     torch.manual_seed(seed)
     path = Path(path)
     d = 16  # the UNet's cross-attention width
-    UNet2DConditionModel(sample_size=16, in_channels=8, out_channels=4, layers_per_block=1, block_out_channels=(16, 32),
-                         norm_num_groups=8, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-                         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=4,
-                         cross_attention_dim=d).save_pretrained(path / "unet")
-    AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16), norm_num_groups=8,
-                  down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-                  sample_size=16).save_pretrained(path / "vae")
-    DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012).save_pretrained(path / "scheduler")
+    save_latent_parts(path, dict(TINY_UNET, sample_size=16, in_channels=8, cross_attention_dim=d))
     clip_dim = d  # the released models' CLIP embedding is as wide as the UNet's cross-attention (768)
     CLIPVisionModelWithProjection(CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_attention_heads=2,
                                                    num_hidden_layers=2, image_size=32, patch_size=8,
