@@ -85,11 +85,20 @@ class RefineConfig:
     texture_steps: int = bounded(0, 0, 1_000_000)
     resolution: int = bounded(64, 8, 1024)  # render resolution of the mesh stages
     sdf_resolution: int = bounded(96, 16, 256)  # grid on which the coarse surface becomes the starting SDF
+    # the mesh stages' timestep range (fractions of T; null = the guidance's own t_min / t_max). Lower noise
+    # refines detail of a shape the coarse stage already found (threestudio's magic3d-refine-sd: 0.02 - 0.5)
+    t_min: float | None = bounded(None, 0.0, 1.0, nullable=True)
+    t_max: float | None = bounded(None, 0.0, 1.0, nullable=True)
     mesh: MeshConfig = field(default_factory=MeshConfig)
 
     @property
     def enabled(self) -> bool:
         return self.geometry_steps + self.texture_steps > 0
+
+    def timestep_range(self, guidance: Any) -> tuple[Any, Any]:
+        """(t_min, t_max) of the mesh stages: refine's where set, else the guidance's own."""
+        return (guidance.t_min if self.t_min is None else self.t_min,
+                guidance.t_max if self.t_max is None else self.t_max)
 
 
 @dataclass
@@ -248,6 +257,16 @@ def validate(cfg: RunConfig) -> None:
         if cfg.refine.mesh.bound != cfg.scene.bound:
             raise ConfigError(f"refine.mesh.bound = {cfg.refine.mesh.bound} differs from scene.bound = {cfg.scene.bound}; "
                               "the mesh refines the scene's box, so set them equal")
+    own = [key for key in ("t_min", "t_max") if getattr(cfg.refine, key) is not None]
+    if own and any(key in cfg.guidance.IGNORED for key in own):
+        raise ConfigError(f"refine.{own[0]} has no effect on guidance.name={cfg.guidance.name} (it does not read the "
+                          "timestep range); remove it")
+    if own:
+        lo, hi = cfg.refine.timestep_range(cfg.guidance)
+        numbers = all(isinstance(v, (int, float)) for v in (lo, hi))
+        if numbers and lo >= hi:
+            raise ConfigError(f"the mesh stages' timestep range needs t_min < t_max, got t_min={lo}, t_max={hi} "
+                              "(refine.t_min / refine.t_max, or where null the guidance's)")
 
 
 def to_dict(cfg: RunConfig) -> dict:

@@ -169,6 +169,8 @@ class Trainer:
         # checkpoints from before shares of the run: the length their config had
         schedule_steps = state.get("schedule_steps") or state.get("config", {}).get("train", {}).get("steps")
         guidance = build_guidance(self.cfg.guidance, self.prior, self.run_context(schedule_steps)).to(self.device)
+        if stage != "coarse":
+            guidance.set_timestep_range(*self.cfg.refine.timestep_range(self.cfg.guidance))
         try:
             scene.load_state_dict(state["scene"])
             guidance.load_state_dict(state["guidance"])
@@ -247,6 +249,7 @@ class Trainer:
                                  r.sdf_resolution)
             self.scene = MeshScene(r.mesh, SceneInit(sdf=sdf)).to(self.device)
             self.stage = "geometry"
+            self.guidance.set_timestep_range(*r.timestep_range(self.cfg.guidance))
             if r.geometry_steps > 0:
                 self.optimizer = make_optimizer(self.scene, self.guidance)
                 return True

@@ -374,6 +374,11 @@ class ScoreDistillation(nn.Module):
         self.guidance_scale = self.schedule(cfg.guidance_scale, "guidance_scale")
         self.grad_clip = None if cfg.grad_clip is None else self.schedule(cfg.grad_clip, "grad_clip")
 
+    def set_timestep_range(self, t_min: Any, t_max: Any) -> None:
+        """Draw t from [t_min, t_max] (fractions of T, numbers or schedules) from now on: a later stage's own
+        range (the trainer's mesh refinement, refine.t_min / t_max)."""
+        self.timesteps = TimestepSampler(t_min, t_max, self.prior.num_timesteps, self.run.total_steps)
+
     def schedule(self, value: Any, name: str) -> Schedule:
         """A scheduled knob, its "N%" steps resolved against the run's length."""
         return Schedule.parse(value, name, self.run.total_steps)

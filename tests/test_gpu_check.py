@@ -79,6 +79,13 @@ def test_on_a_gpu_a_skipped_cuda_test_fails_the_pytest_check():
     assert judge(5, {"deselected": 454}, dry=False)[0] == "FAIL"  # no CUDA test at all
     assert judge(0, {"skipped": 3}, dry=True)[0] == "ok"
     assert judge(5, {}, dry=True)[0] == "FAIL"
+    # nvdiffrast is optional (not on PyPI): its tests may skip on a GPU, and are reported
+    out = ("SKIPPED [2] tests/test_mesh_rasterizer.py:196: nvdiffrast is not installed (pip install ...)\n"
+           "SKIPPED [1] tests/test_x.py:3: needs a CUDA device\n")
+    assert gpu_check.optional_skips(out) == 2
+    status, shown = judge(0, {"passed": 5, "skipped": 2}, dry=False, optional=2)
+    assert status == "ok" and "nvdiffrast is not installed" in shown
+    assert judge(0, {"passed": 5, "skipped": 3}, dry=False, optional=2)[0] == "FAIL"
 
 
 def test_cuda_quality_far_below_the_cpu_reference_fails():

@@ -144,3 +144,84 @@ def test_a_closed_mesh_covers_its_projected_area(subdivisions):
     fine = rasterize(verts, faces, cam, 16 * H, 16 * W)  # same camera, 16x16 samples per pixel
     area = float(fine.mask.double().sum()) / 256
     assert covered == pytest.approx(area, rel=0.015)
+
+
+# -- the nvdiffrast path (renderers/mesh/rasterize_nvdiffrast.py) -----------------------------------------------
+
+def test_clip_positions_put_vertices_on_the_pixels_the_torch_path_uses():
+    """nvdiffrast's pixel centres are ours: the clip positions, divided by w, land each vertex on its pixel
+    coordinates from pixel_coords (written out above, not `project`), with OpenGL's depth mapping."""
+    from renderers.mesh.rasterize_nvdiffrast import FAR, NEAR, clip_positions
+
+    verts, _ = two_objects()
+    cam = Cameras.make([20.0], [-35.0], distance=2.0)
+    H, W = 24, 20
+    clip = clip_positions(verts, cam, H, W)[0]
+    ndc = clip[:, :3] / clip[:, 3:]
+    pix = torch.stack([(ndc[:, 0] + 1) * W / 2, (ndc[:, 1] + 1) * H / 2], -1)
+    assert torch.allclose(pix, pixel_coords(verts, cam, H, W), atol=1e-9)
+    depth = (verts - cam.positions[0].double()) @ -cam.c2w()[0, :3, 2].double()  # along the viewing axis
+    assert torch.allclose(clip[:, 3], depth, atol=1e-9)
+    z = torch.tensor([NEAR, FAR], dtype=torch.float64)
+    a, b = (FAR + NEAR) / (FAR - NEAR), -2 * FAR * NEAR / (FAR - NEAR)
+    assert torch.allclose((a * z + b) / z, torch.tensor([-1.0, 1.0], dtype=torch.float64))
+    assert torch.allclose(ndc[:, 2], (a * depth + b) / depth, atol=1e-9)
+
+
+def test_without_cuda_the_torch_path_rasterises():
+    from renderers.mesh import rasterize as entry
+    from renderers.mesh.rasterize_nvdiffrast import NvdiffrastRasterized, use_nvdiffrast
+
+    verts, faces = two_objects()
+    assert not use_nvdiffrast(verts)  # CPU tensors
+    rast = entry.rasterize(verts, faces, Cameras.make([10.0], [0.0], distance=2.0), 8, 8)
+    assert type(rast) is not NvdiffrastRasterized and rast.mask.any()
+
+
+def _needs_nvdiffrast():
+    from renderers.mesh.rasterize_nvdiffrast import available
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    if not available():
+        pytest.skip("nvdiffrast is not installed (pip install git+https://github.com/NVlabs/nvdiffrast)")
+
+
+@pytest.mark.cuda
+def test_nvdiffrast_coverage_depth_and_attributes_match_ray_casting():
+    _needs_nvdiffrast()
+    from renderers.mesh import rasterize as entry
+    from renderers.mesh.rasterize_nvdiffrast import NvdiffrastRasterized
+
+    verts, faces = two_objects()
+    cams = Cameras.make([10.0, -5.0, 60.0], [0.0, 130.0, -70.0], distance=2.0)
+    H, W = 24, 20
+    rast = entry.rasterize(verts.float().cuda(), faces.cuda(), cams, H, W)
+    assert isinstance(rast, NvdiffrastRasterized)
+    face, dist, bary = ray_cast(verts, faces, cams, H, W)
+    got_face, got_dist, got_bary = rast.face.cpu(), rast.distance.cpu().double(), rast.bary.cpu().double()
+    assert ((got_face >= 0) == (face >= 0)).float().mean() > 0.995  # float32 edge ties
+    same = (got_face == face) & (face >= 0)
+    assert same.float().sum() > 0.98 * (face >= 0).float().sum()
+    assert torch.allclose(got_dist[same], dist[same], atol=1e-4)
+    assert torch.allclose(got_bary[same], bary[same], atol=1e-4)
+
+
+@pytest.mark.cuda
+def test_nvdiffrast_antialiased_coverage_is_the_area_and_moves_with_the_vertices():
+    _needs_nvdiffrast()
+    from renderers.mesh import rasterize as entry
+
+    corners = [[-0.3, -0.25, 0.0], [0.35, -0.1, 0.05], [0.0, 0.3, -0.1]]
+    verts = torch.tensor(corners, dtype=torch.float32, device="cuda", requires_grad=True)
+    faces = torch.tensor([[0, 1, 2]], device="cuda")
+    cam = Cameras.make([15.0], [25.0], distance=2.0)
+    H = W = 48
+    rast = entry.rasterize(verts, faces, cam, H, W)
+    covered = entry.antialias(rast.mask[..., None].float(), faces, rast).sum()
+    area = shoelace(pixel_coords(verts.detach().cpu().double().requires_grad_(), cam, H, W))
+    assert float(covered) == pytest.approx(float(area), rel=0.03)
+    g_cov, = torch.autograd.grad(covered, verts)
+    cpu = verts.detach().cpu().double().requires_grad_()
+    g_area, = torch.autograd.grad(shoelace(pixel_coords(cpu, cam, H, W)), cpu)
+    assert torch.nn.functional.cosine_similarity(g_cov.cpu().double().flatten(), g_area.flatten(), dim=0) > 0.9

@@ -87,6 +87,32 @@ def test_refine_settings_are_checked(tmp_path):
         tiny(tmp_path, "refine.geometry_steps=5", "refine.mesh.bound=0.8")
     with pytest.raises(ConfigError, match="unknown config key 'refine.mesh.grid_res'"):
         tiny(tmp_path, "refine.mesh.grid_res=5")
+    with pytest.raises(ConfigError, match="needs t_min < t_max, got t_min=0.5, t_max=0.4"):
+        tiny(tmp_path, "refine.geometry_steps=5", "refine.t_min=0.5", "refine.t_max=0.4")
+    with pytest.raises(ConfigError, match=r"needs t_min < t_max, got t_min=0.02, t_max=0.01"):  # against the guidance's
+        tiny(tmp_path, "refine.geometry_steps=5", "refine.t_max=0.01")
+    with pytest.raises(ConfigError, match="refine.t_max has no effect on guidance.name=cds"):
+        tiny(tmp_path, "refine.geometry_steps=5", "refine.t_max=0.5", "guidance.name=cds")
+
+
+def test_the_mesh_stages_draw_timesteps_from_their_own_range_also_after_a_resume(tmp_path):
+    """refine.t_min / t_max replace the guidance's range from the geometry stage on (T = 1000 on ToyWorld);
+    a run resumed inside a mesh stage keeps them."""
+    own = [*REFINE, "refine.t_min=0.3", "refine.t_max=0.35", "output.checkpoint_every=1"]
+    seen: dict[str, list[float]] = {"coarse": [], "geometry": [], "texture": []}
+    stop = threading.Event()
+
+    def record(stats):
+        seen[stats["stage"]].append(stats["t"])
+        if stats["step"] == 8:
+            stop.set()
+
+    cut = start_run(tiny(tmp_path, "output.name=trange", *own), stop=stop, on_step=record)
+    assert cut["stage"] == "geometry" and cut["status"] == "stopped"
+    resume_run(cut["run_dir"], progress=False, on_step=record)
+    assert len(seen["geometry"]) == 4 and len(seen["texture"]) == 3
+    assert all(300 <= t <= 350 for t in seen["geometry"] + seen["texture"]), seen
+    assert not all(300 <= t <= 350 for t in seen["coarse"]), seen["coarse"]  # the guidance's 0.02 - 0.98 before
 
 
 def test_a_run_past_its_coarse_stage_refuses_a_new_train_steps(tmp_path):

@@ -48,11 +48,16 @@ class Rasterized:
         return self.face >= 0
 
 
+def camera_space(verts: Tensor, cameras: Cameras, height: int, width: int) -> tuple[Tensor, Tensor]:
+    """World vertices [V,3] -> camera-space points [B,V,3] (OpenCV axes) and the intrinsics [B,3,3]."""
+    viewmats = cameras.viewmats().to(verts)
+    cam = torch.einsum("bij,vj->bvi", viewmats[:, :3, :3], verts) + viewmats[:, None, :3, 3]
+    return cam, cameras.intrinsics(height, width).to(verts)
+
+
 def project(verts: Tensor, cameras: Cameras, height: int, width: int) -> tuple[Tensor, Tensor]:
     """World vertices [V,3] -> pixel coordinates [B,V,2] and camera-space depth [B,V] (OpenCV axes)."""
-    viewmats = cameras.viewmats().to(verts)
-    Ks = cameras.intrinsics(height, width).to(verts)
-    cam = torch.einsum("bij,vj->bvi", viewmats[:, :3, :3], verts) + viewmats[:, None, :3, 3]
+    cam, Ks = camera_space(verts, cameras, height, width)
     z = cam[..., 2]
     uv = torch.einsum("bij,bvj->bvi", Ks, cam / z.clamp(min=NEAR)[..., None])[..., :2]
     return uv, z

@@ -21,7 +21,7 @@ from dream3d.kernel.schema import ConfigError, SectionConfig, bounded, choice
 from renderers.background import BACKGROUNDS, Background
 from renderers.base import RenderOutput, Scene, SceneInit
 from renderers.mesh.dmtet import grid_edges, marching_tets, sdf_sign_loss, tet_grid
-from renderers.mesh.rasterize_torch import antialias, interpolate, rasterize
+from renderers.mesh.rasterize import antialias, interpolate, rasterize
 from renderers.mesh.regularizers import laplacian_loss, normal_consistency, vertex_normals
 from renderers.nerf.encoding import GridEncoding
 from renderers.nerf.shading import SHADING_MODES, sample_lighting, shade
