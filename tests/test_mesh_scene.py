@@ -41,7 +41,7 @@ def test_a_scene_started_from_a_true_shape_renders_and_exports_it(shape, tmp_pat
 def test_render_contract_and_gradients():
     """RenderOutput shapes as every scene's; the loss reaches the SDF, the vertex offsets and the
     albedo field; alpha is antialiased (values strictly between 0 and 1 on the outline)."""
-    scene = build_scene(MeshConfig(grid_resolution=12, shading="diffuse"))
+    scene = build_scene(MeshConfig(grid_resolution=12, shading="diffuse", laplacian_weight=1.0, volume_weight=1.0))
     cams = Cameras.make([10.0, 30.0], [0.0, 120.0])
     out = scene.render(cams, 24, 20, torch.Generator().manual_seed(0))
     assert out.rgb.shape == (2, 3, 24, 20) and out.alpha.shape == (2, 1, 24, 20) and out.depth.shape == (2, 1, 24, 20)
@@ -52,7 +52,7 @@ def test_render_contract_and_gradients():
     loss.backward()
     for p in (scene.sdf, scene.offset, scene.albedo.mlp[2].weight):
         assert p.grad is not None and p.grad.abs().sum() > 0
-    assert {"normal_consistency", "sdf"} <= set(scene.regularizers(out, 0))
+    assert set(scene.regularizers(out, 0)) == {"normal_consistency", "laplacian", "sdf", "volume"}
 
 
 def test_frozen_geometry_survives_a_checkpoint():

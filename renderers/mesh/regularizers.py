@@ -1,6 +1,7 @@
-"""Surface regularisers for mesh refinement (Magic3D, Fantasia3D and threestudio use these): vertex
-normals, normal consistency between neighbouring faces and uniform Laplacian smoothing, for a mesh
-of vertices [V,3] and triangles [F,3]."""
+"""Surface regularisers for mesh refinement, for a mesh of vertices [V,3] and triangles [F,3]: vertex
+normals, normal consistency between neighbouring faces and uniform Laplacian smoothing (Magic3D, Fantasia3D
+and threestudio use these), and the enclosed volume (ours: the least volume the views allow, in the spirit
+of the opacity/sparsity penalties on NeRFs)."""
 from __future__ import annotations
 
 import torch
@@ -63,3 +64,10 @@ def laplacian_loss(verts: Tensor, faces: Tensor) -> Tensor:
     used = degree > 0
     mean = total[used] / degree[used, None]
     return ((verts[used] - mean) ** 2).sum(-1).mean()
+
+
+def enclosed_volume(verts: Tensor, faces: Tensor) -> Tensor:
+    """Signed volume enclosed by a closed, outward-wound mesh: sum over faces of v0 . (v1 x v2) / 6
+    (the divergence theorem), positive for outward normals."""
+    p = verts[faces]
+    return (p[:, 0] * torch.linalg.cross(p[:, 1], p[:, 2])).sum() / 6

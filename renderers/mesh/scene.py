@@ -22,7 +22,7 @@ from renderers.background import BACKGROUNDS, Background
 from renderers.base import RenderOutput, Scene, SceneInit
 from renderers.mesh.dmtet import grid_edges, marching_tets, sdf_sign_loss, tet_grid
 from renderers.mesh.rasterize import antialias, interpolate, rasterize
-from renderers.mesh.regularizers import laplacian_loss, normal_consistency, vertex_normals
+from renderers.mesh.regularizers import enclosed_volume, laplacian_loss, normal_consistency, vertex_normals
 from renderers.nerf.encoding import GridEncoding
 from renderers.nerf.shading import SHADING_MODES, sample_lighting, shade
 
@@ -54,6 +54,9 @@ class MeshConfig(SectionConfig):
     lr_background: float = bounded(0.003, 0.0, 10.0)
     normal_consistency_weight: Any = bounded(0.1, 0.0, None, schedule=True)  # 1 - cos between neighbouring faces
     laplacian_weight: Any = bounded(0.0, 0.0, None, schedule=True)  # vertex to its neighbours' mean, in cells^2
+    # enclosed volume (world units^3): of the shapes the views allow, the least; it flattens what the cameras
+    # barely see (a bulging underside) and, without Laplacian smoothing, caves in flat faces (README: Mesh refinement)
+    volume_weight: Any = bounded(0.0, 0.0, None, schedule=True)
     sdf_weight: Any = bounded(0.01, 0.0, None, schedule=True)  # DMTet's sign regulariser
 
 
@@ -92,6 +95,7 @@ class MeshScene(Scene):
         self.background = Background(cfg.background)
         self.normal_consistency = Schedule.parse(cfg.normal_consistency_weight, "normal_consistency_weight")
         self.laplacian = Schedule.parse(cfg.laplacian_weight, "laplacian_weight")
+        self.volume = Schedule.parse(cfg.volume_weight, "volume_weight")
         self.sdf_weight = Schedule.parse(cfg.sdf_weight, "sdf_weight")
         self.geometry_frozen = False
         self.step = 0
@@ -165,8 +169,8 @@ class MeshScene(Scene):
         return groups
 
     def regularizers(self, out: RenderOutput, step: int) -> dict[str, Tensor]:
-        """While the geometry learns: normal consistency, Laplacian smoothing (in grid cells) and
-        DMTet's SDF sign regulariser, each with its scheduled weight, on the mesh just rendered."""
+        """While the geometry learns: normal consistency, Laplacian smoothing (in grid cells), the enclosed
+        volume and DMTet's SDF sign regulariser, each with its scheduled weight, on the mesh just rendered."""
         if self.geometry_frozen or self._last_mesh is None:
             return {}
         points, faces = self._last_mesh
@@ -175,6 +179,8 @@ class MeshScene(Scene):
             losses["normal_consistency"] = w * normal_consistency(points, faces)
         if (w := self.laplacian(step)) > 0 and faces.shape[0]:
             losses["laplacian"] = w * laplacian_loss(points / self.cell, faces)
+        if (w := self.volume(step)) > 0 and faces.shape[0]:
+            losses["volume"] = w * enclosed_volume(points, faces)
         if (w := self.sdf_weight(step)) > 0:
             losses["sdf"] = w * sdf_sign_loss(self.sdf / self.cell, self.edges)
         return losses
