@@ -332,7 +332,11 @@ class Trainer:
         with self.timer("previews"):
             res = self.cfg.output.val_resolution
             out = self.scene.render(self.validation_cameras, res, res, train=False)
-            grid = torch.cat([out.rgb, out.alpha.expand_as(out.rgb)], dim=2)  # colour over opacity
+            if self.stage == "geometry" and out.normal is not None:  # colour over the normal map: the shape being refined
+                below = (out.normal * 0.5 + 0.5) * out.alpha + (1 - out.alpha)
+            else:  # colour over opacity
+                below = out.alpha.expand_as(out.rgb)
+            grid = torch.cat([out.rgb, below], dim=2)
             if self.truth is not None and self.validation_iou is None:  # at the training resolution, as the convergence check's
                 res = self.resolution
                 self.validation_iou = self.truth.iou(self.scene.render(self.validation_cameras, res, res, train=False).alpha)

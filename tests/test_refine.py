@@ -29,6 +29,14 @@ def test_a_refined_run_ends_as_a_textured_watertight_mesh(tmp_path):
     assert [h["stage"] for h in metrics["history"]][-1] == "texture"
     # previews every output.val_every (3) steps and at each stage's end, not at every refinement step
     assert sorted(p.name for p in folder.previews.iterdir()) == [f"step_{s:06d}.png" for s in (3, 6, 9, 10, 12, 13)]
+    import imageio.v3 as iio
+
+    def lower_half_is_grey(step: int) -> bool:  # opacity below the colour; the geometry stage shows its normal map
+        img = iio.imread(folder.preview(step)).astype(int)
+        lower = img[img.shape[0] // 2:, :, :3]
+        return bool((lower.max(-1) - lower.min(-1)).max() <= 1)
+
+    assert lower_half_is_grey(6) and not lower_half_is_grey(9) and not lower_half_is_grey(10) and lower_half_is_grey(13)
     assert result["export"]["method"] == "surface"
     mesh = load_mesh(folder.asset("glb"))
     assert isinstance(mesh, trimesh.Trimesh) and mesh.visual.kind == "texture"
