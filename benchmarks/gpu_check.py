@@ -8,8 +8,8 @@ is: six checks, one row each in a table printed at the end, exit status 1 when a
 exception in a check is caught, reported as FAIL with its first line, and the next check runs):
 
   1 kernels  gsplat's and nerfacc's CUDA extensions built/loaded (timed), each with one tiny call
-  2 pytest   `python -m pytest -q -m cuda`: every CUDA test passes (on a GPU a skipped one is a failure, but
-             for the nvdiffrast tests where nvdiffrast, not on PyPI, is not installed: reported)
+  2 pytest   `python -m pytest -q -m cuda`: every CUDA test passes. On a GPU a skipped test is a failure, except
+             the nvdiffrast tests where nvdiffrast (not on PyPI) is not installed: those are reported
   3 train    configs/toy/sds-gaussians.yaml and sds-nerf.yaml for --steps with train.device=cuda, and for
              --cpu-steps with train.device=cpu (a background `dream3d run` started first, beside the
              kernel builds); silhouette IoU and colour error of both from dream3d.evaluate.evaluate_run;
@@ -357,13 +357,13 @@ OPTIONAL_SKIP = re.compile(r"^SKIPPED \[(\d+)\].*nvdiffrast is not installed", r
 
 
 def optional_skips(output: str) -> int:
-    """CUDA tests skipped (pytest -rs lines) because nvdiffrast, an optional extra, is not installed."""
+    """CUDA tests skipped (pytest -rs lines) because nvdiffrast, which is optional (not on PyPI), is not installed."""
     return sum(int(n) for n in OPTIONAL_SKIP.findall(output))
 
 
 def judge_pytest(rc: int, counts: dict[str, int], dry: bool, optional: int = 0) -> tuple[str, str]:
-    """On a GPU every CUDA test must pass (a skip is a failure, except the `optional` ones of an optional
-    extra that is not installed, which are reported); in a dry run every one must skip."""
+    """On a GPU every CUDA test must pass: a skip is a failure, except the `optional` ones, whose package (nvdiffrast)
+    is not installed, which are reported. In a dry run every one must skip."""
     shown = ", ".join(f"{counts.get(k, 0)} {k}" for k in ("passed", "skipped", "failed", "errors"))
     ran = counts.get("passed", 0) + counts.get("skipped", 0) + counts.get("failed", 0) + counts.get("errors", 0)
     if ran == 0:

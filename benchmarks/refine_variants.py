@@ -45,6 +45,9 @@ def base_run(prompt: str, out: Path) -> Path:
     """The preset's run for `prompt`, stopped after its first geometry step (reused when already there)."""
     folder = out / "base"
     if RunDir(folder).checkpoint.exists():
+        made_for = RunDir(folder).load_checkpoint()["config"]["prompt"]
+        if made_for != prompt:
+            raise SystemExit(f"{folder} is the base run of {made_for!r}, not {prompt!r}: use another --out")
         return folder
     stop = threading.Event()
     cfg = load_config(PRESET, [f"prompt={prompt}", f"output.out_dir={out}", "output.name=base",

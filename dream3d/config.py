@@ -26,6 +26,7 @@ from dream3d.kernel.device import check_device_name
 from dream3d.kernel.schema import ConfigError, bounded, choice, server_only, validate_fields
 from dream3d.scenes import check_scene_config
 from dream3d.train_log import LOGGERS
+from renderers.mesh.rasterize import check_rasterizer
 from renderers.mesh.scene import MeshConfig
 
 MAX_PROMPT_CHARS = 300
@@ -254,19 +255,31 @@ def validate(cfg: RunConfig) -> None:
         if cfg.scene.name == "mesh":
             raise ConfigError("refine.* refines a NeRF or Gaussian run into a mesh; scene.name=mesh is already one "
                               "(set refine.geometry_steps=0 and refine.texture_steps=0, or scene.name=nerf)")
+        check_rasterizer(cfg.refine.mesh.rasterizer, "refine.mesh.rasterizer")
         if cfg.refine.mesh.bound != cfg.scene.bound:
             raise ConfigError(f"refine.mesh.bound = {cfg.refine.mesh.bound} differs from scene.bound = {cfg.scene.bound}; "
                               "the mesh refines the scene's box, so set them equal")
+    check_refine_timesteps(cfg)
+
+
+def check_refine_timesteps(cfg: RunConfig) -> None:
+    """refine.t_min / t_max: only with refinement, only for a guidance that reads the timestep range, and with
+    t_min < t_max at every step of the mesh stages where one end is the guidance's (possibly scheduled) own."""
     own = [key for key in ("t_min", "t_max") if getattr(cfg.refine, key) is not None]
-    if own and any(key in cfg.guidance.IGNORED for key in own):
+    if not own:
+        return
+    if not cfg.refine.enabled:
+        raise ConfigError(f"refine.{own[0]} sets the mesh stages' timestep range, but there are none: set "
+                          "refine.geometry_steps / refine.texture_steps, or remove it")
+    if any(key in cfg.guidance.IGNORED for key in own):
         raise ConfigError(f"refine.{own[0]} has no effect on guidance.name={cfg.guidance.name} (it does not read the "
                           "timestep range); remove it")
-    if own:
-        lo, hi = cfg.refine.timestep_range(cfg.guidance)
-        numbers = all(isinstance(v, (int, float)) for v in (lo, hi))
-        if numbers and lo >= hi:
-            raise ConfigError(f"the mesh stages' timestep range needs t_min < t_max, got t_min={lo}, t_max={hi} "
-                              "(refine.t_min / refine.t_max, or where null the guidance's)")
+    lo, hi = cfg.refine.timestep_range(cfg.guidance)
+    try:
+        dataclasses.replace(cfg.guidance, t_min=lo, t_max=hi).check_schedules(cfg.train.steps)
+    except ConfigError as e:
+        raise ConfigError(f"the mesh stages' timestep range (refine.t_min / refine.t_max, or where null the "
+                          f"guidance's) needs t_min < t_max: {e}") from None
 
 
 def to_dict(cfg: RunConfig) -> dict:

@@ -73,7 +73,8 @@ class GuidanceConfig(SectionConfig):
             if getattr(self, key) != getattr(base, key):
                 raise ConfigError(f"guidance.{key} = {getattr(self, key)!r} has no effect on {self.name} (it does not "
                                   f"read {key}); remove it or pick a method that uses it")
-        self.check_schedules(RUN_LENGTH_FOR_CHECKS)
+        if not any(isinstance(v, (list, tuple)) and any(isinstance(x, str) for x in v) for v in (self.t_min, self.t_max)):
+            self.check_schedules(RUN_LENGTH_FOR_CHECKS)  # "N%" steps are checked by whoever knows the run's length
         if self.view_front_azimuth > self.view_back_azimuth:
             raise ConfigError(f"guidance.view_front_azimuth ({self.view_front_azimuth}) must be <= "
                               f"guidance.view_back_azimuth ({self.view_back_azimuth})")
@@ -90,7 +91,8 @@ class GuidanceConfig(SectionConfig):
         mix of absolute and "N%" steps is checked against the run's own length (dream3d/config.py)."""
         lo = Schedule.parse(self.t_min, "t_min", total_steps)
         hi = Schedule.parse(self.t_max, "t_max", total_steps)
-        for step in {0, lo.start_step, lo.end_step, hi.start_step, hi.end_step}:
+        # both are linear between their breakpoints; a schedule with start_step == end_step jumps just after it
+        for step in {0, lo.start_step, lo.end_step, lo.end_step + 1, hi.start_step, hi.end_step, hi.end_step + 1}:
             if lo(step) >= hi(step):
                 raise ConfigError(f"guidance.t_min ({lo(step)}) must be < guidance.t_max ({hi(step)}) at step {step} "
                                   f"(of a {total_steps}-step run)")

@@ -516,3 +516,13 @@ def test_mixed_absolute_and_share_schedules_are_checked_at_the_runs_length():
     with pytest.raises(ConfigError, match=r"must be < guidance.t_max .*of a 5-step run"):
         load_config("configs/toy/sds-nerf.yaml", ["train.steps=5", *mix])
     load_config("configs/toy/sds-nerf.yaml", ["train.steps=5", "guidance.t_min=[0,0.02,0.4,5]", mix[1]])
+
+
+def test_a_schedule_that_jumps_is_checked_after_its_jump():
+    """[s, a, b, s] holds a up to step s and b after it: t_min < t_max is checked just after s too."""
+    from dream3d.config import load_config
+
+    jump = "guidance.t_max=[2,0.98,0.5,2]"
+    with pytest.raises(ConfigError, match=r"guidance.t_min \(0.6\) must be < guidance.t_max \(0.5\) at step 3"):
+        load_config("configs/toy/sds-nerf.yaml", ["train.steps=5", "guidance.t_min=0.6", jump])
+    load_config("configs/toy/sds-nerf.yaml", ["train.steps=5", "guidance.t_min=0.4", jump])

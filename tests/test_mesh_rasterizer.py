@@ -155,6 +155,7 @@ def test_clip_positions_put_vertices_on_the_pixels_the_torch_path_uses():
 
     verts, _ = two_objects()
     cam = Cameras.make([20.0], [-35.0], distance=2.0)
+    cam0 = Cameras.make([0.0], [0.0], distance=2.0)
     H, W = 24, 20
     clip = clip_positions(verts, cam, H, W)[0]
     ndc = clip[:, :3] / clip[:, 3:]
@@ -162,20 +163,34 @@ def test_clip_positions_put_vertices_on_the_pixels_the_torch_path_uses():
     assert torch.allclose(pix, pixel_coords(verts, cam, H, W), atol=1e-9)
     depth = (verts - cam.positions[0].double()) @ -cam.c2w()[0, :3, 2].double()  # along the viewing axis
     assert torch.allclose(clip[:, 3], depth, atol=1e-9)
-    z = torch.tensor([NEAR, FAR], dtype=torch.float64)
-    a, b = (FAR + NEAR) / (FAR - NEAR), -2 * FAR * NEAR / (FAR - NEAR)
-    assert torch.allclose((a * z + b) / z, torch.tensor([-1.0, 1.0], dtype=torch.float64))
-    assert torch.allclose(ndc[:, 2], (a * depth + b) / depth, atol=1e-9)
+    # OpenGL's depth: z_ndc = A + B / depth with -1 at NEAR and 1 at FAR, so A = (F + N) / (F - N), B = -2FN / (F - N)
+    near_far = torch.stack([clip_positions(torch.tensor([[0.0, 0.0, r]], dtype=torch.float64), cam0, H, W)[0, 0]
+                            for r in (2.0 - NEAR, 2.0 - FAR)])  # on the axis of a camera 2 from the origin along +z
+    assert torch.allclose(near_far[:, 2] / near_far[:, 3], torch.tensor([-1.0, 1.0], dtype=torch.float64), atol=1e-9)
+    A, B = (FAR + NEAR) / (FAR - NEAR), -2 * FAR * NEAR / (FAR - NEAR)
+    assert torch.allclose(ndc[:, 2], A + B / depth, atol=1e-9)
 
 
-def test_without_cuda_the_torch_path_rasterises():
+def test_the_rasterizer_setting_is_checked_and_a_cpu_mesh_uses_the_torch_path(tmp_path, monkeypatch):
+    from conftest import tiny_config
+
+    from dream3d.config import ConfigError, build_config
     from renderers.mesh import rasterize as entry
-    from renderers.mesh.rasterize_nvdiffrast import NvdiffrastRasterized, use_nvdiffrast
+    from renderers.mesh import rasterize_nvdiffrast as nv
 
     verts, faces = two_objects()
-    assert not use_nvdiffrast(verts)  # CPU tensors
-    rast = entry.rasterize(verts, faces, Cameras.make([10.0], [0.0], distance=2.0), 8, 8)
-    assert type(rast) is not NvdiffrastRasterized and rast.mask.any()
+    cam = Cameras.make([10.0], [0.0], distance=2.0)
+    for name in ("auto", "torch"):
+        rast = entry.rasterize(verts, faces, cam, 8, 8, name)
+        assert type(rast) is not nv.NvdiffrastRasterized and rast.mask.any()
+    with pytest.raises(RuntimeError, match="nvdiffrast rasterises on a CUDA device; the mesh is on cpu"):
+        entry.rasterize(verts, faces, cam, 8, 8, "nvdiffrast")
+    monkeypatch.setattr(nv, "available", lambda: False)  # as on a machine without nvdiffrast
+    with pytest.raises(ConfigError, match="refine.mesh.rasterizer=nvdiffrast needs nvdiffrast, which is not installed"):
+        tiny_config(tmp_path, "refine.geometry_steps=2", "refine.mesh.rasterizer=nvdiffrast")
+    with pytest.raises(ConfigError, match="scene.rasterizer=nvdiffrast needs nvdiffrast"):
+        build_config({"scene": {"name": "mesh", "rasterizer": "nvdiffrast"}})
+    tiny_config(tmp_path, "refine.geometry_steps=2", "refine.mesh.rasterizer=torch")
 
 
 def _needs_nvdiffrast():
@@ -195,7 +210,7 @@ def test_nvdiffrast_coverage_depth_and_attributes_match_ray_casting():
 
     verts, faces = two_objects()
     cams = Cameras.make([10.0, -5.0, 60.0], [0.0, 130.0, -70.0], distance=2.0)
-    H, W = 24, 20
+    H, W = 24, 16  # not square; multiples of 8 for nvdiffrast before 0.3.2
     rast = entry.rasterize(verts.float().cuda(), faces.cuda(), cams, H, W)
     assert isinstance(rast, NvdiffrastRasterized)
     face, dist, bary = ray_cast(verts, faces, cams, H, W)

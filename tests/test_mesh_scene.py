@@ -52,7 +52,9 @@ def test_render_contract_and_gradients():
     loss.backward()
     for p in (scene.sdf, scene.offset, scene.albedo.mlp[2].weight):
         assert p.grad is not None and p.grad.abs().sum() > 0
-    assert set(scene.regularizers(out, 0)) == {"normal_consistency", "laplacian", "sdf", "volume"}
+    losses = scene.regularizers(out, 0)
+    assert set(losses) == {"normal_consistency", "laplacian", "sdf", "volume"}
+    assert abs(float(losses["volume"].detach()) - 4 / 3 * 3.14159265 * 0.4**3) < 0.02  # the starting sphere (init_radius 0.4)
 
 
 def test_frozen_geometry_survives_a_checkpoint():

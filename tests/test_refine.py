@@ -95,12 +95,18 @@ def test_refine_settings_are_checked(tmp_path):
         tiny(tmp_path, "refine.geometry_steps=5", "refine.mesh.bound=0.8")
     with pytest.raises(ConfigError, match="unknown config key 'refine.mesh.grid_res'"):
         tiny(tmp_path, "refine.mesh.grid_res=5")
-    with pytest.raises(ConfigError, match="needs t_min < t_max, got t_min=0.5, t_max=0.4"):
+    with pytest.raises(ConfigError, match=r"needs t_min < t_max: guidance.t_min \(0.5\) must be < guidance.t_max \(0.4\)"):
         tiny(tmp_path, "refine.geometry_steps=5", "refine.t_min=0.5", "refine.t_max=0.4")
-    with pytest.raises(ConfigError, match=r"needs t_min < t_max, got t_min=0.02, t_max=0.01"):  # against the guidance's
+    with pytest.raises(ConfigError, match=r"t_min \(0.02\) must be < guidance.t_max \(0.01\)"):  # against the guidance's
         tiny(tmp_path, "refine.geometry_steps=5", "refine.t_max=0.01")
+    # a scheduled t_max of the guidance's (VSD's default shape) drops to 0.5: above that, refine.t_min leaves no range
+    with pytest.raises(ConfigError, match=r"t_min \(0.6\) must be < guidance.t_max \(0.5\)"):
+        tiny(tmp_path, "refine.geometry_steps=5", "refine.t_min=0.6", "guidance.t_max=[2, 0.98, 0.5, 2]")
+    tiny(tmp_path, "refine.geometry_steps=5", "refine.t_min=0.4", "guidance.t_max=[2, 0.98, 0.5, 2]")
     with pytest.raises(ConfigError, match="refine.t_max has no effect on guidance.name=cds"):
         tiny(tmp_path, "refine.geometry_steps=5", "refine.t_max=0.5", "guidance.name=cds")
+    with pytest.raises(ConfigError, match="refine.t_max sets the mesh stages' timestep range, but there are none"):
+        tiny(tmp_path, "refine.t_max=0.5")
 
 
 def test_the_mesh_stages_draw_timesteps_from_their_own_range_also_after_a_resume(tmp_path):

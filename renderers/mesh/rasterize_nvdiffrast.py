@@ -6,12 +6,15 @@ Our cameras (OpenCV axes, pixel (i, j) centred at (j + 0.5, i + 0.5), dream3d.ke
 space so that nvdiffrast's pixel centres are ours: x_ndc = 2u/W - 1, y_ndc = 2v/H - 1, w = camera depth.
 nvdiffrast's row 0 is y_ndc = -1, which is then our top row, so no image is flipped. Its output
 (u, v, z/w, triangle id + 1) gives the face index and barycentrics (u, v, 1 - u - v) of the triangle's
-three vertices, differentiable with respect to the vertices as in the torch path; the ray distance is
-that of the interpolated world position. Triangles crossing the near plane are clipped (the torch path
-skips them).
+three vertices, differentiable with respect to the vertices as in the torch path (nvdiffrast's rasterize
+passes gradients from u, v to the clip positions), so attributes are interpolated by the torch path's own
+`interpolate` from them; the ray distance is that of the interpolated world position. Antialiasing is
+nvdiffrast's. Triangles crossing the near plane are clipped (the torch path skips them). The CUDA
+rasteriser takes any image size from nvdiffrast 0.3.2 (earlier: multiples of 8).
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
 from dataclasses import dataclass
 
@@ -25,6 +28,7 @@ NEAR, FAR = 0.01, 100.0  # clip planes, in camera-space depth (world units)
 _CONTEXTS: dict[torch.device, object] = {}
 
 
+@functools.cache
 def available() -> bool:
     """Whether nvdiffrast is importable (its CUDA plugin is built at the first rasterisation)."""
     return importlib.util.find_spec("nvdiffrast") is not None
@@ -66,6 +70,9 @@ def _context(device: torch.device):
 
 def rasterize(verts: Tensor, faces: Tensor, cameras: Cameras, height: int, width: int) -> NvdiffrastRasterized:
     """Rasterise the mesh (world vertices [V,3] on a GPU, triangles [F,3] long) for B cameras; see Rasterized."""
+    if not verts.is_cuda:
+        raise RuntimeError(f"nvdiffrast rasterises on a CUDA device; the mesh is on {verts.device} (train.device=cuda, "
+                           "or the rasterizer setting auto / torch)")
     import nvdiffrast.torch as dr
 
     cameras = cameras.to(verts.device)
@@ -75,7 +82,7 @@ def rasterize(verts: Tensor, faces: Tensor, cameras: Cameras, height: int, width
     face = raw[..., 3].long() - 1
     mask = face >= 0
     bary = torch.stack([raw[..., 0], raw[..., 1], 1 - raw[..., 0] - raw[..., 1]], -1) * mask[..., None]
-    screen, _ = project(verts, cameras, height, width)
+    screen, _ = project(verts, cameras, height, width)  # Rasterized's contract (the torch antialias reads it; this one does not)
     rast = NvdiffrastRasterized(face, bary.to(verts.dtype), torch.zeros_like(raw[..., 0]), screen, raw, clip)
     hit = interpolate(verts, faces, rast)
     rast.distance = (hit - cameras.positions.to(hit)[:, None, None]).norm(dim=-1) * mask

@@ -68,6 +68,7 @@ def laplacian_loss(verts: Tensor, faces: Tensor) -> Tensor:
 
 def enclosed_volume(verts: Tensor, faces: Tensor) -> Tensor:
     """Signed volume enclosed by a closed, outward-wound mesh: sum over faces of v0 . (v1 x v2) / 6
-    (the divergence theorem), positive for outward normals."""
+    (the divergence theorem), positive for outward normals. On an open mesh (a DMTet surface cut by the grid's
+    boundary) it depends on where the origin is."""
     p = verts[faces]
     return (p[:, 0] * torch.linalg.cross(p[:, 1], p[:, 2])).sum() / 6

@@ -21,7 +21,7 @@ from dream3d.kernel.schema import ConfigError, SectionConfig, bounded, choice
 from renderers.background import BACKGROUNDS, Background
 from renderers.base import RenderOutput, Scene, SceneInit
 from renderers.mesh.dmtet import grid_edges, marching_tets, sdf_sign_loss, tet_grid
-from renderers.mesh.rasterize import antialias, interpolate, rasterize
+from renderers.mesh.rasterize import RASTERIZERS, antialias, check_rasterizer, interpolate, rasterize
 from renderers.mesh.regularizers import enclosed_volume, laplacian_loss, normal_consistency, vertex_normals
 from renderers.nerf.encoding import GridEncoding
 from renderers.nerf.shading import SHADING_MODES, sample_lighting, shade
@@ -58,6 +58,11 @@ class MeshConfig(SectionConfig):
     # barely see (a bulging underside) and, without Laplacian smoothing, caves in flat faces (README: Mesh refinement)
     volume_weight: Any = bounded(0.0, 0.0, None, schedule=True)
     sdf_weight: Any = bounded(0.01, 0.0, None, schedule=True)  # DMTet's sign regulariser
+    # auto: nvdiffrast for a mesh on a GPU when installed, else the torch rasteriser (renderers/mesh/rasterize.py)
+    rasterizer: str = choice("auto", RASTERIZERS)
+
+    def validate(self) -> None:
+        check_rasterizer(self.rasterizer, "scene.rasterizer")
 
 
 class AlbedoField(nn.Module):
@@ -136,7 +141,7 @@ class MeshScene(Scene):
         if faces.shape[0] == 0:  # no surface: background only (gradients reach nothing but the background)
             zeros = bg[..., :1].permute(0, 3, 1, 2) * 0
             return RenderOutput(bg.permute(0, 3, 1, 2), zeros, zeros, normal=zeros.expand(-1, 3, -1, -1))
-        rast = rasterize(points, faces, cameras, height, width)
+        rast = rasterize(points, faces, cameras, height, width, cfg.rasterizer)
         mask = rast.mask
         pos = interpolate(points, faces, rast)
         albedo = torch.zeros_like(pos)
