@@ -120,12 +120,12 @@ def _touches(key: str, keys) -> bool:
 
 def make_config(preset: str, prompt: str, negative: str, steps: int, seed: int, guidance_scale: float | None,
                 advanced: str, runs_dir: str | Path, root: Path | None = None, budget: RequestBudget | None = None,
-                image: str | Path | None = None):
+                image: str | Path | None = None, refine: bool = False):
     """A validated RunConfig from the UI's fields; `advanced` holds one key=value override per line,
     a guidance scale of None or 0 keeps the preset's; `image`: the uploaded reference view of an image-to-3D
-    run (a file Gradio saved), checked here. Raises UserInputError (bad preset, a key the UI sets or that
-    names a server file, limits, over budget, an image the preset's prior cannot take) or ConfigError (bad
-    keys or values, an unusable image)."""
+    run (a file Gradio saved), checked here; `refine`: add the mesh refinement stages (refine_preset). Raises
+    UserInputError (bad preset, a key the UI sets or that names a server file, limits, over budget, an image
+    the preset's prior cannot take) or ConfigError (bad keys or values, an unusable image)."""
     from dream3d.config import IMAGE_PLACEHOLDER, RunConfig, load_config, validate
     from dream3d.cost import estimate_cost
     from dream3d.kernel.schema import server_only_keys
@@ -161,6 +161,9 @@ def make_config(preset: str, prompt: str, negative: str, steps: int, seed: int, 
     except (TypeError, ValueError, OverflowError):
         raise UserInputError(f"steps ({steps!r}) and seed ({seed!r}) must be whole numbers, the guidance scale "
                              f"({guidance_scale!r}) a number") from None
+    if refine:
+        preset, extra = refine_preset(preset, root)
+        overrides = extra + overrides  # the visitor's own refine.* overrides win
     cfg = load_config(root / f"{preset}.yaml", overrides + ([f"image={IMAGE_PLACEHOLDER}"] if image else []))
     # (strings are literal: no ${...} is ever resolved; the upload's own path is set below, never parsed)
     cfg.prompt, cfg.negative_prompt = prompt or "", negative or ""
@@ -181,6 +184,22 @@ def make_config(preset: str, prompt: str, negative: str, steps: int, seed: int, 
             f"{cost.largest()}). Lower the steps, resolutions, texture size or dataset size, or run it with "
             "the `dream3d run` CLI on your own machine")
     return cfg
+
+
+REFINE_STEPS = ["refine.geometry_steps=100", "refine.texture_steps=100"]  # configs/toy/sds-nerf-refine.yaml's
+
+
+def refine_preset(preset: str, root: Path) -> tuple[str, list[str]]:
+    """The UI's "Refine the mesh": (preset, overrides) of the same run with the mesh stages. A preset that
+    refines already stays as it is; one with a `<name>-refine` sibling (the same run with tuned refine
+    settings) becomes that sibling; any other gets REFINE_STEPS with the default refine settings."""
+    from dream3d.config import load_preset
+
+    if load_preset(root / f"{preset}.yaml").refine.enabled:
+        return preset, []
+    if f"{preset}-refine" in list_presets(root):
+        return f"{preset}-refine", []
+    return preset, list(REFINE_STEPS)
 
 
 def image_presets(names: list[str]) -> list[str]:
@@ -310,11 +329,11 @@ def build_app(runs_dir: str | Path = "runs", concurrency: int = 1, root: Path | 
                            "raise the budget")
     jobs = Jobs(concurrency)
 
-    def generate(preset, prompt, negative, steps, seed, guidance_scale, advanced, image=None, request: gr.Request = None,
-                 progress=gr.Progress()):  # noqa: B008 - Gradio injects progress through this default
+    def generate(preset, prompt, negative, steps, seed, guidance_scale, advanced, image=None, refine=False,
+                 request: gr.Request = None, progress=gr.Progress()):  # noqa: B008 - Gradio injects progress through this
         try:
             cfg = make_config(preset, prompt, negative, steps, seed, guidance_scale, advanced, runs_dir, root, budget,
-                              image or None)
+                              image or None, bool(refine))
         except ValueError as e:
             raise gr.Error(user_message(e)) from None
         session = getattr(request, "session_hash", None) or "default"
@@ -393,6 +412,8 @@ def build_app(runs_dir: str | Path = "runs", concurrency: int = 1, root: Path | 
                     steps = gr.Slider(10, UI_LIMITS["train.steps"], value=DEFAULT_UI_STEPS, step=10, label="Steps")
                     seed = gr.Number(value=0, precision=0, label="Seed")
                 scale = gr.Number(value=0, label="Guidance scale (0 = the preset's)")
+                refine = gr.Checkbox(value=False, label="Refine the mesh: geometry and texture stages after training "
+                                     "(a cleaner, watertight mesh; the progress names the stage)", elem_id="refine")
                 with gr.Accordion("Image to 3D (optional)", open=False):
                     # a file, not gr.Image: Gradio would decode an image upload before any check; this one is read
                     # by check_image (its header first, then the pixels), then copied into the run folder by the run
@@ -409,14 +430,16 @@ def build_app(runs_dir: str | Path = "runs", concurrency: int = 1, root: Path | 
             with gr.Column(scale=2):
                 status = gr.Markdown("Type a prompt and press Generate.", elem_id="status")
                 with gr.Row():
-                    preview = gr.Image(label="Latest validation render (colour over opacity)", type="filepath")
+                    preview = gr.Image(label="Latest validation render (colour over opacity, or over the normal map while the mesh "
+                                      "geometry refines)", type="filepath")
                     video = gr.Video(label="Turntable")
                 model = gr.Model3D(label="Mesh (GLB)", elem_id="model3d", height=360)
                 glb = gr.File(visible=False)
                 files = gr.File(label="Downloads", file_count="multiple")
         # Gradio 6.31's Model3D does not draw a value set by a generator, so the streaming event
         # returns the GLB as a file and a plain follow-up event hands it to the viewer
-        go.click(generate, [preset, prompt, negative, steps, seed, scale, advanced, image], [status, preview, video, glb, files],
+        go.click(generate, [preset, prompt, negative, steps, seed, scale, advanced, image, refine],
+                 [status, preview, video, glb, files],
                  api_name="generate", concurrency_limit=concurrency).then(lambda f: f, glb, model, api_name=False)
         # not queued: Stop must work when the queue is full
         halt.click(stop_run, None, status, api_name="stop", queue=False)

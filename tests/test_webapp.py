@@ -221,6 +221,27 @@ def test_refinement_is_capped_priced_and_shown(tmp_path):
     assert "geometry" in status_text({"step": 5, "steps": 10, "stage": "geometry"}, 0.0, None)
 
 
+def test_the_refine_checkbox_adds_the_mesh_stages(tmp_path):
+    """With a `-refine` sibling the run becomes it (tuned refine settings); without one it gets the default refine
+    settings and REFINE_STEPS; a preset that refines already, and the visitor's own refine.* overrides, are kept."""
+    from dream3d.config import load_config
+    from dream3d.webapp import REFINE_STEPS
+
+    gauss = make_config("toy/sds-gaussians", "a red cube", "", 400, 0, None, "", tmp_path, refine=True)
+    sibling = load_config("configs/toy/sds-gaussians-refine.yaml")
+    assert gauss.scene.name == "gaussians" and gauss.refine == sibling.refine and gauss.refine.geometry_steps == 300
+    assert not make_config("toy/sds-gaussians", "a red cube", "", 400, 0, None, "", tmp_path).refine.enabled
+    assert "toy/vsd-nerf-refine" not in list_presets()
+    vsd = make_config("toy/vsd-nerf", "a red cube", "", 400, 0, None, "", tmp_path, refine=True)
+    steps = {o.split("=")[0]: int(o.split("=")[1]) for o in REFINE_STEPS}
+    assert vsd.guidance.name == "vsd" and (vsd.refine.geometry_steps, vsd.refine.texture_steps) == (
+        steps["refine.geometry_steps"], steps["refine.texture_steps"])
+    own = make_config("toy/vsd-nerf", "a red cube", "", 400, 0, None, "refine.texture_steps=7", tmp_path, refine=True)
+    assert own.refine.texture_steps == 7
+    again = make_config("toy/sds-nerf-refine", "a red cube", "", 400, 0, None, "", tmp_path, refine=True)
+    assert again.refine == make_config("toy/sds-nerf-refine", "a red cube", "", 400, 0, None, "", tmp_path).refine
+
+
 def test_multiview_prior_is_offered_and_priced(tmp_path):
     """The multi-view preset fits the budget; its grid and candidate knobs are priced, so a visitor cannot ask
     for a grid or a candidate set the server cannot hold."""
@@ -292,3 +313,20 @@ def test_client_uploads_an_image_and_gets_an_image_run(server, tmp_path):
     assert status.startswith("**Finished**"), status
     copies = list(runs.glob("*/reference.png"))
     assert copies, "the run folder has no copy of the uploaded image"
+
+
+def test_client_ticks_refine_and_gets_a_refined_mesh(server):
+    import json
+
+    from gradio_client import Client
+
+    url, runs = server
+    small = "\n".join([ADVANCED, "refine.geometry_steps=2", "refine.texture_steps=2", "refine.resolution=16",
+                       "refine.sdf_resolution=24", "refine.mesh.grid_resolution=8"])
+    job = Client(url, verbose=False).submit("toy/sds-nerf", "a purple cone", "", 10, 0, None, small, None, True,
+                                            api_name="/generate")
+    status, *_ = job.result(timeout=300)
+    assert status.startswith("**Finished**"), status
+    [metrics] = [json.loads(p.read_text()) for p in runs.glob("a-purple-cone*/metrics.json")]
+    assert metrics["stage"] == "texture" and metrics["export"]["method"] == "surface"
+    assert any("texture" in u[0] for u in job.outputs() if u[0]), "the status never named the stage"
