@@ -430,8 +430,8 @@ def build_app(runs_dir: str | Path = "runs", concurrency: int = 1, root: Path | 
             with gr.Column(scale=2):
                 status = gr.Markdown("Type a prompt and press Generate.", elem_id="status")
                 with gr.Row():
-                    preview = gr.Image(label="Latest validation render (colour over opacity, or over the normal map while the mesh "
-                                      "geometry refines)", type="filepath")
+                    preview = gr.Image(label="Latest validation render (colour over opacity, or over the normal map "
+                                             "while the mesh geometry refines)", type="filepath")
                     video = gr.Video(label="Turntable")
                 model = gr.Model3D(label="Mesh (GLB)", elem_id="model3d", height=360)
                 glb = gr.File(visible=False)
