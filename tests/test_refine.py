@@ -40,6 +40,9 @@ def test_a_refined_run_ends_as_a_textured_watertight_mesh(tmp_path):
     assert result["export"]["method"] == "surface"
     mesh = load_mesh(folder.asset("glb"))
     assert isinstance(mesh, trimesh.Trimesh) and mesh.visual.kind == "texture"
+    raw = folder.asset("glb").read_bytes()  # the GLB's JSON chunk says what its base colour is
+    tree = json.loads(raw[20:20 + int.from_bytes(raw[12:16], "little")])
+    assert tree["asset"]["extras"]["dream3d"]["base_color"].startswith("albedo: the surface colour without lighting")
     assert is_finished(folder, tiny(tmp_path, "output.name=refined", *REFINE))
     trainer, _ = load_run(folder.path)
     assert isinstance(trainer.scene, MeshScene) and trainer.scene.geometry_frozen

@@ -102,8 +102,19 @@ def _buffer_view_targets(tree: dict) -> None:
                 views[accessors[prim["indices"]]["bufferView"]]["target"] = 34963
 
 
+BASE_COLOR_NOTE = ("albedo: the surface colour without lighting (a scene trained under shading exports its albedo, "
+                   "not the lit colour); the viewer's lights shade it")
+
+
+def _glb_tree(tree: dict) -> None:
+    """trimesh's glTF tree, finished: bufferView targets, and a note in asset.extras saying what the base
+    colour is, so whoever opens the asset can tell albedo from lit colour."""
+    _buffer_view_targets(tree)
+    tree.setdefault("asset", {}).setdefault("extras", {})["dream3d"] = {"base_color": BASE_COLOR_NOTE}
+
+
 def write_glb(mesh: trimesh.Trimesh, path: Path, bound: float | None = None) -> list[Path]:
-    data = trimesh.exchange.gltf.export_glb(mesh.scene(), include_normals=True, tree_postprocessor=_buffer_view_targets)
+    data = trimesh.exchange.gltf.export_glb(mesh.scene(), include_normals=True, tree_postprocessor=_glb_tree)
     return [_write_checked(path, data, "glb", mesh, bound)]
 
 
