@@ -350,6 +350,11 @@ def _ray(spec: BatchSpec, jobs: list[BatchJob], address: str | None, workers: in
             else:  # an existing cluster: ship the code; a ray:// address connects through Ray Client
                 ray.init(address=address, runtime_env=runtime_env(), log_to_driver=False)
         except ConnectionError as e:
+            if "Starting Ray client server failed" in str(e):  # the head answered; its per-connection server was late
+                raise ConfigError(f"the Ray cluster at {address!r} answered, but its Ray Client server did not start a "
+                                  f"server for this connection in time ({e}); try again, or start the head with a longer "
+                                  "wait: RAY_CLIENT_SERVER_CHECK_CHANNEL_TIMEOUT_S=120 ray start --head ... (Ray's "
+                                  "default is 30 s, short for a busy head node)") from None
             raise ConfigError(f"could not connect to the Ray cluster at {address!r} ({e}); start one with "
                               "`ray start --head`, or leave out --address for a local cluster. A cluster with token "
                               "authentication needs its token here: RAY_AUTH_TOKEN=... or ~/.ray/auth_token") from None

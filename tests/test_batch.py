@@ -152,6 +152,27 @@ def test_retryable_judges_the_cause_inside_ray_errors():
     assert not retryable(ray.exceptions.RayTaskError("run", "traceback", CheckpointError("corrupt")))
 
 
+def test_connection_failures_say_what_to_change(monkeypatch):
+    """A head that is not there, and one whose Ray Client server was too slow to start this connection's
+    server (what a busy CI head did once), get different advice."""
+    ray = pytest.importorskip("ray")
+    from dream3d.batch import BatchSpec, _ray
+
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")  # use_ray_token leaves a set mode alone
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    spec = BatchSpec(PRESET, (), "x")
+    for failure, advice in (("Connection refused", "start one with `ray start --head`"),
+                            ("Initialization failure from server: RuntimeError: Starting Ray client server failed. See "
+                             "ray_client_server_23000.err", "RAY_CLIENT_SERVER_CHECK_CHANNEL_TIMEOUT_S=120")):
+        def refuse(*args, failure=failure, **kwargs):
+            raise ConnectionError(failure)
+
+        monkeypatch.setattr(ray, "init", refuse)
+        with pytest.raises(ConfigError) as refused:
+            next(_ray(spec, [], "ray://127.0.0.1:1", None))
+        assert advice in str(refused.value) and failure in str(refused.value)
+
+
 def test_workers_fit_the_cluster_or_the_batch_is_refused():
     from dream3d.batch import BatchSpec, default_workers
 
@@ -201,7 +222,10 @@ def test_ray_client_and_ray_jobs_on_a_running_cluster(tmp_path):
     temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
     client_port, dashboard_port = free_port(), free_port()
     # the job's entrypoint runs `python` from the PATH, as on a cluster: this test's Python
+    # the head's Ray Client server waits 30 s by default for each connection's own server, which a busy 2-core
+    # CI machine overran once (grpc.FutureTimeoutError); the README's advice for a busy head
     head_env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token,
+                "RAY_CLIENT_SERVER_CHECK_CHANNEL_TIMEOUT_S": "180",
                 "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
     start = [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", f"--port={free_port()}",
              f"--ray-client-server-port={client_port}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
