@@ -96,6 +96,19 @@ def quantity(summary: list[dict], method: str, name: str) -> Estimate | None:
                    for r in rows for vc in ("none", "camera") if vc in r and r[vc].get(key) is not None])
 
 
+def compare(v: Estimate, base: Estimate, higher_better: bool) -> tuple[float, float, int] | None:
+    """(z, threshold, decision) for v against base: z = gain / combined standard error, threshold the
+    95% t quantile for the fewer seeds, decision +1 (better), -1 (worse) or 0 (within the spread);
+    None with fewer than MIN_SEEDS seeds or no spread on either side."""
+    if v.se is None or base.se is None or min(v.seeds, base.seeds) < MIN_SEEDS:
+        return None
+    gain = (v.mean - base.mean) if higher_better else (base.mean - v.mean)
+    se = math.hypot(v.se, base.se)
+    z = gain / se if se > 0 else (0.0 if gain == 0 else math.copysign(math.inf, gain))
+    threshold = t_threshold(min(v.seeds, base.seeds))
+    return z, threshold, 0 if abs(z) <= threshold else int(math.copysign(1, z))
+
+
 def check(claim: Claim, summary: list[dict]) -> dict:
     """The claim's outcome with the numbers it rests on: each claimed method's gain over the baseline
     (positive = better as claimed), its standard error and z = gain / se."""
@@ -109,15 +122,13 @@ def check(claim: Claim, summary: list[dict]) -> dict:
         return {**out, "outcome": "not measured"}
     decided = []  # +1 better, -1 worse, 0 within the spread, per claimed method
     for m, v in values.items():
-        gain = (v.mean - base.mean) if higher_better else (base.mean - v.mean)
-        if v.se is None or base.se is None or min(v.seeds, base.seeds) < MIN_SEEDS:
+        test = compare(v, base, higher_better)
+        if test is None:
             return {**out, "outcome": "too few seeds"}
-        se = math.hypot(v.se, base.se)
-        z = gain / se if se > 0 else (0.0 if gain == 0 else math.copysign(math.inf, gain))
-        threshold = t_threshold(min(v.seeds, base.seeds))
+        z, threshold, decision = test
         out["z"][m] = round(z, 2) if math.isfinite(z) else z
         out.setdefault("threshold", {})[m] = round(threshold, 2)
-        decided.append(0 if abs(z) <= threshold else int(math.copysign(1, z)))
+        decided.append(decision)
     if all(d == 1 for d in decided):
         outcome = "reproduced"
     elif all(d == -1 for d in decided):
@@ -150,21 +161,40 @@ def claims_markdown(summary: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _cell_estimate(cell: dict, key: str) -> Estimate:
+    seeds = cell.get("seeds", 1)
+    return Estimate(cell[key], _se(cell.get(f"{key}_std"), seeds), seeds)
+
+
+def _ranked(rows: list[dict], vc: str, key: str, higher_better: bool) -> str:
+    """The best method on one fidelity quantity, then the others the seeds cannot tell from it (its
+    spread, `compare`), best first; methods with too few seeds to tell are left out of the second list."""
+    cells = sorted(((r["method"], _cell_estimate(r[vc], key)) for r in rows if vc in r and r[vc].get(key) is not None),
+                   key=lambda c: -c[1].mean if higher_better else c[1].mean)
+    (best, b), rest = cells[0], cells[1:]
+    se = f" ± {b.se:.3f}" if b.se is not None else ""
+    text = f"{best} ({b.mean:.3f}{se}, {b.seeds} seed{'' if b.seeds == 1 else 's'})"
+    tied = [(m, e) for m, e in rest if (t := compare(e, b, higher_better)) is not None and t[2] == 0]
+    if tied:
+        text += "; as good within the spread: " + ", ".join(f"{m} ({e.mean:.3f})" for m, e in tied)
+    elif b.se is None or b.seeds < MIN_SEEDS:
+        text += "; too few seeds to tell the others from it"
+    return text
+
+
 def advice_markdown(summary: list[dict]) -> str:
-    """Best methods per scene on the fidelity prompt, from the table."""
+    """Best methods per scene on the fidelity prompt, from the table; methods the seeds cannot tell
+    from the best (the claims' test, `compare`) are named with it, so the advice does not rest on a
+    difference smaller than the spread."""
     lines = []
     for scene in dict.fromkeys(r["scene"] for r in summary):
         rows = [r for r in summary if r["scene"] == scene]
         for vc, label in (("camera", "with view conditioning (`prior.view_conditioning=camera`)"),
                           ("none", "without view conditioning (the hard setting)")):
-            scored = [(r[vc]["silhouette_iou"], r[vc]["colour_error"], r["method"]) for r in rows if vc in r]
-            if not scored:
+            if not any(vc in r for r in rows):
                 continue
-            top = sorted(scored, key=lambda s: (-s[0], s[1]))[:3]
-            best_colour = min(scored, key=lambda s: s[1])
-            lines.append(f"- {scene}, {label}: best silhouettes "
-                         + ", ".join(f"{m} (IoU {iou:.3f}, colour error {err:.3f})" for iou, err, m in top)
-                         + f"; best colour {best_colour[2]} ({best_colour[1]:.3f}).")
+            lines.append(f"- {scene}, {label}: best silhouette IoU {_ranked(rows, vc, 'silhouette_iou', True)}. "
+                         f"Best colour error {_ranked(rows, vc, 'colour_error', False)}.")
         fast = [(r["camera"]["to_iou_0.9"]["seconds"], r["camera"]["to_iou_0.9"]["step"], r["method"]) for r in rows
                 if "camera" in r and r["camera"].get("to_iou_0.9")]
         if fast:
