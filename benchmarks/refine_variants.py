@@ -3,7 +3,7 @@ prompt and stops after the first geometry step (its checkpoint is the base); eac
 folder whose config (config.yaml and the checkpoint's own) gets the variant's refine.* values, resumed to the
 end and measured by `dream3d eval`. Learning rates are set in the checkpoint's optimiser state too.
 
-    python benchmarks/refine_variants.py --prompt "a purple cone" [--out DIR] "" \\
+    python benchmarks/refine_variants.py --prompt "a purple cone" [--preset YAML] [--out DIR] "" \\
         "refine.mesh.volume_weight=1.0,refine.mesh.lr_sdf=0.001" ...
 
 Each variant is one comma-separated list of KEY=VALUE ("" = the preset as is). A variant differs from a full
@@ -11,7 +11,8 @@ run of the same settings only in that first geometry step, made with the preset'
 silhouette IoU, colour error, volumetric IoU, Chamfer distance, and two offsets: the mean signed distance to the
 true surface (+ = outside) of the mesh's downward-facing part (normal y < -0.8), the part the training cameras
 (elevation -10 to 45 degrees) see least, and of its sides (|normal y| <= 0.8). `--measure-only` measures the
-variants an earlier run left in --out again.
+variants an earlier run left in --out again. The first row, "(geometry start)", is the base's mesh as the
+geometry stage starts from it (the coarse stage's surface on the DMTet grid, after one step).
 """
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ from dream3d.toyworld.metrics import true_surface  # noqa: E402
 PRESET = ROOT / "configs/toy/sds-nerf-refine.yaml"
 
 
-def base_run(prompt: str, out: Path) -> Path:
+def base_run(prompt: str, out: Path, preset: Path = PRESET) -> Path:
     """The preset's run for `prompt`, stopped after its first geometry step (reused when already there)."""
     folder = out / "base"
     if RunDir(folder).checkpoint.exists():
@@ -50,7 +51,7 @@ def base_run(prompt: str, out: Path) -> Path:
             raise SystemExit(f"{folder} is the base run of {made_for!r}, not {prompt!r}: use another --out")
         return folder
     stop = threading.Event()
-    cfg = load_config(PRESET, [f"prompt={prompt}", f"output.out_dir={out}", "output.name=base",
+    cfg = load_config(preset, [f"prompt={prompt}", f"output.out_dir={out}", "output.name=base",
                                "output.turntable_frames=0", "output.progress=false"])
     start_run(cfg, stop=stop, on_step=lambda stats: stats["stage"] == "geometry" and stop.set())
     return folder
@@ -85,6 +86,19 @@ def run_variant(base: Path, out: Path, index: int, items: list[tuple[str, object
     return folder.path
 
 
+def geometry_start(base: Path, out: Path) -> Path:
+    """A copy of the base with its mesh exported as it is (after the first geometry step)."""
+    from dream3d.export import export_scene
+    from dream3d.lifecycle import load_run
+
+    folder = out / "start"
+    if not folder.exists():
+        shutil.copytree(base, folder)
+        trainer, _ = load_run(folder, ())
+        export_scene(trainer.scene, trainer.run_dir.model, trainer.cfg.output.export, tuple(trainer.cfg.camera.elevation_range))
+    return folder
+
+
 def offsets(glb: Path, shape: str, n: int = 20000) -> tuple[float, float]:
     """Mean signed distance (world units, + outside) to the true surface of the mesh's downward-facing part
     (normal y < -0.8) and of its sides (|normal y| <= 0.8)."""
@@ -104,6 +118,7 @@ def parse_variant(text: str) -> list[tuple[str, object]]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--prompt", default="an orange cube")
+    ap.add_argument("--preset", type=Path, default=PRESET, help="a refine preset (default: %(default)s)")
     ap.add_argument("--out", help="folder for the base run and the variants (default: a temporary one)")
     ap.add_argument("--measure-only", action="store_true", help="measure the variants already in --out, run nothing")
     ap.add_argument("variants", nargs="+", help='comma-separated KEY=VALUE lists, "" = the preset as is')
@@ -111,14 +126,18 @@ def main() -> None:
     if args.measure_only and not args.out:
         raise SystemExit("--measure-only measures the variants of an earlier run: give its --out")
     out = Path(args.out or tempfile.mkdtemp(prefix="refine-variants-"))
-    base = None if args.measure_only else base_run(args.prompt, out)
+    base = None if args.measure_only else base_run(args.prompt, out, args.preset)
     shape = parse_prompt(args.prompt).shape
     print(f"{'variant':<72}{'IoU':>8}{'colour':>8}{'vol IoU':>9}{'chamfer':>9}{'underside':>11}{'sides':>9}")
-    for i, text in enumerate(args.variants):
-        folder = out / f"variant-{i}" if base is None else run_variant(base, out, i, parse_variant(text))
+    def rows():  # each variant runs just before its row is printed
+        yield "(geometry start)", out / "start" if base is None else geometry_start(base, out)
+        for i, text in enumerate(args.variants):
+            yield text or "(preset)", out / f"variant-{i}" if base is None else run_variant(base, out, i, parse_variant(text))
+
+    for text, folder in rows():
         ev = evaluate_run(folder)
         under, sides = offsets(folder / "model.glb", shape)
-        print(f"{text or '(preset)':<72}{ev['silhouette_iou']:>8.4f}{ev['colour_error']:>8.4f}{ev['volumetric_iou']:>9.4f}"
+        print(f"{text:<72}{ev['silhouette_iou']:>8.4f}{ev['colour_error']:>8.4f}{ev['volumetric_iou']:>9.4f}"
               f"{ev['chamfer']:>9.4f}{under:>+11.4f}{sides:>+9.4f}", flush=True)
 
 

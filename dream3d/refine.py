@@ -36,10 +36,12 @@ def occupancy_sdf(inside: np.ndarray, step: float, min_fraction: float = 0.05) -
 
 
 @torch.no_grad()
-def coarse_sdf(scene: Scene, export: ExportConfig, elevation_range=(-10.0, 45.0), resolution: int = 96) -> Tensor:
+def coarse_sdf(scene: Scene, export: ExportConfig, elevation_range=(-10.0, 45.0), resolution: int = 96,
+               bound: float | None = None) -> Tensor:
     """The coarse scene's surface, as its export would extract it, as a signed distance grid [N,N,N]
-    over its box (N = resolution points per axis over [-bound, bound], indexed x, y, z:
-    renderers.base.SceneInit.sdf)."""
-    grid = Grid.cube(scene.bound, resolution)
+    over [-bound, bound]^3 (N = resolution points per axis, indexed x, y, z: renderers.base.SceneInit.sdf).
+    `bound` is the mesh scene's, which reads the grid as spanning its own box (default: the coarse
+    scene's); a surface outside it is cut off there."""
+    grid = Grid.cube(scene.bound if bound is None else bound, resolution)
     field, level = surface_field(scene, export, elevation_range)
     return occupancy_sdf(field(grid) > level, grid.step, export.min_component_fraction)

@@ -246,7 +246,7 @@ class Trainer:
             self.coarse_end = self.step
             with self.timer("refine_sdf"):
                 sdf = coarse_sdf(self.scene, self.cfg.output.export, tuple(self.cfg.camera.elevation_range),
-                                 r.sdf_resolution)
+                                 r.sdf_resolution, bound=r.mesh.bound)
             self.scene = MeshScene(r.mesh, SceneInit(sdf=sdf)).to(self.device)
             self.stage = "geometry"
             self.guidance.set_timestep_range(*r.timestep_range(self.cfg.guidance))

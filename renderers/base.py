@@ -136,6 +136,11 @@ class Scene(nn.Module):
         isosurface of `density` instead."""
         return None
 
+    def isosurface_method(self) -> str:
+        """The mesh export method that an export set to "auto" uses for this scene: "visibility" (carving
+        by the renders' outlines and depths, the default), "hull" (the outlines only) or "density"."""
+        return "visibility"
+
     def surface_maps(self, cameras: Cameras, resolution: int, surface_opacity: float = 0.05
                      ) -> tuple[Tensor, Tensor] | None:
         """For mesh export by carving, from the scene's own renderer: opaque [C,1,r,r] (1 where the

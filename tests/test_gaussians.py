@@ -201,6 +201,7 @@ def test_scene_capabilities_are_declared(tmp_path):
     with pytest.raises(NotImplementedError, match="only Gaussian scenes"):
         nerf.write_splats(tmp_path / "x.ply")
     assert nerf.surface_maps(CameraSampler().held_out(1), 8) is None  # export marches the density instead
+    assert (gaussians.isosurface_method(), nerf.isosurface_method()) == ("hull", "visibility")  # export method "auto"
     opaque, dist = gaussians.surface_maps(CameraSampler().held_out(1), 8)
     assert opaque.shape == dist.shape == (1, 1, 8, 8)
     from dream3d.export import export_scene
@@ -209,6 +210,30 @@ def test_scene_capabilities_are_declared(tmp_path):
     with pytest.raises(ValueError, match="'splat' needs a Gaussian scene, not NeRFScene"):
         export_scene(nerf, tmp_path / "model", ExportConfig(formats=["splat"]))
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("elevation", [0.0, 30.0])
+def test_carving_depth_is_where_the_ray_enters_the_splats_outline(elevation):
+    """surface_maps' depth of one opaque, anisotropic Gaussian at the pixel through its centre: the entry of
+    the viewing ray into the ellipsoid where the Gaussian's own alpha is 1/2 (Mahalanobis radius
+    sqrt(2 ln 2o)), not its centre, so that carving agrees with the outline (alpha 1/2 at the same radius)."""
+    scene = build_scene(GaussianConfig(num_points=1))
+    sigma, opacity = np.array([0.05, 0.08, 0.12]), 0.99
+    with torch.no_grad():
+        p = scene.gaussians.params
+        p["means"].zero_()
+        p["scales"].copy_(torch.tensor(np.log(sigma), dtype=torch.float32)[None])
+        p["quats"].copy_(torch.tensor([[1.0, 0.0, 0.0, 0.0]]))  # axis-aligned
+        p["opacities"].fill_(math.log(opacity / (1 - opacity)))
+    cams = CameraSampler().orbit(1, elevation=elevation, offset=20.0)
+    opaque, dist = scene.surface_maps(cams, 33)  # odd: the middle pixel's ray passes through the centre
+    centre = cams.c2w()[0, :3, 3].double().numpy()
+    d = -centre / np.linalg.norm(centre)
+    along = 1 / np.sqrt((d ** 2 / sigma ** 2).sum())  # the Gaussian's standard deviation along the ray
+    expected = np.linalg.norm(centre) - np.sqrt(2 * np.log(2 * opacity)) * along
+    assert opaque[0, 0, 16, 16] == 1
+    assert float(dist[0, 0, 16, 16]) == pytest.approx(expected, abs=1e-4)
+    assert np.linalg.norm(centre) - expected > 0.05  # far from the centre's depth: the test can tell them apart
 
 
 def test_opacity_reset_fires():

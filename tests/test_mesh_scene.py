@@ -73,6 +73,26 @@ def test_an_empty_surface_renders_background():
     assert out.alpha.abs().max() == 0 and torch.allclose(out.rgb, torch.ones_like(out.rgb))
 
 
+def test_the_starting_sdf_spans_the_mesh_box_whatever_the_coarse_box():
+    """A coarse scene with a larger box than the mesh scene's: the cube keeps its size (before, the coarse
+    box's grid was read as the mesh's box and the cube shrank to 0.6 of it)."""
+    from dream3d.refine import coarse_sdf
+    from renderers.base import Scene
+
+    class WideCube(Scene):
+        bound = 1.0
+
+        def density(self, p):
+            return inside("cube", p).float() * 1000.0
+
+        def color(self, p):
+            return torch.ones_like(p)
+
+    sdf = coarse_sdf(WideCube(), ExportConfig(method="density", level=1.0), resolution=64, bound=0.6)
+    verts, faces = MeshScene(MeshConfig(bound=0.6), SceneInit(sdf=sdf)).surface_mesh()
+    assert volumetric_iou(verts.numpy(), faces.numpy(), "cube", 64, 0.6) > 0.9
+
+
 def test_occupancy_sdf_drops_floaters_and_measures_distance():
     occ = np.zeros((20, 20, 20), bool)
     occ[5:15, 5:15, 5:15] = True

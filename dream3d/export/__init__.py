@@ -53,17 +53,26 @@ def _check(cancel) -> None:
                               "writes the assets from it")
 
 
+def resolved_method(scene: Scene, cfg: ExportConfig) -> str:
+    """cfg.method, with "auto" replaced by the scene's own choice (Scene.isosurface_method)."""
+    return scene.isosurface_method() if cfg.method == "auto" else cfg.method
+
+
 def surface_field(scene: Scene, cfg: ExportConfig, elevation_range=(-10.0, 45.0)
                   ) -> tuple[Callable[[Grid], np.ndarray], float]:
     """The field whose isosurface is the scene's exported surface, as (field(grid) -> values [X,Y,Z],
-    level): cfg.method "density": the density at cfg.level ("auto": where renders reach 50% opacity,
+    level): by cfg.method ("auto": the scene's choice, resolved_method): "density": the density at cfg.level ("auto": where renders reach 50% opacity,
     see auto_level); "visibility": the carving field (visibility_grid), solid behind whatever the
-    renders show as surface, at level 0."""
+    renders show as surface, at level 0; "hull": the same without its depth term, the visual hull of the
+    renders' outlines."""
     if cfg.method not in ISOSURFACE_METHODS:  # validate_export checks configs; this guards direct callers
         raise ValueError(f"unknown isosurface method {cfg.method!r}; valid: {', '.join(ISOSURFACE_METHODS)}")
     cams = surface_cameras(elevation_range)
-    if cfg.method == "visibility":
-        return lambda grid: visibility_grid(scene, grid, cams, surface_opacity=cfg.surface_opacity), 0.0
+    method = resolved_method(scene, cfg)
+    if method in ("visibility", "hull"):
+        carve_depth = method == "visibility"
+        return lambda grid: visibility_grid(scene, grid, cams, surface_opacity=cfg.surface_opacity,
+                                            carve_depth=carve_depth), 0.0
     level = auto_level(scene, cams) if cfg.level == "auto" else float(cfg.level)
     return lambda grid: density_grid(scene, grid), level
 
@@ -78,7 +87,8 @@ def scene_mesh(scene: Scene, cfg: ExportConfig, elevation_range=(-10.0, 45.0), c
     is then the box over cfg.resolution, and info's "method" is "surface". Otherwise, method
     "density": marching cubes of the density at cfg.level ("auto": the density where renders reach
     50% opacity, see auto_level). method "visibility": marching cubes of the
-    carving field (visibility_grid) at 0, solid behind whatever the renders show as surface.
+    carving field (visibility_grid) at 0, solid behind whatever the renders show as surface; "hull": of
+    the renders' visual hull (the carving field without depth).
     Coarse to fine: the field on a grid of resolution/4 finds the occupied box, then the full
     resolution covers that box only. Raises EmptySceneError when there is no surface, and
     ExportCancelled when `cancel()` is true between phases. `timer` (if given) records the seconds
@@ -132,7 +142,7 @@ def export_scene(scene: Scene, out_base: str | Path, cfg: ExportConfig | None = 
     formats = list(cfg.formats)
     files: dict[str, str] = {}
     timer = PhaseTimer()
-    info = {"method": cfg.method, "files": files}
+    info = {"method": resolved_method(scene, cfg), "files": files}
     _check(cancel)
     if "splat" in formats:
         if not scene.supports_splats():
@@ -155,7 +165,7 @@ def export_scene(scene: Scene, out_base: str | Path, cfg: ExportConfig | None = 
                                  scene.bound)
             files[fmt] = str(written[-1])
             files.update({f"{fmt}_{p.suffix.lstrip('.')}": str(p) for p in written[:-1]})
-    info["method"] = surface.get("method", cfg.method)  # "surface": the scene's own mesh (Scene.surface_mesh)
+    info["method"] = surface.get("method", info["method"])  # "surface": the scene's own mesh (Scene.surface_mesh)
     info.update(level=surface["level"], vertices=len(mesh.vertices), faces=len(mesh.faces), colors=cfg.colors,
                 **{k: surface[k] for k in ("grid_step", "surface_error_cells") if k in surface},
                 texture_size=baked.visual.material.baseColorTexture.size[0] if baked is not None else None,

@@ -12,7 +12,9 @@ from renderers.gaussians.splat_files import SPLAT_FORMATS, SPLAT_UP, splat_suffi
 EXPORT_FORMATS = ("glb", "obj", "ply", "splat")  # splat: a Gaussian scene's splat files (output.export.splat_formats)
 SPLAT_FILE_KEYS = {"ply": "splat", "splat": "splat_antimatter", "ply_compressed": "splat_compressed"}  # export info "files"
 EXPORT_COLORS = ("texture", "vertex")
-ISOSURFACE_METHODS = ("visibility", "density")  # solid behind the rendered surface | density level set
+# the scene's own choice (Scene.isosurface_method) | solid behind the rendered surface | the renders'
+# outlines' visual hull | a density level set
+ISOSURFACE_METHODS = ("auto", "visibility", "hull", "density")
 
 
 def asset_path(base: str | Path, fmt: str) -> Path:
@@ -30,10 +32,10 @@ def splat_path(base: str | Path, splat_format: str) -> Path:
 @dataclass
 class ExportConfig:
     formats: list[str] = field(default_factory=lambda: ["glb", "obj"])
-    method: str = choice("visibility", ISOSURFACE_METHODS)  # solid behind the rendered surface | density level set
+    method: str = choice("auto", ISOSURFACE_METHODS)  # see ISOSURFACE_METHODS
     resolution: int = bounded(128, 16, 1024)  # marching-cubes grid per axis
     level: Any = "auto"  # density method only: "auto" or a density value
-    surface_opacity: float = bounded(0.05, 0.001, 0.5)  # visibility method: opacity at which a ray meets the surface
+    surface_opacity: float = bounded(0.05, 0.001, 0.5)  # visibility and hull: opacity at which a ray meets the surface
     min_component_fraction: float = bounded(0.05, 0.0, 1.0)  # drop pieces smaller than this x the largest
     max_faces: int = bounded(30000, 0, 10_000_000)  # face budget (upper bound); 0 = no budget
     # decimate to about the fewest faces (>= 500) whose surface stays within this many grid cells of the

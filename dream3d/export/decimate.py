@@ -56,8 +56,10 @@ def decimate_to_error(mesh: trimesh.Trimesh, max_error: float, max_faces: int,
     stays within `max_error` (surface_distance) of `mesh`; returns (mesh, its distance).
 
     Quadric collapse error falls roughly as 1 / faces, so each try scales the face count by
-    error / max_error (bracketed by the tries so far), `tries` decimations at most. When even the
-    budget's face count misses `max_error`, the budget wins (the distance returned says by how much)."""
+    error / max_error (bracketed by the tries so far), `tries` decimations at most. A collapse that
+    opens a closed mesh (quadric collapse can, on thin parts: a torus's ring lost it at 1295 faces)
+    counts as a miss, so the result stays watertight when `mesh` is. When even the budget's face
+    count misses, the budget wins (the distance returned says by how much)."""
     budget = min(len(mesh.faces), max_faces or len(mesh.faces))
     if budget <= MIN_FACES:
         out = decimate(mesh, budget)
@@ -65,11 +67,13 @@ def decimate_to_error(mesh: trimesh.Trimesh, max_error: float, max_faces: int,
     good: tuple[int, trimesh.Trimesh, float] | None = None  # the fewest faces within max_error so far
     bad = MIN_FACES - 1  # the most faces known to miss it
     n = min(budget, 4 * MIN_FACES)
+    closed = mesh.is_watertight
     for _ in range(tries):
         candidate = decimate(mesh, n)
         error = surface_distance(mesh, candidate)
         last = n
-        if error <= max_error:
+        opened = closed and not candidate.is_watertight
+        if error <= max_error and not opened:
             good = (n, candidate, error)
         elif n == budget:
             break  # the budget itself misses max_error
@@ -77,6 +81,8 @@ def decimate_to_error(mesh: trimesh.Trimesh, max_error: float, max_faces: int,
             bad = n
         upper = good[0] if good else budget
         guess = n * error / max_error * (1.0 if error <= max_error else 1.1)  # aim just inside when going up
+        if opened:
+            guess = max(guess, 1.5 * n)  # more faces keep thin parts
         n = int(np.clip(guess, bad + 1, upper - 1 if good else upper))
         if upper - bad <= upper // 5 or (good and n > 0.8 * upper):
             break  # within 20% of the best known count

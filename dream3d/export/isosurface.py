@@ -155,7 +155,7 @@ def marched_surface_maps(scene: Scene, cameras: Cameras, image_resolution: int, 
 
 @torch.no_grad()
 def visibility_grid(scene: Scene, grid: Grid, cameras: Cameras, image_resolution: int | None = None,
-                    samples: int | None = None, surface_opacity: float = 0.05) -> np.ndarray:
+                    samples: int | None = None, surface_opacity: float = 0.05, carve_depth: bool = True) -> np.ndarray:
     """A carving field [X,Y,Z] on the grid, positive where every camera sees the point behind the
     rendered surface (solid) and negative where some camera sees it as free space.
 
@@ -168,7 +168,10 @@ def visibility_grid(scene: Scene, grid: Grid, cameras: Cameras, image_resolution
     often are, and its silhouettes are accurate to a fraction of a pixel. Marched scenes are
     marched within the grid's box only (the fine pass of a coarse-to-fine extraction covers the
     occupied box, where every surface lies), `samples` (default one per grid cell; the surface
-    depth is interpolated within a sample) across it."""
+    depth is interpolated within a sample) across it. `carve_depth=False` drops the depth term: the
+    visual hull of the renders' outlines (export method "hull"), which keeps what no outline shows,
+    concavities included, and does not depend on where a scene puts its depth (splats composite at
+    their centres)."""
     grid_resolution = max(grid.shape)
     image_resolution = image_resolution or min(96, grid_resolution)
     maps = scene.surface_maps(cameras, image_resolution, surface_opacity)  # scenes with their own renderer (Gaussians)
@@ -191,7 +194,8 @@ def visibility_grid(scene: Scene, grid: Grid, cameras: Cameras, image_resolution
         d_surface = torch.where(a > 0, w / a.clamp(min=1e-6), torch.zeros_like(a))
         dist = pc.norm(dim=-1)
         pixel = 2 * dist * tan[k] / image_resolution
-        field = torch.minimum(field, torch.minimum(pixel * (a - 0.5), dist - d_surface))
+        outline = pixel * (a - 0.5)
+        field = torch.minimum(field, torch.minimum(outline, dist - d_surface) if carve_depth else outline)
     return field.reshape(grid.shape).numpy()
 
 

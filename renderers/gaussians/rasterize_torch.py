@@ -3,8 +3,9 @@
 Projection reuses gsplat's torch reference (through the adapter gsplat_torch.py: EWA splatting with
 a 0.3 px low-pass, 3.33-sigma radii). Compositing follows gsplat's CUDA kernel rule for rule: per
 pixel, front to back by camera depth, alpha = min(0.999, o exp(-power)) (gsplat 1.5's clamp),
-Gaussians with power > 0 or alpha < 1/255 skipped, and a pixel stops before the Gaussian that would
-bring its transmittance to <= 1e-4. Pixels are processed in square tiles (`tile`; scenes use
+Gaussians with alpha < 1/255 skipped (gsplat also skips power > 0, which here comes only from
+rounding and is clamped to 0), and a pixel stops before the Gaussian that would bring its
+transmittance to <= 1e-4. Pixels are processed in square tiles (`tile`; scenes use
 scene.tile_size, 8x8 by default): each tile composites only the Gaussians whose screen-space box
 touches it, in chunks along depth, and tiles whose pixels have all terminated drop out of later
 chunks (early termination).
@@ -114,9 +115,11 @@ def rasterize_torch(p: Projected, colors: Tensor, opacities: Tensor, width: int,
         pad = g < 0
         g = g.clamp(min=0)
         coef = quadratic_coefficients(means2d[g] - origin[active][:, None], conics[g])
-        sigma = torch.einsum("pm,akm->apk", monomials, coef)  # [A,P,K]
+        # sigma >= 0 for the positive-definite conics projection gives; expanded, it can round to just below 0
+        # near a Gaussian's centre, which gsplat's direct form (its `sigma < 0` skip) never sees: clamp, not skip
+        sigma = torch.einsum("pm,akm->apk", monomials, coef).clamp(min=0)  # [A,P,K]
         alpha = (opac[g][:, None] * torch.exp(-sigma)).clamp(max=ALPHA_MAX)
-        alpha = torch.where((sigma < 0) | (alpha < ALPHA_MIN) | pad[:, None], torch.zeros_like(alpha), alpha)
+        alpha = torch.where((alpha < ALPHA_MIN) | pad[:, None], torch.zeros_like(alpha), alpha)
         t_after = trans[active][:, :, None] * torch.cumprod(1 - alpha, 2)
         t_before = torch.cat([trans[active][:, :, None], t_after[:, :, :-1]], 2)
         w = alpha * t_before * (t_after > T_MIN)

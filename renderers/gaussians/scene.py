@@ -2,6 +2,7 @@
 gsplat's strategy, and density / colour fields for mesh export."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -157,22 +158,45 @@ class GaussianScene(Scene):
         """The Gaussians as a splat file (renderers/gaussians/splat_files.py), checked by reopening it."""
         return write_splat_file(dict(self.gaussians.params), path, fmt, up)
 
+    def isosurface_method(self) -> str:
+        """"hull": splats composite at one depth each, so depth carving of an SDS-trained cloud cuts into
+        the shape by about a splat's size even from the splats' fronts (surface_maps), while the outlines
+        hold (README, Gaussian splats: volumetric IoU on five ToyWorld shapes)."""
+        return "hull"
+
     @torch.no_grad()
     def surface_maps(self, cameras: Cameras, resolution: int, surface_opacity: float = 0.05, chunk: int = 8
                      ) -> tuple[Tensor, Tensor]:
         """For mesh export by carving: opaque [C,1,r,r] (rendered alpha > 1/2) and the distance along
         each pixel's ray to where its opacity first reaches `surface_opacity` [C,1,r,r], rendered by the
-        torch rasterizer `chunk` cameras at a time (returned on the CPU)."""
+        torch rasterizer `chunk` cameras at a time (returned on the CPU).
+
+        A splat composites at its centre's depth, but its footprint reaches out to where its own alpha
+        falls to 1/2, rho = sqrt(2 ln 2o) standard deviations for opacity o (0 if o <= 1/2). So that depth
+        and outline agree, each Gaussian's depth here is where the viewing ray through its centre enters
+        that ellipsoid: rho standard deviations of the Gaussian along the ray, 1/sqrt(d^T Sigma^-1 d),
+        in front of the centre. With centre depths, carving shrank an SDS-trained cube by about one
+        Gaussian radius (volumetric IoU 0.68 against 0.90 for its silhouettes alone)."""
+        from renderers.gaussians.gsplat_torch import quat_scale_to_covar_preci
+
         g = self.gaussians
+        _, preci = quat_scale_to_covar_preci(g.quats, g.scales, compute_covar=False)  # [N,3,3]
+        rho = torch.sqrt(2 * torch.log((2 * g.opacities).clamp(min=1.0)))  # [N]
         opaque, dist = [], []
         for i in range(0, len(cameras), chunk):
             cams = cameras[i:i + chunk].to(g.means.device)
             viewmats, Ks = cams.viewmats(), cams.intrinsics(resolution, resolution)
             p = project(g.means, g.quats, g.scales, viewmats, Ks, resolution, resolution)
+            c2w = cams.c2w()
+            to_centre = torch.nn.functional.normalize(g.means[None] - c2w[:, None, :3, 3], dim=-1)  # [c,N,3]
+            along = torch.einsum("cni,nij,cnj->cn", to_centre, preci, to_centre).clamp(min=1e-12).rsqrt()
+            forward = (to_centre * -c2w[:, None, :3, 2]).sum(-1)  # z-depth per unit of distance along the ray
+            front = torch.where(p.depths > 0, (p.depths - rho * along * forward).clamp(min=1e-4), p.depths)
+            p = dataclasses.replace(p, depths=front)
             _, alpha, _, z = rasterize_torch(p, view_colours(g, viewmats), g.opacities, resolution, resolution,
                                              self.cfg.tile_size, surface_opacity=surface_opacity)
             _, dirs = cams.rays(resolution, resolution)
-            cos = (dirs * -cams.c2w()[:, None, None, :3, 2]).sum(-1)[..., None]  # z-depth -> distance along the ray
+            cos = (dirs * -c2w[:, None, None, :3, 2]).sum(-1)[..., None]  # z-depth -> distance along the ray
             opaque.append((alpha > 0.5).float().permute(0, 3, 1, 2).cpu())
             dist.append((z / cos.clamp(min=1e-6)).permute(0, 3, 1, 2).cpu())
         return torch.cat(opaque), torch.cat(dist)
