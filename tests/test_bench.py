@@ -90,7 +90,8 @@ def _summary(**per_method):
     sat=, sat_std=, seeds=) (spreads 0.05 by default, 3 seeds per cell and 8 Janus seeds)."""
     rows = []
     for m, q in per_method.items():
-        fid = {"silhouette_iou": q.get("iou", 0.9), "silhouette_iou_std": q.get("iou_std", 0.01), "colour_error": 0.05, "saturation_error": q.get("sat", 0.05),
+        fid = {"silhouette_iou": q.get("iou", 0.9), "silhouette_iou_std": q.get("iou_std", 0.01), "colour_error": 0.05,
+               "saturation_error": q.get("sat", 0.05),
                "saturation_error_std": q.get("sat_std", 0.05), "volumetric_iou": 0.8, "sharpness": q.get("sharpness", 0.8),
                "sharpness_std": 0.05, "wall_s": 10.0, "seeds": q.get("seeds", 3),
                "to_iou_0.9": {"seconds": q.get("secs", 5.0), "step": 50}}
