@@ -62,9 +62,9 @@ def surface_field(scene: Scene, cfg: ExportConfig, elevation_range=(-10.0, 45.0)
                   ) -> tuple[Callable[[Grid], np.ndarray], float]:
     """The field whose isosurface is the scene's exported surface, as (field(grid) -> values [X,Y,Z],
     level), by cfg.method ("auto": the scene's choice, resolved_method): "density": the density at
-    cfg.level ("auto": where renders reach 50% opacity, see auto_level); "visibility": the carving field (visibility_grid), solid behind whatever the
-    renders show as surface, at level 0; "hull": the same without its depth term, the visual hull of the
-    renders' outlines."""
+    cfg.level ("auto": where renders reach 50% opacity, see auto_level); "visibility": the carving
+    field (visibility_grid), solid behind whatever the renders show as surface, at level 0; "hull": the
+    same without its depth term, the visual hull of the renders' outlines."""
     if cfg.method not in ISOSURFACE_METHODS:  # validate_export checks configs; this guards direct callers
         raise ValueError(f"unknown isosurface method {cfg.method!r}; valid: {', '.join(ISOSURFACE_METHODS)}")
     cams = surface_cameras(elevation_range)
