@@ -32,7 +32,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="configs/toy/sds-gaussians.yaml")
     ap.add_argument("--prompts", nargs="+", default=PROMPTS)
-    ap.add_argument("--methods", nargs="+", default=list(ISOSURFACE_METHODS), choices=ISOSURFACE_METHODS)
+    ap.add_argument("--methods", nargs="+", default=[m for m in ISOSURFACE_METHODS if m != "auto"], choices=ISOSURFACE_METHODS)
     ap.add_argument("--out", help="folder for the runs (default: a temporary one)")
     args = ap.parse_args()
     out = Path(args.out or tempfile.mkdtemp(prefix="export-methods-"))

@@ -130,7 +130,8 @@ def main() -> None:
     shape = parse_prompt(args.prompt).shape
     print(f"{'variant':<72}{'IoU':>8}{'colour':>8}{'vol IoU':>9}{'chamfer':>9}{'underside':>11}{'sides':>9}")
     def rows():  # each variant runs just before its row is printed
-        yield "(geometry start)", out / "start" if base is None else geometry_start(base, out)
+        if base is not None or (out / "start").exists():  # an --out from before this row existed has none
+            yield "(geometry start)", out / "start" if base is None else geometry_start(base, out)
         for i, text in enumerate(args.variants):
             yield text or "(preset)", out / f"variant-{i}" if base is None else run_variant(base, out, i, parse_variant(text))
 

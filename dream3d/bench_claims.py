@@ -171,6 +171,8 @@ def _ranked(rows: list[dict], vc: str, key: str, higher_better: bool) -> str:
     spread, `compare`), best first; methods with too few seeds to tell are left out of the second list."""
     cells = sorted(((r["method"], _cell_estimate(r[vc], key)) for r in rows if vc in r and r[vc].get(key) is not None),
                    key=lambda c: -c[1].mean if higher_better else c[1].mean)
+    if not cells:
+        return "not measured"
     (best, b), rest = cells[0], cells[1:]
     se = f" ± {b.se:.3f}" if b.se is not None else ""
     text = f"{best} ({b.mean:.3f}{se}, {b.seeds} seed{'' if b.seeds == 1 else 's'})"
@@ -178,7 +180,7 @@ def _ranked(rows: list[dict], vc: str, key: str, higher_better: bool) -> str:
     if tied:
         text += "; as good within the spread: " + ", ".join(f"{m} ({e.mean:.3f})" for m, e in tied)
     elif b.se is None or b.seeds < MIN_SEEDS:
-        text += "; too few seeds to tell the others from it"
+        text += "; too few seeds (or no spread) to tell the others from it"
     return text
 
 

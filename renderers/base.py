@@ -2,7 +2,8 @@
 
 Optional capabilities are declared here with safe defaults, so callers (trainer, exporters)
 ask the scene instead of probing for attributes: `supports_splats()` / `write_splats()`
-(Gaussian scenes) and `surface_maps()` (scenes that render their own opacity and surface depth).
+(Gaussian scenes), `surface_maps()` (scenes that render their own opacity and surface depth) and
+`isosurface_method()` (the mesh export method "auto" picks for the scene).
 Renderer-specific render results are typed fields of `RenderOutput` (`orientation`, `densify`).
 """
 from __future__ import annotations

@@ -126,15 +126,21 @@ def test_visibility_export_matches_the_analytic_shape(tmp_path, shape, method):
     assert info["method"] == method
 
 
-def test_auto_is_the_scenes_choice(tmp_path):
+def test_auto_is_the_scenes_choice(tmp_path, monkeypatch):
     class HullScene(AnalyticScene):
         def isosurface_method(self):
             return "hull"
 
+    import dream3d.export as exporter
+
+    carved = []  # the field actually built: visibility_grid's carve_depth
+    real = exporter.visibility_grid
+    monkeypatch.setattr(exporter, "visibility_grid", lambda *a, **kw: carved.append(kw["carve_depth"]) or real(*a, **kw))
     assert ExportConfig().method == "auto"
     for scene, method in ((AnalyticScene("cube"), "visibility"), (HullScene("cube"), "hull")):
+        carved.clear()
         info = export(scene, tmp_path / method, resolution=32, formats=["ply"])
-        assert info["method"] == method
+        assert info["method"] == method and set(carved) == {method == "visibility"}
 
 
 def test_the_hull_keeps_what_only_depth_carves():

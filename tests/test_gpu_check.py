@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "gpu_check.py"
 
@@ -25,6 +27,7 @@ def table_rows(output: str) -> dict[str, list[str]]:
     return {r[0].split()[0]: r for r in rows}
 
 
+@pytest.mark.slow  # about a minute on 2 cores (default suite time, README)
 def test_dry_run_passes_and_reports_all_six_checks(tmp_path):
     """~45-60 s on 2 cores: 3 training steps per run, both presets on both sides, the tiny SD pipeline."""
     proc = subprocess.run([sys.executable, str(SCRIPT), "--dry-run", "--steps", "3", "--out", str(tmp_path)],

@@ -74,8 +74,9 @@ def test_an_empty_surface_renders_background():
 
 
 def test_the_starting_sdf_spans_the_mesh_box_whatever_the_coarse_box():
-    """A coarse scene with a larger box than the mesh scene's: the cube keeps its size (before, the coarse
-    box's grid was read as the mesh's box and the cube shrank to 0.6 of it)."""
+    """A coarse scene with a larger box than the mesh scene's keeps the cube's size: coarse_sdf samples the
+    mesh's box. (Run configs require equal boxes; this guards other callers, for which the coarse box's grid
+    was read as the mesh's and the cube shrank to 0.6 of its size.)"""
     from dream3d.refine import coarse_sdf
     from renderers.base import Scene
 

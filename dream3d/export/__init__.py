@@ -55,7 +55,10 @@ def _check(cancel) -> None:
 
 def resolved_method(scene: Scene, cfg: ExportConfig) -> str:
     """cfg.method, with "auto" replaced by the scene's own choice (Scene.isosurface_method)."""
-    return scene.isosurface_method() if cfg.method == "auto" else cfg.method
+    method = scene.isosurface_method() if cfg.method == "auto" else cfg.method
+    if method not in ISOSURFACE_METHODS or method == "auto":
+        raise ValueError(f"{type(scene).__name__}.isosurface_method() gave {method!r}; valid: visibility, hull, density")
+    return method
 
 
 def surface_field(scene: Scene, cfg: ExportConfig, elevation_range=(-10.0, 45.0)

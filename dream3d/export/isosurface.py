@@ -170,8 +170,8 @@ def visibility_grid(scene: Scene, grid: Grid, cameras: Cameras, image_resolution
     occupied box, where every surface lies), `samples` (default one per grid cell; the surface
     depth is interpolated within a sample) across it. `carve_depth=False` drops the depth term: the
     visual hull of the renders' outlines (export method "hull"), which keeps what no outline shows,
-    concavities included, and does not depend on where a scene puts its depth (splats composite at
-    their centres)."""
+    concavities included, and does not depend on where a scene puts its depth (a splat composites at
+    one depth for its whole footprint)."""
     grid_resolution = max(grid.shape)
     image_resolution = image_resolution or min(96, grid_resolution)
     maps = scene.surface_maps(cameras, image_resolution, surface_opacity)  # scenes with their own renderer (Gaussians)

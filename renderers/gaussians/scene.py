@@ -168,8 +168,8 @@ class GaussianScene(Scene):
     def surface_maps(self, cameras: Cameras, resolution: int, surface_opacity: float = 0.05, chunk: int = 8
                      ) -> tuple[Tensor, Tensor]:
         """For mesh export by carving: opaque [C,1,r,r] (rendered alpha > 1/2) and the distance along
-        each pixel's ray to where its opacity first reaches `surface_opacity` [C,1,r,r], rendered by the
-        torch rasterizer `chunk` cameras at a time (returned on the CPU).
+        each pixel's ray to the front (below) of the splat at which its opacity first reaches
+        `surface_opacity` [C,1,r,r], rendered by the torch rasterizer `chunk` cameras at a time (on the CPU).
 
         A splat composites at its centre's depth, but its footprint reaches out to where its own alpha
         falls to 1/2, rho = sqrt(2 ln 2o) standard deviations for opacity o (0 if o <= 1/2). So that depth
