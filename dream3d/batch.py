@@ -334,8 +334,8 @@ SERVER_START_FAILED = "Starting Ray client server failed"  # Ray Client: the per
 
 
 def _connect(ray, address: str, **kwargs) -> None:
-    """ray.init(address, ...), tried once more when Ray Client's per-connection server exits at startup: it
-    did so once on a busy CI head (an empty log), and the next connection worked."""
+    """ray.init(address, ...), tried once more when Ray Client's per-connection server exits at startup, as it
+    did once on a busy CI head (with an empty log; not reproduced since): a second try costs 2 s."""
     for attempt in range(2):
         try:
             ray.init(address=address, **kwargs)
