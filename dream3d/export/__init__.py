@@ -54,8 +54,13 @@ def _check(cancel) -> None:
 
 
 def resolved_method(scene: Scene, cfg: ExportConfig) -> str:
-    """cfg.method, with "auto" replaced by the scene's own choice (Scene.isosurface_method)."""
-    method = scene.isosurface_method() if cfg.method == "auto" else cfg.method
+    """cfg.method, with "auto" replaced by the scene's own choice (Scene.isosurface_method); either
+    checked (validate_export checks configs; this guards direct callers and scenes)."""
+    if cfg.method not in ISOSURFACE_METHODS:
+        raise ValueError(f"unknown isosurface method {cfg.method!r}; valid: {', '.join(ISOSURFACE_METHODS)}")
+    if cfg.method != "auto":
+        return cfg.method
+    method = scene.isosurface_method()
     if method not in ISOSURFACE_METHODS or method == "auto":
         raise ValueError(f"{type(scene).__name__}.isosurface_method() gave {method!r}; valid: visibility, hull, density")
     return method
@@ -68,10 +73,8 @@ def surface_field(scene: Scene, cfg: ExportConfig, elevation_range=(-10.0, 45.0)
     cfg.level ("auto": where renders reach 50% opacity, see auto_level); "visibility": the carving
     field (visibility_grid), solid behind whatever the renders show as surface, at level 0; "hull": the
     same without its depth term, the visual hull of the renders' outlines."""
-    if cfg.method not in ISOSURFACE_METHODS:  # validate_export checks configs; this guards direct callers
-        raise ValueError(f"unknown isosurface method {cfg.method!r}; valid: {', '.join(ISOSURFACE_METHODS)}")
-    cams = surface_cameras(elevation_range)
     method = resolved_method(scene, cfg)
+    cams = surface_cameras(elevation_range)
     if method in ("visibility", "hull"):
         carve_depth = method == "visibility"
         return lambda grid: visibility_grid(scene, grid, cams, surface_opacity=cfg.surface_opacity,
