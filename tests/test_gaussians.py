@@ -212,28 +212,30 @@ def test_scene_capabilities_are_declared(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("elevation", [0.0, 30.0])
-def test_carving_depth_is_where_the_ray_enters_the_splats_outline(elevation):
-    """surface_maps' depth of one opaque, anisotropic Gaussian at the pixel through its centre: the entry of
-    the viewing ray into the ellipsoid where the Gaussian's own alpha is 1/2 (Mahalanobis radius
-    sqrt(2 ln 2o)), not its centre, so that carving agrees with the outline (alpha 1/2 at the same radius)."""
+@pytest.mark.parametrize("elevation,pixel", [(0.0, (16, 16)), (30.0, (16, 16)), (30.0, (4, 28))])
+def test_carving_depth_is_where_the_ray_enters_the_splats_outline(elevation, pixel):
+    """surface_maps' depth of one opaque, anisotropic Gaussian at the pixel whose ray passes through its centre:
+    the entry of that ray into the ellipsoid where the Gaussian's own alpha is 1/2 (Mahalanobis radius
+    sqrt(2 ln 2o)), not its centre, so that carving agrees with the outline (alpha 1/2 at the same radius).
+    Off the camera's axis (pixel (4, 28), 20.5 degrees) the z-depth and the distance along the ray differ."""
     scene = build_scene(GaussianConfig(num_points=1))
     sigma, opacity = np.array([0.05, 0.08, 0.12]), 0.99
+    cams = CameraSampler().orbit(1, elevation=elevation, offset=20.0)
+    origins, dirs = cams.rays(33, 33)  # odd size: pixel (16, 16) looks along the camera's axis
+    o, d = origins[0, pixel[0], pixel[1]].double().numpy(), dirs[0, pixel[0], pixel[1]].double().numpy()
+    t_centre = 2.0  # the Gaussian's centre lies on that pixel's ray, this far along it
     with torch.no_grad():
         p = scene.gaussians.params
-        p["means"].zero_()
+        p["means"].copy_(torch.tensor(o + t_centre * d, dtype=torch.float32)[None])
         p["scales"].copy_(torch.tensor(np.log(sigma), dtype=torch.float32)[None])
         p["quats"].copy_(torch.tensor([[1.0, 0.0, 0.0, 0.0]]))  # axis-aligned
         p["opacities"].fill_(math.log(opacity / (1 - opacity)))
-    cams = CameraSampler().orbit(1, elevation=elevation, offset=20.0)
-    opaque, dist = scene.surface_maps(cams, 33)  # odd: the middle pixel's ray passes through the centre
-    centre = cams.c2w()[0, :3, 3].double().numpy()
-    d = -centre / np.linalg.norm(centre)
+    opaque, dist = scene.surface_maps(cams, 33)
     along = 1 / np.sqrt((d ** 2 / sigma ** 2).sum())  # the Gaussian's standard deviation along the ray
-    expected = np.linalg.norm(centre) - np.sqrt(2 * np.log(2 * opacity)) * along
-    assert opaque[0, 0, 16, 16] == 1
-    assert float(dist[0, 0, 16, 16]) == pytest.approx(expected, abs=1e-4)
-    assert np.linalg.norm(centre) - expected > 0.05  # far from the centre's depth: the test can tell them apart
+    expected = t_centre - np.sqrt(2 * np.log(2 * opacity)) * along
+    assert opaque[0, 0, pixel[0], pixel[1]] == 1
+    assert float(dist[0, 0, pixel[0], pixel[1]]) == pytest.approx(expected, abs=1e-4)
+    assert t_centre - expected > 0.05  # far from the centre's depth: the test can tell them apart
 
 
 def test_opacity_reset_fires():
