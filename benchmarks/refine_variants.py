@@ -2,6 +2,8 @@
 prompt and stops after the first geometry step (its checkpoint is the base); each variant is a copy of that
 folder whose config (config.yaml and the checkpoint's own) gets the variant's refine.* values, resumed to the
 end and measured by `dream3d eval`. Learning rates are set in the checkpoint's optimiser state too.
+`prior.resolution` may differ as well: the prior is built again on resume, so it takes effect in the mesh
+stages only (Magic3D refines against a higher-resolution prior than its coarse stage's).
 
     python benchmarks/refine_variants.py --prompt "a purple cone" [--preset YAML] [--out DIR] "" \\
         "refine.mesh.volume_weight=1.0,refine.mesh.lr_sdf=0.001" ...
@@ -72,8 +74,9 @@ def run_variant(base: Path, out: Path, index: int, items: list[tuple[str, object
     state = folder.load_checkpoint()
     raw = yaml.safe_load(folder.config.read_text())
     for key, value in items:
-        if not key.startswith("refine."):
-            raise SystemExit(f"{key}: only refine.* settings can differ from the base run's coarse stage")
+        if not (key.startswith("refine.") or key == "prior.resolution"):
+            raise SystemExit(f"{key}: only refine.* settings and prior.resolution can differ from the base run's "
+                             "coarse stage")
         set_key(state["config"], key, value)
         set_key(raw, key, value)
         if key.startswith("refine.mesh.lr_"):  # the optimiser state holds the rates in force
