@@ -4,7 +4,7 @@ import torch
 from dream3d.kernel.cameras import Cameras
 from dream3d.toyworld import COLOURS, SHAPES, PromptError, load_shape_views, parse_prompt, render_gt
 from dream3d.toyworld.dataset import render_layers, tint
-from dream3d.toyworld.geometry import inside, intersect
+from dream3d.toyworld.geometry import inside, intersect, signed_distance
 
 
 @pytest.mark.parametrize("prompt,shape,colours,marker", [
@@ -38,6 +38,22 @@ def test_ray_hits_lie_on_the_boundary(shape):
     assert inside(shape, p - 2e-3 * n[hit]).float().mean() > 0.98  # just inside along the normal
     assert (~inside(shape, p + 2e-3 * n[hit])).float().mean() > 0.98  # just outside
     assert ((n[hit] * d[hit]).sum(-1) < 1e-4).all()  # outward normals face the camera
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_signed_distance_is_the_distance_to_the_ray_cast_surface(shape):
+    """Its sign is the inside test's, and a step of 0.02 out along the outward normal of a ray-cast surface point
+    is exactly 0.02 from the surface (every shape is convex there, the torus included at that step)."""
+    points = torch.rand(20000, 3, generator=torch.Generator().manual_seed(0)) * 1.2 - 0.6
+    d = signed_distance(shape, points)
+    assert ((d <= 0) == inside(shape, points))[d.abs() > 1e-5].all()
+    cams = Cameras.make([5.0, 30.0, -35.0, 60.0], [0.0, 100.0, 220.0, 300.0])  # undersides and tops too
+    o, dirs = cams.rays(24, 24)
+    t, n = intersect(shape, o, dirs)
+    hit = torch.isfinite(t)
+    p = o[hit] + dirs[hit] * t[hit][:, None]
+    assert signed_distance(shape, p).abs().max() < 1e-4
+    assert signed_distance(shape, p + 0.02 * n[hit]) == pytest.approx(torch.full((len(p),), 0.02), abs=1e-4)
 
 
 def test_front_marker_is_seen_from_the_front_only():

@@ -158,6 +158,32 @@ def inside(shape: str, p: Tensor) -> Tensor:
     raise KeyError(shape)
 
 
+def signed_distance(shape: str, p: Tensor) -> Tensor:
+    """Exact signed distance [...] to a shape's surface (< 0 inside) at points p [...,3]; the capped cone's
+    is Inigo Quilez's (iquilezles.org, "distance functions"), with its apex up."""
+    x, y, z = p[..., 0], p[..., 1], p[..., 2]
+    r_xz = torch.sqrt(x * x + z * z)
+    if shape == "sphere":
+        return p.norm(dim=-1) - 0.5
+    if shape == "cube":
+        q = p.abs() - CUBE_HALF
+        return q.clamp(min=0).norm(dim=-1) + q.amax(-1).clamp(max=0)
+    if shape == "cylinder":
+        d = torch.stack([r_xz - CYL_RADIUS, y.abs() - CYL_HALF_HEIGHT], -1)
+        return d.clamp(min=0).norm(dim=-1) + d.amax(-1).clamp(max=0)
+    if shape == "cone":
+        h, r = CONE_HALF_HEIGHT, CONE_RADIUS
+        q = torch.stack([r_xz, y], -1)
+        k1, k2 = q.new_tensor([0.0, h]), q.new_tensor([-r, 2 * h])  # the apex; base rim -> apex
+        ca = torch.stack([r_xz - torch.minimum(r_xz, torch.where(y < 0, r, 0.0)), y.abs() - h], -1)
+        cb = q - k1 + k2 * (((k1 - q) * k2).sum(-1, keepdim=True) / (k2 * k2).sum()).clamp(0, 1)
+        sign = torch.where((cb[..., 0] < 0) & (ca[..., 1] < 0), -1.0, 1.0)
+        return sign * torch.minimum((ca * ca).sum(-1), (cb * cb).sum(-1)).sqrt()
+    if shape == "torus":
+        return torus_sdf(p)
+    raise KeyError(shape)
+
+
 def sample_inside(shape: str, n: int, generator: torch.Generator | None = None) -> Tensor:
     """n points uniform inside a shape [n,3] (rejection sampling in its bounding box)."""
     pts = []
