@@ -42,8 +42,9 @@ def test_ray_hits_lie_on_the_boundary(shape):
 
 @pytest.mark.parametrize("shape", SHAPES)
 def test_signed_distance_is_the_distance_to_the_ray_cast_surface(shape):
-    """Its sign is the inside test's, and a step of 0.02 out along the outward normal of a ray-cast surface point
-    is exactly 0.02 from the surface (every shape is convex there, the torus included at that step)."""
+    """Its sign is the inside test's; a step of 0.02 out along the outward normal of a ray-cast surface point is
+    exactly 0.02 from the surface (on the torus's inner side too: 0.02 is short of the axis, 0.2 away); and the
+    origin's distance is worked out by hand (the cone's: to its slant, 0.45 * 0.45 / sqrt(0.45^2 + 0.9^2))."""
     points = torch.rand(20000, 3, generator=torch.Generator().manual_seed(0)) * 1.2 - 0.6
     d = signed_distance(shape, points)
     assert ((d <= 0) == inside(shape, points))[d.abs() > 1e-5].all()
@@ -54,6 +55,9 @@ def test_signed_distance_is_the_distance_to_the_ray_cast_surface(shape):
     p = o[hit] + dirs[hit] * t[hit][:, None]
     assert signed_distance(shape, p).abs().max() < 1e-4
     assert signed_distance(shape, p + 0.02 * n[hit]) == pytest.approx(torch.full((len(p),), 0.02), abs=1e-4)
+    origin = {"sphere": -0.5, "cube": -0.4, "cylinder": -0.4, "cone": -0.45 * 0.45 / (0.45**2 + 0.9**2) ** 0.5,
+              "torus": 0.35 - 0.15}[shape]
+    assert float(signed_distance(shape, torch.zeros(3))) == pytest.approx(origin, abs=1e-6)
 
 
 def test_front_marker_is_seen_from_the_front_only():
