@@ -3,10 +3,11 @@ initialises `MeshScene` (vertex offsets 0) at each grid resolution, and its rend
 `dream3d eval` scores a run (silhouette IoU over the held-out cameras, volumetric IoU of the mesh), so the rows
 sit beside refined runs. Marching tetrahedra cut sharp edges and tips by up to a cell. Training may win part of
 that back (it sets its own SDF values and moves vertices by up to `deform` cells), so this is not a bound, only
-what the grid holds of the exact surface (README: Mesh refinement). `--supersample 8` draws the true silhouette
-from 8x8 samples per pixel instead of eval's 2x2 (`render_gt`), whose half-covered edge pixels count as outside.
+what the grid holds of the exact surface (README: Mesh refinement). `--supersample` sets the rays per pixel side
+of the true silhouette: 8 as eval since 2026-12-03 (dream3d.evaluate.TRUTH_SUPERSAMPLE); 2 as before, when
+half-covered edge pixels counted as outside.
 
-    python benchmarks/dmtet_ceiling.py [--grids 32 48 64] [--supersample 2]
+    python benchmarks/dmtet_ceiling.py [--grids 32 48 64] [--supersample 8]
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dream3d.config import EvalConfig  # noqa: E402
+from dream3d.evaluate import TRUTH_SUPERSAMPLE  # noqa: E402
 from dream3d.kernel.cameras import CameraSampler  # noqa: E402
 from dream3d.toyworld.catalogue import SHAPES  # noqa: E402
 from dream3d.toyworld.dataset import render_layers  # noqa: E402
@@ -37,8 +39,8 @@ def untrained(shape: str, grid: int) -> MeshScene:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--grids", nargs="+", type=int, default=[32, 48, 64])
-    ap.add_argument("--supersample", type=int, default=2, help="samples per pixel side of the true silhouette "
-                    "(eval's render_gt: 2)")
+    ap.add_argument("--supersample", type=int, default=TRUTH_SUPERSAMPLE,
+                    help="rays per pixel side of the true silhouette (default: eval's)")
     args = ap.parse_args()
     ev = EvalConfig()
     cams = CameraSampler().held_out(ev.num_cameras)
@@ -46,7 +48,7 @@ def main() -> None:
           f"{args.supersample} samples per pixel)")
     print(f"{'shape':<10}" + "".join(f"{f'grid {g}':>18}" for g in args.grids))
     for shape in SHAPES:
-        mask = render_layers(shape, cams, ev.resolution, args.supersample)[:, :1]  # render_gt's mask at ss 2
+        mask = render_layers(shape, cams, ev.resolution, args.supersample)[:, :1]  # render_gt's mask
         row = f"{shape:<10}"
         for g in args.grids:
             scene = untrained(shape, g)
