@@ -38,13 +38,13 @@ def main() -> None:
     print(f"{'prompt':<22}" + "".join(f"{f'mass t={t}':>13}{'|D-x0|':>9}" for t in TIMESTEPS))
     for prompt in args.prompts:
         img, _ = render_gt(parse_prompt(prompt), cams, r)
-        x0 = img * 2 - 1
+        x0, emb = img * 2 - 1, prior.embed(prompt)
         row = f"{prompt:<22}"
         for t in TIMESTEPS:
             tt = torch.full((len(cams),), t)
             a, s = prior.coefficients(tt, 4)
             x_t = a * x0 + s * torch.randn(x0.shape, generator=torch.Generator().manual_seed(t))
-            d = prior.denoise(x_t, tt, prior.embed(prompt), cams)
+            d = prior.denoise(x_t, tt, emb, cams)
             mass = float((1 - (d + 1) / 2).clamp(min=0).sum() / (1 - img).sum())
             row += f"{mass:>13.4f}{float((d - x0).abs().mean()):>9.4f}"
         print(row, flush=True)
