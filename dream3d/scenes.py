@@ -20,11 +20,12 @@ def check_scene_config(cfg) -> None:
         raise ConfigError(f"scene.init_shape = {cfg.init_shape!r} is not valid; valid: {', '.join(SHAPES)}")
 
 
-def build_run_scene(cfg, seed: int) -> Scene:
-    """build_scene(cfg) with the initial points and generator of a run with this seed."""
+def build_run_scene(cfg, seed: int, view_elevations: tuple[float, float] | None = None) -> Scene:
+    """build_scene(cfg) with the initial points and generator of a run with this seed, and the elevation range
+    (degrees) of its training cameras."""
     generator = torch.Generator().manual_seed(seed)
     points = None
     if isinstance(cfg, GaussianConfig) and cfg.init == "shape":
         check_scene_config(cfg)
         points = sample_inside(cfg.init_shape, cfg.num_points, generator)
-    return build_scene(cfg, SceneInit(generator=generator, points=points))
+    return build_scene(cfg, SceneInit(generator=generator, points=points, view_elevations=view_elevations))

@@ -110,7 +110,7 @@ class Trainer:
         self.reference = self.load_reference() if cfg.image else None  # image-to-3D: (rgb, mask, camera)
         image = self.prior.embed_image(self.reference[0], self.reference[2]) if self.reference else None
         self.cond = self.guidance.embed(cfg.prompt, cfg.negative_prompt, image)
-        self.scene = build_run_scene(cfg.scene, cfg.seed).to(self.device)
+        self.scene = build_run_scene(cfg.scene, cfg.seed, tuple(cfg.camera.elevation_range)).to(self.device)
         self.optimizer = make_optimizer(self.scene, self.guidance)
         self.convergence = ConvergenceMonitor(cfg.train.convergence)
         self.step = 0
@@ -164,8 +164,11 @@ class Trainer:
         stage = state.get("stage", "coarse")  # checkpoints from before refinement: the coarse stage
         if stage not in STAGES:
             raise CheckpointError(f"checkpoint stage {stage!r} is unknown; valid: {', '.join(STAGES)}")
-        scene = (build_run_scene(self.cfg.scene, self.cfg.seed) if stage == "coarse"
-                 else MeshScene(self.cfg.refine.mesh)).to(self.device)  # the mesh's own state restores the frozen geometry
+        elevations = tuple(self.cfg.camera.elevation_range)
+        if stage == "coarse":
+            scene = build_run_scene(self.cfg.scene, self.cfg.seed, elevations).to(self.device)
+        else:  # the mesh's own state restores the frozen geometry
+            scene = MeshScene(self.cfg.refine.mesh, SceneInit(view_elevations=elevations)).to(self.device)
         # checkpoints from before shares of the run: the length their config had
         schedule_steps = state.get("schedule_steps") or state.get("config", {}).get("train", {}).get("steps")
         guidance = build_guidance(self.cfg.guidance, self.prior, self.run_context(schedule_steps)).to(self.device)
@@ -244,10 +247,10 @@ class Trainer:
             if not r.enabled:
                 return False
             self.coarse_end = self.step
+            elevations = tuple(self.cfg.camera.elevation_range)
             with self.timer("refine_sdf"):
-                sdf = coarse_sdf(self.scene, self.cfg.output.export, tuple(self.cfg.camera.elevation_range),
-                                 r.sdf_resolution, bound=r.mesh.bound)
-            self.scene = MeshScene(r.mesh, SceneInit(sdf=sdf)).to(self.device)
+                sdf = coarse_sdf(self.scene, self.cfg.output.export, elevations, r.sdf_resolution, bound=r.mesh.bound)
+            self.scene = MeshScene(r.mesh, SceneInit(sdf=sdf, view_elevations=elevations)).to(self.device)
             self.stage = "geometry"
             self.guidance.set_timestep_range(*r.timestep_range(self.cfg.guidance))
             if r.geometry_steps > 0:

@@ -57,11 +57,13 @@ class SceneInit:
     torch's global generator), for point-based scenes initial points [N,3] (e.g. sampled inside
     a ToyWorld shape by the app; renderers know nothing of ToyWorld), and for surface scenes an
     initial signed distance grid [N,N,N] (< 0 inside, indexed x, y, z over the scene's box; e.g.
-    from a finished NeRF or Gaussian stage, dream3d.refine)."""
+    from a finished NeRF or Gaussian stage, dream3d.refine), and the training cameras' elevation range for
+    regularisers that act on what no camera sees."""
 
     generator: torch.Generator | None = None
     points: Tensor | None = None
     sdf: Tensor | None = None
+    view_elevations: tuple[float, float] | None = None  # the training cameras' elevation range (degrees)
 
 
 class Scene(nn.Module):

@@ -8,6 +8,7 @@ import trimesh
 from dream3d.export import ExportConfig, export_scene, load_mesh
 from dream3d.export.isosurface import Grid
 from dream3d.kernel.cameras import Cameras, CameraSampler
+from dream3d.kernel.schema import ConfigError
 from dream3d.refine import occupancy_sdf
 from dream3d.toyworld import parse_prompt, render_gt
 from dream3d.toyworld.geometry import inside
@@ -41,7 +42,9 @@ def test_a_scene_started_from_a_true_shape_renders_and_exports_it(shape, tmp_pat
 def test_render_contract_and_gradients():
     """RenderOutput shapes as every scene's; the loss reaches the SDF, the vertex offsets and the
     albedo field; alpha is antialiased (values strictly between 0 and 1 on the outline)."""
-    scene = build_scene(MeshConfig(grid_resolution=12, shading="diffuse", laplacian_weight=1.0, volume_weight=1.0))
+    scene = build_scene(MeshConfig(grid_resolution=12, shading="diffuse", laplacian_weight=1.0, volume_weight=1.0,
+                                   hidden_volume_weight=1.0, hidden_area_weight=1.0),
+                        SceneInit(view_elevations=(-10.0, 45.0)))
     cams = Cameras.make([10.0, 30.0], [0.0, 120.0])
     out = scene.render(cams, 24, 20, torch.Generator().manual_seed(0))
     assert out.rgb.shape == (2, 3, 24, 20) and out.alpha.shape == (2, 1, 24, 20) and out.depth.shape == (2, 1, 24, 20)
@@ -53,8 +56,17 @@ def test_render_contract_and_gradients():
     for p in (scene.sdf, scene.offset, scene.albedo.mlp[2].weight):
         assert p.grad is not None and p.grad.abs().sum() > 0
     losses = scene.regularizers(out, 0)
-    assert set(losses) == {"normal_consistency", "laplacian", "sdf", "volume"}
+    assert set(losses) == {"normal_consistency", "laplacian", "sdf", "volume", "hidden_volume",
+                           "hidden_area"}
     assert abs(float(losses["volume"].detach()) - 4 / 3 * 3.14159265 * 0.4**3) < 0.02  # the starting sphere (init_radius 0.4)
+
+
+def test_the_hidden_volume_needs_the_cameras_elevations():
+    with pytest.raises(ConfigError, match="hidden_volume_weight"):
+        MeshScene(MeshConfig(grid_resolution=8, hidden_volume_weight=[0, 0.0, 1.0, 100]))
+    with pytest.raises(ConfigError, match="hidden_area_weight"):
+        MeshScene(MeshConfig(grid_resolution=8, hidden_area_weight=2.0))
+    MeshScene(MeshConfig(grid_resolution=8, hidden_volume_weight=1.0), SceneInit(view_elevations=(-10.0, 45.0)))
 
 
 def test_frozen_geometry_survives_a_checkpoint():

@@ -1,7 +1,7 @@
 """Surface regularisers for mesh refinement, for a mesh of vertices [V,3] and triangles [F,3]: vertex
 normals, normal consistency between neighbouring faces and uniform Laplacian smoothing (Magic3D, Fantasia3D
 and threestudio use these), and the enclosed volume (ours: the least volume the views allow, in the spirit
-of the opacity/sparsity penalties on NeRFs)."""
+of the opacity/sparsity penalties on NeRFs), in full or on the faces no training camera sees."""
 from __future__ import annotations
 
 import torch
@@ -72,3 +72,30 @@ def enclosed_volume(verts: Tensor, faces: Tensor) -> Tensor:
     boundary) it depends on where the origin is."""
     p = verts[faces]
     return (p[:, 0] * torch.linalg.cross(p[:, 1], p[:, 2])).sum() / 6
+
+
+def hidden_faces(verts: Tensor, faces: Tensor, elevation_range: tuple[float, float], angle: float) -> Tensor:
+    """[F] bool: faces whose normal is more than `angle` degrees from every view direction of cameras at elevations
+    within `elevation_range` (degrees, y up) and any azimuth, taken as far away: the normal's elevation lies more
+    than `angle` below the range's low end or above its high end (a flat underside seen from -10 to 45 degrees is
+    80 degrees from the nearest view)."""
+    n = face_normals(verts.detach(), faces)
+    elevation = torch.rad2deg(torch.asin(n[:, 1].clamp(-1, 1)))
+    lo, hi = elevation_range
+    return (elevation < lo - angle) | (elevation > hi + angle)
+
+
+def hidden_volume(verts: Tensor, faces: Tensor, hidden: Tensor) -> Tensor:
+    """A loss whose gradient is the enclosed volume's restricted to the `hidden` faces [F]: each such face is pushed
+    inward along its normal in proportion to its area (d volume = sum over faces of area * normal . mean vertex
+    displacement), the rest feel nothing. Its value is not a volume; only its gradient means something."""
+    p = verts[faces]
+    n2 = face_normals(verts, faces, unit=False).detach()  # [F,3] twice the area along the unit normal
+    return (hidden.to(verts.dtype) * (n2 * p.mean(1)).sum(-1)).sum() / 2
+
+
+def hidden_area(verts: Tensor, faces: Tensor, hidden: Tensor) -> Tensor:
+    """The summed area of the `hidden` faces [F] (world units^2). Its gradient is the mean-curvature flow of that
+    part of the surface: a bulge or a dent costs area, so its least-area shape is the flat one spanning the rim
+    the views hold."""
+    return hidden.to(verts.dtype) @ face_normals(verts, faces, unit=False).norm(dim=-1) / 2

@@ -22,7 +22,15 @@ from renderers.background import BACKGROUNDS, Background
 from renderers.base import RenderOutput, Scene, SceneInit
 from renderers.mesh.dmtet import grid_edges, marching_tets, sdf_sign_loss, tet_grid
 from renderers.mesh.rasterize import RASTERIZERS, antialias, check_rasterizer, interpolate, rasterize
-from renderers.mesh.regularizers import enclosed_volume, laplacian_loss, normal_consistency, vertex_normals
+from renderers.mesh.regularizers import (
+    enclosed_volume,
+    hidden_area,
+    hidden_faces,
+    hidden_volume,
+    laplacian_loss,
+    normal_consistency,
+    vertex_normals,
+)
 from renderers.nerf.encoding import GridEncoding
 from renderers.nerf.shading import SHADING_MODES, sample_lighting, shade
 
@@ -57,6 +65,13 @@ class MeshConfig(SectionConfig):
     # enclosed volume (world units^3): of the shapes the views allow, the least; it flattens what the cameras
     # barely see (a bulging underside) and, without Laplacian smoothing, caves in flat faces (README: Mesh refinement)
     volume_weight: Any = bounded(0.0, 0.0, None, schedule=True)
+    # the same pull on the faces no training camera sees (normal more than hidden_angle degrees from every view
+    # direction of the caller's camera elevations, SceneInit.view_elevations): flattens a bulging underside
+    # without caving in the faces the views do see
+    hidden_volume_weight: Any = bounded(0.0, 0.0, None, schedule=True)
+    # the area of those faces (world units^2): a bulge or a dent there costs area, a flat face spanning the rim none
+    hidden_area_weight: Any = bounded(0.0, 0.0, None, schedule=True)
+    hidden_angle: float = bounded(45.0, 0.0, 180.0)
     sdf_weight: Any = bounded(0.01, 0.0, None, schedule=True)  # DMTet's sign regulariser
     # auto: nvdiffrast for a mesh on a GPU when installed, else the torch rasteriser (renderers/mesh/rasterize.py)
     rasterizer: str = choice("auto", RASTERIZERS)
@@ -101,6 +116,13 @@ class MeshScene(Scene):
         self.normal_consistency = Schedule.parse(cfg.normal_consistency_weight, "normal_consistency_weight")
         self.laplacian = Schedule.parse(cfg.laplacian_weight, "laplacian_weight")
         self.volume = Schedule.parse(cfg.volume_weight, "volume_weight")
+        self.hidden_volume = Schedule.parse(cfg.hidden_volume_weight, "hidden_volume_weight")
+        self.hidden_area = Schedule.parse(cfg.hidden_area_weight, "hidden_area_weight")
+        self.view_elevations = init.view_elevations
+        for name, weight in (("hidden_volume_weight", self.hidden_volume), ("hidden_area_weight", self.hidden_area)):
+            if self.view_elevations is None and max(weight.start, weight.end) > 0:
+                raise ConfigError(f"scene.{name} needs the training cameras' elevation range "
+                                  "(SceneInit.view_elevations); set it to 0")
         self.sdf_weight = Schedule.parse(cfg.sdf_weight, "sdf_weight")
         self.geometry_frozen = False
         self.step = 0
@@ -175,7 +197,8 @@ class MeshScene(Scene):
 
     def regularizers(self, out: RenderOutput, step: int) -> dict[str, Tensor]:
         """While the geometry learns: normal consistency, Laplacian smoothing (in grid cells), the enclosed
-        volume and DMTet's SDF sign regulariser, each with its scheduled weight, on the mesh just rendered."""
+        volume (all of it, and its pull on the faces no camera sees) and DMTet's SDF sign regulariser, each with its
+        scheduled weight, on the mesh just rendered."""
         if self.geometry_frozen or self._last_mesh is None:
             return {}
         points, faces = self._last_mesh
@@ -186,6 +209,13 @@ class MeshScene(Scene):
             losses["laplacian"] = w * laplacian_loss(points / self.cell, faces)
         if (w := self.volume(step)) > 0 and faces.shape[0]:
             losses["volume"] = w * enclosed_volume(points, faces)
+        w_volume, w_area = self.hidden_volume(step), self.hidden_area(step)
+        if max(w_volume, w_area) > 0 and faces.shape[0]:
+            hidden = hidden_faces(points, faces, self.view_elevations, self.cfg.hidden_angle)
+            if w_volume > 0:
+                losses["hidden_volume"] = w_volume * hidden_volume(points, faces, hidden)
+            if w_area > 0:
+                losses["hidden_area"] = w_area * hidden_area(points, faces, hidden)
         if (w := self.sdf_weight(step)) > 0:
             losses["sdf"] = w * sdf_sign_loss(self.sdf / self.cell, self.edges)
         return losses
