@@ -197,7 +197,7 @@ class MeshScene(Scene):
 
     def regularizers(self, out: RenderOutput, step: int) -> dict[str, Tensor]:
         """While the geometry learns: normal consistency, Laplacian smoothing (in grid cells), the enclosed
-        volume (all of it, and its pull on the faces no camera sees) and DMTet's SDF sign regulariser, each with its
+        volume (all of it, or its pull and the area on the faces no camera sees), DMTet's SDF sign regulariser, each with its
         scheduled weight, on the mesh just rendered."""
         if self.geometry_frozen or self._last_mesh is None:
             return {}
