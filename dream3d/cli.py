@@ -76,7 +76,7 @@ def _cmd_export(args) -> int:
             raise ConfigError(f"--level {args.level!r}: use 'auto' or a positive density value") from None
     e = dataclasses.replace(trainer.cfg.output.export, **{k: v for k, v in flags.items() if v is not None})
     validate_export(e, trainer.cfg.scene.name)
-    _print_export(export_scene(trainer.scene, trainer.run_dir.model, e, tuple(trainer.cfg.camera.elevation_range)))
+    _print_export(export_scene(trainer.scene, trainer.run_dir.model, e, trainer.view_elevations))
     return 0
 
 

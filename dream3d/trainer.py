@@ -110,7 +110,7 @@ class Trainer:
         self.reference = self.load_reference() if cfg.image else None  # image-to-3D: (rgb, mask, camera)
         image = self.prior.embed_image(self.reference[0], self.reference[2]) if self.reference else None
         self.cond = self.guidance.embed(cfg.prompt, cfg.negative_prompt, image)
-        self.scene = build_run_scene(cfg.scene, cfg.seed, tuple(cfg.camera.elevation_range)).to(self.device)
+        self.scene = build_run_scene(cfg.scene, cfg.seed, self.view_elevations).to(self.device)
         self.optimizer = make_optimizer(self.scene, self.guidance)
         self.convergence = ConvergenceMonitor(cfg.train.convergence)
         self.step = 0
@@ -143,6 +143,12 @@ class Trainer:
         camera = Cameras.make([cfg.reference.elevation], [0.0], cfg.camera.distance, cfg.camera.fovy)
         return rgb.to(self.device), mask.to(self.device), camera.to(self.device)
 
+    @property
+    def view_elevations(self) -> tuple[float, float]:
+        """The training cameras' elevation range (degrees): the views the export's surface cameras and the
+        mesh stage's hidden-face terms take as seen."""
+        return tuple(self.cfg.camera.elevation_range)
+
     def run_context(self, schedule_steps: int) -> RunContext:
         """What the guidance may know of this run: its length and camera distribution. The length is the
         one the run started with (`schedule_steps`, kept in checkpoints): guidance schedules written in
@@ -164,11 +170,10 @@ class Trainer:
         stage = state.get("stage", "coarse")  # checkpoints from before refinement: the coarse stage
         if stage not in STAGES:
             raise CheckpointError(f"checkpoint stage {stage!r} is unknown; valid: {', '.join(STAGES)}")
-        elevations = tuple(self.cfg.camera.elevation_range)
         if stage == "coarse":
-            scene = build_run_scene(self.cfg.scene, self.cfg.seed, elevations).to(self.device)
+            scene = build_run_scene(self.cfg.scene, self.cfg.seed, self.view_elevations).to(self.device)
         else:  # the mesh's own state restores the frozen geometry
-            scene = MeshScene(self.cfg.refine.mesh, SceneInit(view_elevations=elevations)).to(self.device)
+            scene = MeshScene(self.cfg.refine.mesh, SceneInit(view_elevations=self.view_elevations)).to(self.device)
         # checkpoints from before shares of the run: the length their config had
         schedule_steps = state.get("schedule_steps") or state.get("config", {}).get("train", {}).get("steps")
         guidance = build_guidance(self.cfg.guidance, self.prior, self.run_context(schedule_steps)).to(self.device)
@@ -247,10 +252,10 @@ class Trainer:
             if not r.enabled:
                 return False
             self.coarse_end = self.step
-            elevations = tuple(self.cfg.camera.elevation_range)
             with self.timer("refine_sdf"):
-                sdf = coarse_sdf(self.scene, self.cfg.output.export, elevations, r.sdf_resolution, bound=r.mesh.bound)
-            self.scene = MeshScene(r.mesh, SceneInit(sdf=sdf, view_elevations=elevations)).to(self.device)
+                sdf = coarse_sdf(self.scene, self.cfg.output.export, self.view_elevations, r.sdf_resolution,
+                                 bound=r.mesh.bound)
+            self.scene = MeshScene(r.mesh, SceneInit(sdf=sdf, view_elevations=self.view_elevations)).to(self.device)
             self.stage = "geometry"
             self.guidance.set_timestep_range(*r.timestep_range(self.cfg.guidance))
             if r.geometry_steps > 0:
@@ -363,7 +368,7 @@ class Trainer:
         e = self.cfg.output.export
         try:
             with self.timer("export"):
-                info = export_scene(self.scene, self.run_dir.model, e, tuple(self.cfg.camera.elevation_range), cancel)
+                info = export_scene(self.scene, self.run_dir.model, e, self.view_elevations, cancel)
         except (EmptySceneError, ExportError) as err:  # the checkpoint is safe; `dream3d export` can retry
             log.error("export skipped: %s", err)
             return {"error": str(err)}
