@@ -32,7 +32,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from dream3d.config import load_config  # noqa: E402
+from dream3d.config import load_config, to_dict  # noqa: E402
 from dream3d.evaluate import evaluate_run  # noqa: E402
 from dream3d.export import load_mesh  # noqa: E402
 from dream3d.lifecycle import resume_run, start_run  # noqa: E402
@@ -47,14 +47,16 @@ PRESET = ROOT / "configs/toy/sds-nerf-refine.yaml"
 def base_run(prompt: str, out: Path, preset: Path = PRESET) -> Path:
     """The preset's run for `prompt`, stopped after its first geometry step (reused when already there)."""
     folder = out / "base"
-    if RunDir(folder).checkpoint.exists():
-        made_for = RunDir(folder).load_checkpoint()["config"]["prompt"]
-        if made_for != prompt:
-            raise SystemExit(f"{folder} is the base run of {made_for!r}, not {prompt!r}: use another --out")
-        return folder
-    stop = threading.Event()
     cfg = load_config(preset, [f"prompt={prompt}", f"output.out_dir={out}", "output.name=base",
                                "output.turntable_frames=0", "output.progress=false"])
+    if RunDir(folder).checkpoint.exists():
+        made_with = RunDir(folder).load_checkpoint()["config"]
+        if made_with["prompt"] != prompt:
+            raise SystemExit(f"{folder} is the base run of {made_with['prompt']!r}, not {prompt!r}: use another --out")
+        if made_with != to_dict(cfg):  # a preset edited since: its "" variant would measure the old one
+            raise SystemExit(f"{folder} was made with other settings than {preset} has now: use another --out")
+        return folder
+    stop = threading.Event()
     start_run(cfg, stop=stop, on_step=lambda stats: stats["stage"] == "geometry" and stop.set())
     return folder
 
