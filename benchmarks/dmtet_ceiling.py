@@ -1,6 +1,7 @@
 """The true ToyWorld shapes on the DMTet grid, untrained: each shape's exact signed distance at the grid's vertices
 initialises `MeshScene` (vertex offsets 0) at each grid resolution, and its render and mesh are scored as
-`dream3d eval` scores a run (silhouette IoU over the held-out cameras, volumetric IoU of the mesh), so the rows
+`dream3d eval` scores a run (silhouette IoU over the held-out cameras, volumetric IoU and Chamfer distance of the
+mesh), so the rows
 sit beside refined runs. Marching tetrahedra cut sharp edges and tips by up to a cell. Training may win part of
 that back (it sets its own SDF values and moves vertices by up to `deform` cells), so this is not a bound, only
 what the grid holds of the exact surface (README: Mesh refinement). `--supersample` sets the rays per pixel side
@@ -24,7 +25,7 @@ from dream3d.kernel.cameras import CameraSampler  # noqa: E402
 from dream3d.toyworld.catalogue import SHAPES  # noqa: E402
 from dream3d.toyworld.dataset import render_layers  # noqa: E402
 from dream3d.toyworld.geometry import signed_distance  # noqa: E402
-from dream3d.toyworld.metrics import silhouette_iou, volumetric_iou  # noqa: E402
+from dream3d.toyworld.metrics import chamfer_distance, silhouette_iou, volumetric_iou  # noqa: E402
 from renderers.base import SceneInit  # noqa: E402
 from renderers.mesh.scene import MeshConfig, MeshScene  # noqa: E402
 
@@ -44,9 +45,9 @@ def main() -> None:
     args = ap.parse_args()
     ev = EvalConfig()
     cams = CameraSampler().held_out(ev.num_cameras)
-    print(f"silhouette IoU / volumetric IoU, as dream3d eval measures them (true silhouette: {args.supersample}x"
-          f"{args.supersample} samples per pixel)")
-    print(f"{'shape':<10}" + "".join(f"{f'grid {g}':>18}" for g in args.grids))
+    print(f"silhouette IoU / volumetric IoU / Chamfer distance (m), as dream3d eval measures them (true silhouette: "
+          f"{args.supersample}x{args.supersample} samples per pixel)")
+    print(f"{'shape':<10}" + "".join(f"{f'grid {g}':>27}" for g in args.grids))
     for shape in SHAPES:
         mask = render_layers(shape, cams, ev.resolution, args.supersample)[:, :1]  # render_gt's mask
         row = f"{shape:<10}"
@@ -56,7 +57,8 @@ def main() -> None:
                 alpha = scene.render(cams, ev.resolution, ev.resolution, train=False).alpha
                 verts, faces = scene.mesh()
             vol = volumetric_iou(verts.numpy(), faces.numpy(), shape, ev.volume_resolution)
-            row += f"{silhouette_iou(alpha, mask):>11.4f} / {vol:.4f}"
+            chamfer = chamfer_distance(verts.numpy(), faces.numpy(), shape, bound=scene.cfg.bound)
+            row += f"{silhouette_iou(alpha, mask):>11.4f} / {vol:.4f} / {chamfer:.4f}"
         print(row, flush=True)
 
 

@@ -2,8 +2,9 @@
 prompt and stops after the first geometry step (its checkpoint is the base); each variant is a copy of that
 folder whose config (config.yaml and the checkpoint's own) gets the variant's refine.* values, resumed to the
 end and measured by `dream3d eval`. Learning rates are set in the checkpoint's optimiser state too.
-`prior.resolution` may differ as well: the prior is built again on resume, so it takes effect in the mesh
-stages only (Magic3D refines against a higher-resolution prior than its coarse stage's).
+`prior.*` settings may differ as well: the prior is built again on resume, so they take effect in the mesh
+stages only (Magic3D refines against a higher-resolution prior than its coarse stage's; a narrower camera window,
+`prior.window_azimuth`, sharpens what the prior's posterior averages over).
 
     python benchmarks/refine_variants.py --prompt "a purple cone" [--preset YAML] [--out DIR] "" \\
         "refine.mesh.volume_weight=1.0,refine.mesh.lr_sdf=0.001" ...
@@ -38,8 +39,7 @@ from dream3d.export import load_mesh  # noqa: E402
 from dream3d.lifecycle import resume_run, start_run  # noqa: E402
 from dream3d.runs import RunDir  # noqa: E402
 from dream3d.toyworld import parse_prompt  # noqa: E402
-from dream3d.toyworld.geometry import inside  # noqa: E402
-from dream3d.toyworld.metrics import true_surface  # noqa: E402
+from dream3d.toyworld.geometry import signed_distance  # noqa: E402
 
 PRESET = ROOT / "configs/toy/sds-nerf-refine.yaml"
 
@@ -76,9 +76,9 @@ def run_variant(base: Path, out: Path, index: int, items: list[tuple[str, object
     state = folder.load_checkpoint()
     raw = yaml.safe_load(folder.config.read_text())
     for key, value in items:
-        if not (key.startswith("refine.") or key == "prior.resolution"):
-            raise SystemExit(f"{key}: only refine.* settings and prior.resolution can differ from the base run's "
-                             "coarse stage")
+        if not key.startswith(("refine.", "prior.")) or key == "prior.name":
+            raise SystemExit(f"{key}: only refine.* and prior.* settings (not prior.name) can differ from the base "
+                             "run's coarse stage")
         set_key(state["config"], key, value)
         set_key(raw, key, value)
         if key.startswith("refine.mesh.lr_"):  # the optimiser state holds the rates in force
@@ -110,8 +110,7 @@ def offsets(glb: Path, shape: str, n: int = 20000) -> tuple[float, float]:
     m = load_mesh(glb)
     mesh = trimesh.Trimesh(m.vertices, m.faces, process=False)
     points, faces = trimesh.sample.sample_surface(mesh, n, seed=0)
-    _, dist, _ = trimesh.proximity.closest_point(true_surface(shape), points)
-    signed = np.where(inside(shape, torch.from_numpy(points).float()).numpy(), -1.0, 1.0) * dist
+    signed = signed_distance(shape, torch.from_numpy(points)).numpy()  # exact (before 2026-12-04: to a marching-cubes truth)
     ny = mesh.face_normals[faces][:, 1]
     return float(signed[ny < -0.8].mean()), float(signed[np.abs(ny) <= 0.8].mean())
 

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -209,16 +210,24 @@ def test_text_conditioned_denoiser_matches_brute_force():
 
 
 def test_chamfer_distance_to_the_true_surface():
-    """A sphere of radius 0.55 is 0.05 from the true one (radius 0.5) everywhere; the true cube is ~0 from itself."""
+    """Exact meshes of the true shapes (built by trimesh, not from the SDF) score ~0, with no floor: the former
+    truth, marching cubes of an occupancy grid, scored the exact sphere 0.001. A sphere of radius 0.55 is 0.05
+    from the true one (radius 0.5) everywhere."""
     import trimesh
 
-    from dream3d.toyworld.geometry import CUBE_HALF
+    from dream3d.toyworld.geometry import CONE_HALF_HEIGHT, CONE_RADIUS, CUBE_HALF
     from dream3d.toyworld.metrics import chamfer_distance
 
+    exact = trimesh.creation.icosphere(subdivisions=6, radius=0.5)
+    assert chamfer_distance(exact.vertices, exact.faces, "sphere", n=5000) < 1e-4
     big = trimesh.creation.icosphere(subdivisions=5, radius=0.55)
-    assert abs(chamfer_distance(big.vertices, big.faces, "sphere", n=5000) - 0.05) < 0.003
+    assert abs(chamfer_distance(big.vertices, big.faces, "sphere", n=5000) - 0.05) < 5e-4
+    cone = trimesh.creation.cone(radius=CONE_RADIUS, height=2 * CONE_HALF_HEIGHT, sections=512)  # apex on +z
+    cone.apply_transform(trimesh.transformations.rotation_matrix(-np.pi / 2, [1, 0, 0]))  # apex on +y
+    cone.apply_translation([0, -CONE_HALF_HEIGHT, 0])
+    assert chamfer_distance(cone.vertices, cone.faces, "cone", n=5000) < 1e-4  # its tip and rim included
     box = trimesh.creation.box(extents=[2 * CUBE_HALF] * 3)
-    assert chamfer_distance(box.vertices, box.faces, "cube", n=5000) < 0.004
+    assert chamfer_distance(box.vertices, box.faces, "cube", n=5000) < 1e-6
     shifted = box.copy()
     shifted.apply_translation([0.1, 0, 0])
     assert chamfer_distance(shifted.vertices, shifted.faces, "cube", n=5000) > 0.03
