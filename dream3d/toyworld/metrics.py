@@ -123,9 +123,10 @@ def surface_points(shape: str, n: int, bound: float = 0.6, seed: int = 0) -> np.
     import trimesh
 
     p = torch.from_numpy(trimesh.sample.sample_surface(true_surface(shape, bound=bound), n, seed=seed)[0]).double()
-    p.requires_grad_(True)
-    d = signed_distance(shape, p)
-    (grad,) = torch.autograd.grad(d.sum(), p)
+    with torch.enable_grad():  # also under eval's no_grad
+        p.requires_grad_(True)
+        d = signed_distance(shape, p)
+        (grad,) = torch.autograd.grad(d.sum(), p)
     step = d[:, None] * grad / grad.norm(dim=-1, keepdim=True).clamp(min=1e-12)
     # on the axis of a solid of revolution (the cone's tip, a base's centre) the gradient is 0/0: stay put there
     return (p - torch.nan_to_num(step, nan=0.0)).detach().numpy()
