@@ -186,7 +186,8 @@ def make_config(preset: str, prompt: str, negative: str, steps: int, seed: int, 
     return cfg
 
 
-REFINE_STEPS = ["refine.geometry_steps=100", "refine.texture_steps=100"]  # configs/toy/sds-nerf-refine.yaml's
+REFINE_STEPS = ["refine.geometry_steps=100", "refine.texture_steps=100"]  # with the default refine settings (no
+# hidden-face terms, which the refine presets pair with their longer geometry stages)
 
 
 def refine_preset(preset: str, root: Path) -> tuple[str, list[str]]:
