@@ -229,7 +229,7 @@ def test_the_refine_checkbox_adds_the_mesh_stages(tmp_path):
 
     gauss = make_config("toy/sds-gaussians", "a red cube", "", 400, 0, None, "", tmp_path, refine=True)
     sibling = load_config("configs/toy/sds-gaussians-refine.yaml")
-    assert gauss.scene.name == "gaussians" and gauss.refine == sibling.refine and gauss.refine.geometry_steps == 300
+    assert gauss.scene.name == "gaussians" and gauss.refine == sibling.refine and gauss.refine.geometry_steps == 500
     assert not make_config("toy/sds-gaussians", "a red cube", "", 400, 0, None, "", tmp_path).refine.enabled
     assert "toy/vsd-nerf-refine" not in list_presets()
     vsd = make_config("toy/vsd-nerf", "a red cube", "", 400, 0, None, "", tmp_path, refine=True)
